@@ -1,0 +1,61 @@
+//! `kmsfs`: mount a directory whose files are stored encrypted, with data keys from a KMS.
+//!
+//! This file only parses the command line, sets up logging and dispatches; each
+//! subcommand lives in its own module.
+
+mod fs_cli;
+mod kms_cli;
+mod serve_cli;
+
+use clap::{Parser, Subcommand};
+
+/// Transparent file encryption with envelope encryption and a KMS.
+#[derive(Debug, Parser)]
+#[command(name = "kmsfs", version, about, long_about = None)]
+struct Cli {
+    /// The KMS: a key-store directory (embedded KMS) or an http(s):// URL.
+    /// Default: $KMSFS_KMS, else $XDG_DATA_HOME/kmsfs/kms (~/.local/share/kmsfs/kms).
+    #[arg(long, global = true, env = "KMSFS_KMS", value_name = "PATH|URL")]
+    kms: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make BACKING a new encrypted volume (creates its CMK unless --key is given).
+    Init(fs_cli::InitArgs),
+    /// Mount the volume BACKING on MOUNTPOINT (initialising BACKING if it is new).
+    Mount(fs_cli::MountArgs),
+    /// Unmount MOUNTPOINT, waiting for the daemon to flush.
+    Umount(fs_cli::UmountArgs),
+    /// Show a mounted volume's DEK cache and KMS counters.
+    Stats(fs_cli::StatsArgs),
+    /// Run a KMS action, `tccli kms` style: `kmsfs kms CreateKey --Alias test`;
+    /// `kmsfs kms serve --listen ADDR` runs the KMS as an HTTP server.
+    #[command(disable_help_flag = true)]
+    Kms {
+        /// The action and its `--Param value` pairs.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => fs_cli::init(cli.kms.as_deref(), a),
+        Command::Mount(a) => fs_cli::mount(cli.kms.as_deref(), a),
+        Command::Umount(a) => fs_cli::umount(a),
+        Command::Stats(a) => fs_cli::stats(a),
+        Command::Kms { args } => kms_cli::run(cli.kms.as_deref(), &args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("kmsfs: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
