@@ -21,8 +21,10 @@
 //! Secrets (key material, plaintexts, data keys) never reach logs, errors or
 //! `Debug` output, and key types zeroize on drop.
 
+pub mod envelope;
 pub mod error;
 
+pub use envelope::{DataKey, EncryptionContext};
 pub use error::{ErrorCode, KmsError, KmsResult};
 
 /// Who is calling, for authorisation and the audit log.
@@ -48,4 +50,34 @@ pub trait Kms: Send + Sync {
         action: &str,
         params: &serde_json::Value,
     ) -> KmsResult<serde_json::Value>;
+
+    /// GenerateDataKey: a fresh data key of `bytes` bytes, in plaintext and wrapped
+    /// under the CMK `key_id` (an id or `alias/NAME`), bound to `context`.
+    ///
+    /// The default goes through [`Kms::call`]; the embedded service overrides it with
+    /// a direct call that never puts the plaintext in a JSON value.
+    fn generate_data_key(
+        &self,
+        ctx: &CallContext,
+        key_id: &str,
+        bytes: usize,
+        context: &EncryptionContext,
+    ) -> KmsResult<DataKey> {
+        envelope::generate_data_key_via_call(self, ctx, key_id, bytes, context)
+    }
+
+    /// Decrypt of a data key: unwraps `ciphertext_blob` (raw bytes, as
+    /// [`DataKey::ciphertext_blob`]) under the CMK and version the blob names.
+    ///
+    /// # Errors
+    /// `ResourceUnavailable.CmkDisabled` and friends when the CMK refuses;
+    /// `InvalidParameterValue.InvalidCiphertext` when the blob or the context is wrong.
+    fn decrypt_data_key(
+        &self,
+        ctx: &CallContext,
+        ciphertext_blob: &[u8],
+        context: &EncryptionContext,
+    ) -> KmsResult<DataKey> {
+        envelope::decrypt_data_key_via_call(self, ctx, ciphertext_blob, context)
+    }
 }
