@@ -51,12 +51,12 @@ pub struct CallContext {
 
 impl CallContext {
     /// A context for an in-process caller: principal `local:<user>` (from
-    /// `$USER`, else `local:uid`), and a fresh request id (a UUID).
+    /// `$USER`, else `local:uid=N`), and a fresh request id (a UUID).
     pub fn local() -> CallContext {
         let user = std::env::var("USER")
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "uid".to_owned());
+            .unwrap_or_else(|| format!("uid={}", rustix::process::getuid().as_raw()));
         CallContext {
             principal: format!("local:{user}"),
             request_id: uuid::Uuid::new_v4().to_string(),
