@@ -232,7 +232,7 @@ pub(crate) struct LoadedKey {
 pub(crate) struct Snapshot {
     /// The file this snapshot was read from, kept open so its inode stays unique.
     _file: Option<File>,
-    file_id: (u64, u64),
+    file_id: FileId,
     pub keys: Vec<LoadedKey>,
     by_id: HashMap<String, usize>,
     by_alias: HashMap<String, usize>,
@@ -307,17 +307,76 @@ fn wrap_material(
 ) -> KmsResult<KeyVersionRecord> {
     let mut nonce = [0u8; NONCE_LEN];
     crypto::random_bytes(&mut nonce)?;
-    let mut buf = Zeroizing::new(material.to_vec());
-    root.wrap
-        .seal(&nonce, &material_ad(key_id, version, kind), &mut buf)?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&buf);
     Ok(KeyVersionRecord {
         version,
         created: now,
         kind,
-        wrapped: B64.encode(out),
+        wrapped: wrap_with_nonce(root, key_id, version, kind, material, &nonce)?,
     })
+}
+
+fn wrap_with_nonce(
+    root: &RootKeys,
+    key_id: &str,
+    version: u32,
+    kind: MaterialKind,
+    material: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> KmsResult<String> {
+    let mut buf = Zeroizing::new(material.to_vec());
+    root.wrap
+        .seal(nonce, &material_ad(key_id, version, kind), &mut buf)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    Ok(B64.encode(out))
+}
+
+/// Known-answer tests and docs/FORMAT.md: the `wrapped` field of a key version,
+/// for a given root key and nonce.
+///
+/// # Security
+/// Only for test vectors: the store always draws the nonce at random.
+pub fn test_vector_wrap(
+    root_key: &[u8; KEY_LEN],
+    key_id: &str,
+    version: u32,
+    material: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> KmsResult<String> {
+    let root = RootKeys::derive(root_key);
+    wrap_with_nonce(
+        &root,
+        key_id,
+        version,
+        MaterialKind::Aes256,
+        material,
+        nonce,
+    )
+}
+
+/// Known-answer tests and docs/FORMAT.md: a whole `keys.kms` of a root-key-file
+/// store with this body (the JSON document) and generation.
+pub fn test_vector_store_file(root_key: &[u8; KEY_LEN], generation: u64, body: &[u8]) -> Vec<u8> {
+    let root = RootKeys::derive(root_key);
+    let h = Header {
+        source: SOURCE_FILE,
+        log_n: 0,
+        r: 0,
+        p: 0,
+        salt: [0u8; 16],
+        check: root.check,
+        generation,
+    };
+    encode_file(&root, &h, body)
+}
+
+fn encode_file(root: &RootKeys, h: &Header, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + body.len() + STORE_MAC_LEN);
+    bytes.extend_from_slice(&h.encode(body.len() as u64));
+    bytes.extend_from_slice(body);
+    let mac = crypto::hmac_sha256(&root.mac[..], &bytes);
+    bytes.extend_from_slice(&mac);
+    bytes
 }
 
 fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<AeadKey>> {
@@ -351,6 +410,28 @@ fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<V
         }
     }
     Ok(out)
+}
+
+/// What identifies one version of `keys.kms`: (device, inode) changes on every
+/// replace (the snapshot holds its file open, so the inode cannot be reused);
+/// size and mtime catch in-place edits (damage) too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn file_id(md: &fs::Metadata) -> FileId {
+    FileId {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime: md.mtime(),
+        mtime_nsec: md.mtime_nsec(),
+    }
 }
 
 /// Holds an exclusive flock until dropped.
@@ -577,7 +658,7 @@ impl Store {
     pub fn snapshot(&self) -> KmsResult<Arc<Snapshot>> {
         let md = fs::metadata(&self.store_path)
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let id = (md.dev(), md.ino());
+        let id = file_id(&md);
         {
             let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
             if cur.file_id == id {
@@ -615,13 +696,13 @@ impl Store {
                 self.store_path.display()
             ))
         })?;
-        let snap = Arc::new(self.build(f, (md.dev(), md.ino()), body.keys)?);
+        let snap = Arc::new(self.build(f, file_id(&md), body.keys)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::clone(&snap);
         Ok(snap)
     }
 
-    fn build(&self, file: File, file_id: (u64, u64), recs: Vec<KeyRecord>) -> KmsResult<Snapshot> {
+    fn build(&self, file: File, file_id: FileId, recs: Vec<KeyRecord>) -> KmsResult<Snapshot> {
         let mut keys = Vec::with_capacity(recs.len());
         let mut by_id = HashMap::with_capacity(recs.len());
         let mut by_alias = HashMap::with_capacity(recs.len());
@@ -658,11 +739,7 @@ impl Store {
             serde_json::to_vec(&body).map_err(|e| internal(format!("serialise store: {e}")))?;
         let mut h = self.header;
         h.generation = generation + 1;
-        let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + json.len() + STORE_MAC_LEN);
-        bytes.extend_from_slice(&h.encode(json.len() as u64));
-        bytes.extend_from_slice(&json);
-        let mac = crypto::hmac_sha256(&self.root.mac[..], &bytes);
-        bytes.extend_from_slice(&mac);
+        let bytes = encode_file(&self.root, &h, &json);
         let tmp = self.dir.join(TMP_FILE);
         let mut f = OpenOptions::new()
             .write(true)
@@ -683,7 +760,7 @@ impl Store {
         let md = f
             .metadata()
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let snap = Arc::new(self.build(f, (md.dev(), md.ino()), body.keys)?);
+        let snap = Arc::new(self.build(f, file_id(&md), body.keys)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
         Ok(snap)
     }
@@ -764,7 +841,7 @@ impl Snapshot {
     fn empty_placeholder() -> KmsResult<Snapshot> {
         Ok(Snapshot {
             _file: None,
-            file_id: (u64::MAX, u64::MAX),
+            file_id: FileId::default(),
             keys: Vec::new(),
             by_id: HashMap::new(),
             by_alias: HashMap::new(),
