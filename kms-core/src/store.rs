@@ -589,7 +589,13 @@ impl Store {
                     internal(format!("{}; the store {} cannot be opened without it (a new root key is never made for an existing store)", e.message, store_path.display()))
                 })?,
                 (SOURCE_FILE, RootKeySource::Passphrase(_)) => {
-                    read_root_key_file(&dir.join(ROOT_KEY_FILE))?
+                    // A store made with a root key file keeps using it, even when
+                    // a passphrase is set in the environment.
+                    let p = std::env::var_os("KMSFS_KMS_ROOT_KEY")
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| dir.join(ROOT_KEY_FILE));
+                    read_root_key_file(&p)?
                 }
                 (s, _) => {
                     return Err(internal(format!(
