@@ -224,7 +224,7 @@ struct Body {
 pub(crate) struct LoadedKey {
     pub rec: KeyRecord,
     /// Material of version `n` at index `n - 1`.
-    pub material: Vec<AeadKey>,
+    pub material: Vec<Arc<AeadKey>>,
 }
 
 /// The store as one process sees it at one moment.
@@ -233,6 +233,8 @@ pub(crate) struct Snapshot {
     /// The file this snapshot was read from, kept open so its inode stays unique.
     _file: Option<File>,
     file_id: FileId,
+    /// The generation in the file's header.
+    generation: u64,
     pub keys: Vec<LoadedKey>,
     by_id: HashMap<String, usize>,
     by_alias: HashMap<String, usize>,
@@ -379,7 +381,7 @@ fn encode_file(root: &RootKeys, h: &Header, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<AeadKey>> {
+fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<Arc<AeadKey>>> {
     let mut out = Vec::with_capacity(rec.versions.len());
     for (i, v) in rec.versions.iter().enumerate() {
         let bad = || {
@@ -405,7 +407,7 @@ fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<V
         match v.kind {
             MaterialKind::Aes256 => {
                 let key: &[u8; KEY_LEN] = (&*pt).try_into().map_err(|_| bad())?;
-                out.push(AeadKey::new(key));
+                out.push(Arc::new(AeadKey::new(key)));
             }
         }
     }
@@ -702,19 +704,31 @@ impl Store {
                 self.store_path.display()
             ))
         })?;
-        let snap = Arc::new(self.build(f, file_id(&md), body.keys)?);
+        let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::clone(&snap);
         Ok(snap)
     }
 
-    fn build(&self, file: File, file_id: FileId, recs: Vec<KeyRecord>) -> KmsResult<Snapshot> {
+    fn build(
+        &self,
+        file: File,
+        file_id: FileId,
+        generation: u64,
+        recs: Vec<KeyRecord>,
+    ) -> KmsResult<Snapshot> {
         let mut keys = Vec::with_capacity(recs.len());
         let mut by_id = HashMap::with_capacity(recs.len());
         let mut by_alias = HashMap::with_capacity(recs.len());
         let mut next_due = u64::MAX;
+        // Material already unwrapped (same key, same wrapped versions) is reused:
+        // a reload after another process's DisableKey costs no crypto.
+        let prev = Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()));
         for (i, rec) in recs.into_iter().enumerate() {
-            let material = unwrap_material(&self.root, &self.store_path, &rec)?;
+            let material = match prev.by_id(&rec.key_id) {
+                Some(k) if k.rec.versions == rec.versions => k.material.clone(),
+                _ => unwrap_material(&self.root, &self.store_path, &rec)?,
+            };
             by_id.insert(rec.key_id.clone(), i);
             if !rec.alias.is_empty() {
                 by_alias.insert(rec.alias.clone(), i);
@@ -730,6 +744,7 @@ impl Store {
         Ok(Snapshot {
             _file: Some(file),
             file_id,
+            generation,
             keys,
             by_id,
             by_alias,
@@ -766,20 +781,9 @@ impl Store {
         let md = f
             .metadata()
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let snap = Arc::new(self.build(f, file_id(&md), body.keys)?);
+        let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
         Ok(snap)
-    }
-
-    fn current_generation(&self) -> KmsResult<u64> {
-        let mut f =
-            File::open(&self.store_path).map_err(|e| io_err("cannot open", &self.store_path, e))?;
-        let mut h = [0u8; STORE_HEADER_LEN];
-        f.read_exact(&mut h)
-            .map_err(|e| io_err("cannot read", &self.store_path, e))?;
-        let mut g = [0u8; 8];
-        g.copy_from_slice(&h[48..56]);
-        Ok(u64::from_be_bytes(g))
     }
 
     /// One read-modify-write under the store lock: `f` edits the records; purges
@@ -805,15 +809,13 @@ impl Store {
             Err(e) => {
                 // Drop f's partial edits, but persist due purges and rotations.
                 if maintained != before {
-                    let generation = self.current_generation()?;
-                    self.write(generation, maintained)?;
+                    self.write(snap.generation, maintained)?;
                 }
                 return Err(e);
             }
         };
         if txn.keys != before {
-            let generation = self.current_generation()?;
-            self.write(generation, txn.keys)?;
+            self.write(snap.generation, txn.keys)?;
         }
         Ok(r)
     }
@@ -848,6 +850,7 @@ impl Snapshot {
         Ok(Snapshot {
             _file: None,
             file_id: FileId::default(),
+            generation: 0,
             keys: Vec::new(),
             by_id: HashMap::new(),
             by_alias: HashMap::new(),

@@ -117,6 +117,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_key() {
             acked.len()
         );
     }
+    eprintln!("{rounds} rounds, {} acknowledged keys", acked.len());
     assert!(rounds >= 10, "only {rounds} rounds");
     assert!(!acked.is_empty(), "no writer ever acknowledged a key");
     check_all(d.path(), &acked);

@@ -32,6 +32,8 @@ fn a_damaged_store_is_reported_and_left_alone() {
     let key = create(&kms, "k");
     let path = d.path().join("keys.kms");
     let good = std::fs::read(&path).unwrap();
+    // Generation 1 is the empty store; CreateKey wrote generation 2.
+    assert_eq!(good[48..56], 2u64.to_be_bytes());
 
     // Truncated.
     std::fs::write(&path, &good[..good.len() - 5]).unwrap();
