@@ -510,19 +510,15 @@ fn read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
     Ok(k)
 }
 
-/// Makes the root key file if it does not exist (never replacing one); returns the key.
-fn create_or_read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
-    if path.exists() {
-        return read_root_key_file(path);
-    }
+/// Writes a new root key file (0600, fsync'ed, linked into place so that an
+/// existing file is never replaced, directory fsync'ed).
+fn create_root_key_file(path: &Path, key: &[u8; KEY_LEN]) -> KmsResult<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(".root.key.tmp.{}", std::process::id()));
-    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    crypto::random_bytes(&mut key[..])?;
     let mut content = Zeroizing::new(Vec::with_capacity(ROOT_KEY_FILE_LEN));
     content.extend_from_slice(&ROOT_KEY_MAGIC);
     content.extend_from_slice(&ROOT_KEY_VERSION.to_be_bytes());
-    content.extend_from_slice(&key[..]);
+    content.extend_from_slice(key);
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)
@@ -534,17 +530,11 @@ fn create_or_read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err("cannot write root key", &tmp, e))?;
     drop(f);
-    // link(2) never replaces an existing file: a root key made meanwhile wins.
+    // link(2) never replaces an existing file.
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_dir(parent)?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_root_key_file(path),
-        Err(e) => Err(io_err("cannot create root key", path, e)),
-    }
+    linked.map_err(|e| io_err("cannot create root key", path, e))?;
+    sync_dir(parent)
 }
 
 fn scrypt_root(pass: &str, h: &Header) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
@@ -571,14 +561,43 @@ impl Store {
         let store_path = dir.join(STORE_FILE);
         let lock_path = dir.join(LOCK_FILE);
         let _lock = LockGuard::acquire(&lock_path)?;
-        let exists = match fs::symlink_metadata(&store_path) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(io_err("cannot stat", &store_path, e)),
+        // The root key file a store of source 1 uses.
+        let key_file = match &source {
+            RootKeySource::File(p) => p.clone(),
+            RootKeySource::Passphrase(_) => std::env::var_os("KMSFS_KMS_ROOT_KEY")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.join(ROOT_KEY_FILE)),
         };
-        let (root, header) = if exists {
-            let bytes = fs::read(&store_path).map_err(|e| io_err("cannot read", &store_path, e))?;
-            let (h, _) = Header::parse(&store_path, &bytes)?;
+        let existing = match fs::read(&store_path) {
+            Ok(bytes) => {
+                let (h, end) = Header::parse(&store_path, &bytes)?;
+                // First use writes keys.kms before root.key: a crash in between
+                // leaves a store that never held a key and has no root key. Only
+                // that store is made anew; any other is never replaced.
+                let virgin = h.source == SOURCE_FILE
+                    && h.generation == 1
+                    && !key_file.exists()
+                    && serde_json::from_slice::<Body>(&bytes[STORE_HEADER_LEN..end])
+                        .is_ok_and(|b| b.keys.is_empty());
+                (!virgin).then_some(h)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if matches!(&source, RootKeySource::File(p) if *p == dir.join(ROOT_KEY_FILE) && p.exists())
+                {
+                    return Err(internal(format!(
+                        "key store {} is missing but its root key {} exists: restore keys.kms from a backup \
+                         (if this directory never held keys, move the root key away to start a new store)",
+                        store_path.display(),
+                        key_file.display()
+                    )));
+                }
+                None
+            }
+            Err(e) => return Err(io_err("cannot read", &store_path, e)),
+        };
+        let mut new_key_file = None;
+        let (root, header) = if let Some(h) = existing {
             let key = match (h.source, &source) {
                 (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, &h)?,
                 (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
@@ -587,18 +606,15 @@ impl Store {
                         store_path.display()
                     )))
                 }
-                (SOURCE_FILE, RootKeySource::File(p)) => read_root_key_file(p).map_err(|e| {
-                    internal(format!("{}; the store {} cannot be opened without it (a new root key is never made for an existing store)", e.message, store_path.display()))
+                // A store made with a root key file keeps using it, even when a
+                // passphrase is set in the environment.
+                (SOURCE_FILE, _) => read_root_key_file(&key_file).map_err(|e| {
+                    internal(format!(
+                        "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
+                        e.message,
+                        store_path.display()
+                    ))
                 })?,
-                (SOURCE_FILE, RootKeySource::Passphrase(_)) => {
-                    // A store made with a root key file keeps using it, even when
-                    // a passphrase is set in the environment.
-                    let p = std::env::var_os("KMSFS_KMS_ROOT_KEY")
-                        .filter(|p| !p.is_empty())
-                        .map(PathBuf::from)
-                        .unwrap_or_else(|| dir.join(ROOT_KEY_FILE));
-                    read_root_key_file(&p)?
-                }
                 (s, _) => {
                     return Err(internal(format!(
                         "key store {} names an unknown root key source {s} (damaged store)",
@@ -625,7 +641,14 @@ impl Store {
                 generation: 0,
             };
             let key = match &source {
-                RootKeySource::File(p) => create_or_read_root_key_file(p)?,
+                // A root key file shared by several stores ($KMSFS_KMS_ROOT_KEY).
+                RootKeySource::File(p) if p.exists() => read_root_key_file(p)?,
+                RootKeySource::File(p) => {
+                    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+                    crypto::random_bytes(&mut key[..])?;
+                    new_key_file = Some((p.clone(), key.clone()));
+                    key
+                }
                 RootKeySource::Passphrase(p) => {
                     h.source = SOURCE_PASSPHRASE;
                     h.log_n = SCRYPT_LOG_N;
@@ -639,6 +662,7 @@ impl Store {
             h.check = root.check;
             (root, h)
         };
+        let fresh = new_key_file.is_some() || header.generation == 0;
         let placeholder = Snapshot::empty_placeholder()?;
         let store = Store {
             dir: dir.to_path_buf(),
@@ -648,10 +672,16 @@ impl Store {
             header,
             current: RwLock::new(Arc::new(placeholder)),
         };
-        if exists {
-            store.reload()?;
-        } else {
+        if fresh {
+            // keys.kms first (empty, durable), then the root key file: every
+            // crash point leaves either nothing, a virgin store made anew on the
+            // next open, or a complete store.
             store.write(0, Vec::new())?;
+            if let Some((p, key)) = new_key_file {
+                create_root_key_file(&p, &key)?;
+            }
+        } else {
+            store.reload()?;
         }
         Ok(store)
     }

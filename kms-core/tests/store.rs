@@ -246,3 +246,30 @@ fn audit_log_is_one_chained_line_per_call_across_instances() {
     let edited = text.replacen("\"Encrypt\"", "\"Decrypt\"", 1);
     assert!(kms_core::audit::verify_chain(edited.as_bytes()).is_err());
 }
+
+#[test]
+fn a_lost_store_is_not_silently_recreated_but_an_interrupted_first_use_is() {
+    let top = tempfile::tempdir().unwrap();
+    let d = top.path().join("s");
+    {
+        let (kms, _) = open(&d);
+        create(&kms, "k");
+    }
+    std::fs::remove_file(d.join("keys.kms")).unwrap();
+    let e = open_err(&d);
+    assert!(e.message.contains("missing"), "{}", e.message);
+    assert!(!d.join("keys.kms").exists());
+
+    // First use is keys.kms (empty, generation 1), then root.key: a crash between
+    // the two leaves a store that never held a key, which the next open remakes.
+    let v = top.path().join("v");
+    drop(open(&v));
+    std::fs::remove_file(v.join("root.key")).unwrap();
+    let (kms, _) = open(&v);
+    create(&kms, "fresh");
+    assert!(v.join("root.key").exists());
+    drop(kms);
+    // Once it held a key, it is never remade.
+    std::fs::remove_file(v.join("root.key")).unwrap();
+    assert!(open_err(&v).message.contains("root.key"));
+}
