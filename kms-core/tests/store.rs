@@ -273,3 +273,45 @@ fn a_lost_store_is_not_silently_recreated_but_an_interrupted_first_use_is() {
     std::fs::remove_file(v.join("root.key")).unwrap();
     assert!(open_err(&v).message.contains("root.key"));
 }
+
+#[test]
+fn every_flip_or_cut_of_the_store_file_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(d.path());
+    create(&kms, "a");
+    create(&kms, "b");
+    drop(kms);
+    let path = d.path().join("keys.kms");
+    let good = std::fs::read(&path).unwrap();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x20;
+        std::fs::write(&path, &bad).unwrap();
+        let e = open_err(d.path());
+        assert_eq!(e.code, ErrorCode::InternalError, "flip at {i}");
+        assert!(
+            e.message.contains("keys.kms") || e.message.contains("root key"),
+            "flip at {i}: {}",
+            e.message
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bad,
+            "flip at {i} rewrote the store"
+        );
+    }
+    for n in (0..good.len()).step_by(7) {
+        std::fs::write(&path, &good[..n]).unwrap();
+        assert_eq!(
+            open_err(d.path()).code,
+            ErrorCode::InternalError,
+            "cut at {n}"
+        );
+    }
+    std::fs::write(&path, &good).unwrap();
+    let (kms, _) = open(d.path());
+    assert_eq!(
+        call(&kms, "ListKeys", json!({})).unwrap()["TotalCount"],
+        json!(2)
+    );
+}
