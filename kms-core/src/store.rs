@@ -436,6 +436,33 @@ fn file_id(md: &fs::Metadata) -> FileId {
     }
 }
 
+/// How long a writer waits for the store lock before giving up.
+pub const STORE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `flock(LOCK_EX)` with a deadline: a process stopped while holding a lock
+/// (SIGSTOP, a debugger) must not hang every other process forever.
+///
+/// # Errors
+/// `WouldBlock` after `timeout`; other I/O errors as they come.
+pub(crate) fn lock_with_timeout(f: &File, timeout: std::time::Duration) -> std::io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        match flock(f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Holds an exclusive flock until dropped.
 struct LockGuard(File);
 
@@ -449,8 +476,17 @@ impl LockGuard {
             .mode(0o600)
             .open(path)
             .map_err(|e| io_err("cannot open lock file", path, e))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("cannot lock", path, e.into()))?;
+        lock_with_timeout(&f, STORE_LOCK_TIMEOUT).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                internal(format!(
+                    "key store lock {} is held by another process for more than {} s (a stopped kmsfs?)",
+                    path.display(),
+                    STORE_LOCK_TIMEOUT.as_secs()
+                ))
+            } else {
+                io_err("cannot lock", path, e)
+            }
+        })?;
         Ok(LockGuard(f))
     }
 }

@@ -315,3 +315,31 @@ fn every_flip_or_cut_of_the_store_file_is_refused() {
         json!(2)
     );
 }
+
+#[test]
+fn a_stuck_lock_holder_blocks_no_reader_and_the_audit_log_only_briefly() {
+    use std::time::{Duration, Instant};
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(d.path());
+    let key = create(&kms, "l");
+    let blob = encrypt(&kms, &key, b"x", None).unwrap();
+
+    // Another process "stopped" while holding the store lock: reads go on.
+    let lock = std::fs::File::open(d.path().join("lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let t = Instant::now();
+    assert_eq!(decrypt(&kms, &blob, None).unwrap(), b"x");
+    call(&kms, "DescribeKey", json!({"KeyId": key})).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    drop(lock);
+
+    // ... holding the audit log's lock: calls wait at most the audit timeout.
+    let audit = std::fs::File::open(d.path().join("audit.log")).unwrap();
+    rustix::fs::flock(&audit, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let t = Instant::now();
+    assert_eq!(decrypt(&kms, &blob, None).unwrap(), b"x");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(audit);
+    let log = std::fs::read_to_string(d.path().join("audit.log")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"Decrypt\"")).count(), 2);
+}
