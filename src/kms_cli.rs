@@ -156,6 +156,11 @@ const SPECS: &[Spec] = &[
         "Random bytes (NumberOfBytes 1-1024).",
         &[("NumberOfBytes", Kind::Int, true)],
     ),
+    (
+        "ListAlgorithms",
+        "List the key usages and algorithms this KMS supports.",
+        &[],
+    ),
 ];
 
 fn usage() -> String {

@@ -470,6 +470,11 @@ fn describe_list_alias_and_description() {
         code(call(&kms, "NoSuchAction", json!({}))),
         E::InvalidAction
     );
+    let la = call(&kms, "ListAlgorithms", json!({})).unwrap();
+    assert_eq!(
+        la["SymmetricAlgorithms"],
+        json!([{"KeyUsage": "ENCRYPT_DECRYPT", "Algorithm": "AES_256"}])
+    );
     assert_eq!(
         code(call(&kms, "DescribeKey", json!({"KeyId": 5}))),
         E::InvalidParameter
