@@ -180,8 +180,9 @@ fn require<'a>(v: &'a Option<String>, name: &str) -> KmsResult<&'a str> {
 }
 
 /// Checks an alias: 1–60 of `[A-Za-z0-9_-]`, starting with a letter or digit,
-/// not `kms-…` (reserved), and not shaped like a key id (bare aliases are
-/// accepted wherever a KeyId is, so the two must never be confused).
+/// not `kms-…` (reserved). `alias/NAME` names the key wherever a KeyId is taken
+/// (an extension: Tencent's KeyId is the key id only); a bare alias is not
+/// accepted there, so an alias can never be mistaken for a key id.
 pub fn validate_alias(alias: &str) -> KmsResult<()> {
     let bad = |why: &str| {
         err(
@@ -203,9 +204,6 @@ pub fn validate_alias(alias: &str) -> KmsResult<()> {
     }
     if alias.starts_with("kms-") {
         return Err(bad("the prefix kms- is reserved"));
-    }
-    if uuid::Uuid::parse_str(alias).is_ok() {
-        return Err(bad("it must not look like a key id"));
     }
     Ok(())
 }
@@ -285,7 +283,7 @@ impl<'de> Deserialize<'de> for SecretString {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KeyIdRequest {
-    /// A key id, `alias/NAME` or a bare alias.
+    /// A key id or `alias/NAME`.
     pub key_id: Option<String>,
 }
 
