@@ -574,7 +574,8 @@ fn threads_decrypting_while_the_key_flips_see_only_success_or_cmk_disabled() {
             .map(|_| {
                 s.spawn(|| {
                     let (mut ok, mut refused) = (0, 0);
-                    while !stop.load(Ordering::Relaxed) {
+                    // The key ends enabled: run until stopped and at least one success.
+                    while !stop.load(Ordering::Relaxed) || ok == 0 {
                         match kms.decrypt_data_key(&c, &dk.ciphertext_blob, &ec) {
                             Ok(k) => {
                                 assert_eq!(&k.plaintext[..], &dk.plaintext[..]);
