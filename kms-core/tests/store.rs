@@ -371,3 +371,34 @@ fn leftover_temp_files_from_an_interrupted_write_are_ignored() {
         json!(4)
     );
 }
+
+#[test]
+fn a_torn_last_audit_line_is_terminated_and_chained_over() {
+    use std::io::Write as _;
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(d.path());
+    create(&kms, "a");
+    let path = d.path().join("audit.log");
+    let torn = br#"{"time":"2026-11-23T00:00:00.000Z","principal":"local:x","act"#;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(torn)
+        .unwrap();
+    let (other, _) = open(d.path()); // a fresh process-like writer
+    call(&other, "ListKeys", json!({})).unwrap();
+    let log = std::fs::read(&path).unwrap();
+    let lines: Vec<&[u8]> = log
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines[lines.len() - 2], &torn[..]);
+    let last: serde_json::Value = serde_json::from_slice(lines[lines.len() - 1]).unwrap();
+    assert_eq!(
+        last["prev"],
+        json!(kms_core::crypto::hex(&kms_core::crypto::sha256(torn)))
+    );
+    // The verifier reports the torn line.
+    assert_eq!(kms_core::audit::verify_chain(&log), Err(lines.len() - 1));
+}
