@@ -23,6 +23,7 @@
 
 pub mod envelope;
 pub mod error;
+pub mod http;
 
 pub use envelope::{DataKey, EncryptionContext};
 pub use error::{ErrorCode, KmsError, KmsResult};
