@@ -164,6 +164,7 @@ pub fn decrypt_data_key_via_call<K: Kms + ?Sized>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

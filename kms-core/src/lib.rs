@@ -21,12 +21,25 @@
 //! Secrets (key material, plaintexts, data keys) never reach logs, errors or
 //! `Debug` output, and key types zeroize on drop.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod blob;
+pub mod clock;
+mod connect;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod key;
+pub mod service;
+pub mod store;
 
+pub use connect::{connect, default_store_dir};
 pub use envelope::{DataKey, EncryptionContext};
 pub use error::{ErrorCode, KmsError, KmsResult};
+pub use service::{KmsOptions, KmsService};
 
 /// Who is calling, for authorisation and the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +48,29 @@ pub struct CallContext {
     pub principal: String,
     /// The request id returned in the response and written to the audit log.
     pub request_id: String,
+}
+
+impl CallContext {
+    /// A context for an in-process caller: principal `local:<user>` (from
+    /// `$USER`, else `local:uid=N`), and a fresh request id (a UUID).
+    pub fn local() -> CallContext {
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("uid={}", rustix::process::getuid().as_raw()));
+        CallContext {
+            principal: format!("local:{user}"),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// A context with this principal and a fresh request id.
+    pub fn new(principal: impl Into<String>) -> CallContext {
+        CallContext {
+            principal: principal.into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
 }
 
 /// A KMS, wherever it runs: the seam between callers and implementations.

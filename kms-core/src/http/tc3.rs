@@ -16,8 +16,6 @@
 
 use std::fmt;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -61,20 +59,16 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Zeroizing<[u8; 32]> {
-    // HMAC accepts keys of any length.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(msg);
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), msg);
     let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(&mac.finalize().into_bytes());
+    out.copy_from_slice(tag.as_ref());
     out
 }
 
 /// hex(SHA-256(data)), lowercase.
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,44 @@
+//! Choosing a KMS from a spec: a store directory (embedded) or a server URL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::{ErrorCode, Kms, KmsError, KmsResult, KmsService};
+
+/// The default store directory: `$XDG_DATA_HOME/kmsfs/kms`, else
+/// `~/.local/share/kmsfs/kms`.
+///
+/// # Errors
+/// `InternalError` when neither `XDG_DATA_HOME` nor `HOME` is set.
+pub fn default_store_dir() -> KmsResult<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("kmsfs").join("kms"));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/kmsfs/kms")),
+        None => Err(KmsError::new(
+            ErrorCode::InternalError,
+            "no KMS given and neither XDG_DATA_HOME nor HOME is set: pass --kms PATH",
+        )),
+    }
+}
+
+/// Opens the KMS `spec` names: `None` → the embedded store in
+/// [`default_store_dir`]; `http://…` or `https://…` → a remote KMS server; any
+/// other string → the embedded store in that directory.
+///
+/// # Errors
+/// The store's open errors; `UnsupportedOperation` for URLs until the HTTP
+/// client exists.
+pub fn connect(spec: Option<&str>) -> KmsResult<Arc<dyn Kms>> {
+    match spec {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Err(KmsError::new(
+                ErrorCode::UnsupportedOperation,
+                format!("remote KMS {url}: the HTTP client is not built yet"),
+            ))
+        }
+        Some(dir) if !dir.is_empty() => Ok(Arc::new(KmsService::open(std::path::Path::new(dir))?)),
+        _ => Ok(Arc::new(KmsService::open(&default_store_dir()?)?)),
+    }
+}

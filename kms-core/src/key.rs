@@ -1,0 +1,217 @@
+//! The key model: a CMK's metadata, state and versions of key material.
+//!
+//! Built for more than this crate implements today: [`KeyUsage`] lists the
+//! asymmetric usages of the API, [`Origin`] covers EXTERNAL (BYOK) keys, and each
+//! [`KeyVersionRecord`] names its [`MaterialKind`], so RSA/ECC material and
+//! imported material fit without a new store format.
+
+use serde::{Deserialize, Serialize};
+
+/// What a CMK is for (`KeyUsage` in the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyUsage {
+    /// Symmetric encryption (AES-256-GCM): Encrypt, Decrypt, GenerateDataKey.
+    #[serde(rename = "ENCRYPT_DECRYPT")]
+    EncryptDecrypt,
+    /// RSA-2048 decryption.
+    #[serde(rename = "ASYMMETRIC_DECRYPT_RSA_2048")]
+    AsymmetricDecryptRsa2048,
+    /// SM2 decryption.
+    #[serde(rename = "ASYMMETRIC_DECRYPT_SM2")]
+    AsymmetricDecryptSm2,
+    /// SM2 signatures.
+    #[serde(rename = "ASYMMETRIC_SIGN_VERIFY_SM2")]
+    AsymmetricSignVerifySm2,
+    /// ECC (P-256) signatures.
+    #[serde(rename = "ASYMMETRIC_SIGN_VERIFY_ECC")]
+    AsymmetricSignVerifyEcc,
+    /// RSA-2048 signatures.
+    #[serde(rename = "ASYMMETRIC_SIGN_VERIFY_RSA_2048")]
+    AsymmetricSignVerifyRsa2048,
+    /// ECDSA P-384 signatures.
+    #[serde(rename = "ASYMMETRIC_SIGN_VERIFY_ECDSA384")]
+    AsymmetricSignVerifyEcdsa384,
+}
+
+impl KeyUsage {
+    const ALL: &'static [(KeyUsage, &'static str)] = &[
+        (KeyUsage::EncryptDecrypt, "ENCRYPT_DECRYPT"),
+        (
+            KeyUsage::AsymmetricDecryptRsa2048,
+            "ASYMMETRIC_DECRYPT_RSA_2048",
+        ),
+        (KeyUsage::AsymmetricDecryptSm2, "ASYMMETRIC_DECRYPT_SM2"),
+        (
+            KeyUsage::AsymmetricSignVerifySm2,
+            "ASYMMETRIC_SIGN_VERIFY_SM2",
+        ),
+        (
+            KeyUsage::AsymmetricSignVerifyEcc,
+            "ASYMMETRIC_SIGN_VERIFY_ECC",
+        ),
+        (
+            KeyUsage::AsymmetricSignVerifyRsa2048,
+            "ASYMMETRIC_SIGN_VERIFY_RSA_2048",
+        ),
+        (
+            KeyUsage::AsymmetricSignVerifyEcdsa384,
+            "ASYMMETRIC_SIGN_VERIFY_ECDSA384",
+        ),
+    ];
+
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(u, _)| *u == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("ENCRYPT_DECRYPT")
+    }
+
+    /// Parses the API spelling.
+    pub fn parse(s: &str) -> Option<KeyUsage> {
+        Self::ALL.iter().find(|(_, w)| *w == s).map(|(u, _)| *u)
+    }
+}
+
+/// Where a CMK's material comes from (`Origin`; `Type` 1 or 2 in CreateKey).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Made by the KMS (`Type` 1).
+    #[serde(rename = "TENCENT_KMS")]
+    TencentKms,
+    /// Imported by the user (`Type` 2, BYOK).
+    #[serde(rename = "EXTERNAL")]
+    External,
+}
+
+impl Origin {
+    /// The API spelling of `Origin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::TencentKms => "TENCENT_KMS",
+            Origin::External => "EXTERNAL",
+        }
+    }
+
+    /// The API's `Type` number.
+    pub fn type_number(self) -> u32 {
+        match self {
+            Origin::TencentKms => 1,
+            Origin::External => 2,
+        }
+    }
+}
+
+/// A CMK's state (`KeyState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyState {
+    /// Usable.
+    Enabled,
+    /// Refuses every cryptographic operation until enabled.
+    Disabled,
+    /// Scheduled for deletion; purged at `DeletionDate`.
+    PendingDelete,
+    /// An EXTERNAL key without material.
+    PendingImport,
+    /// Only decrypts.
+    Archived,
+}
+
+impl KeyState {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDelete => "PendingDelete",
+            KeyState::PendingImport => "PendingImport",
+            KeyState::Archived => "Archived",
+        }
+    }
+}
+
+/// The kind of material a key version holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MaterialKind {
+    /// A 256-bit AES-GCM key.
+    #[serde(rename = "AES_256")]
+    Aes256,
+}
+
+impl MaterialKind {
+    /// The spelling in the store (and in the material's associated data).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaterialKind::Aes256 => "AES_256",
+        }
+    }
+}
+
+/// One version of a key's material, as stored: wrapped under the root key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersionRecord {
+    /// 1 for the first material, +1 per rotation.
+    pub version: u32,
+    /// Unix seconds when the version was made.
+    pub created: u64,
+    /// What the material is.
+    pub kind: MaterialKind,
+    /// base64 of `nonce ‖ AES-256-GCM(wrap key, material) ‖ tag` (docs/FORMAT.md).
+    pub wrapped: String,
+}
+
+/// A CMK as stored: metadata and wrapped versions. Contains no secret in clear.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key id (a UUID).
+    pub key_id: String,
+    /// The alias (unique), without the `alias/` prefix.
+    pub alias: String,
+    /// The description.
+    #[serde(default)]
+    pub description: String,
+    /// Unix seconds.
+    pub create_time: u64,
+    /// The state.
+    pub state: KeyState,
+    /// The usage.
+    pub usage: KeyUsage,
+    /// Where the material comes from.
+    pub origin: Origin,
+    /// The principal that created the key.
+    #[serde(default)]
+    pub creator: String,
+    /// Automatic rotation on.
+    #[serde(default)]
+    pub rotation_enabled: bool,
+    /// Rotation period in days (7–365).
+    #[serde(default)]
+    pub rotate_days: u32,
+    /// Unix seconds of the next automatic rotation (0 = none).
+    #[serde(default)]
+    pub next_rotate_time: u64,
+    /// Unix seconds of the last rotation (0 = never).
+    #[serde(default)]
+    pub last_rotate_time: u64,
+    /// Unix seconds at which a PendingDelete key is purged (0 = not scheduled).
+    #[serde(default)]
+    pub deletion_date: u64,
+    /// Unix seconds after which imported material expires (0 = never).
+    #[serde(default)]
+    pub valid_to: u64,
+    /// The material versions, oldest first; version `n` is at index `n - 1`.
+    #[serde(default)]
+    pub versions: Vec<KeyVersionRecord>,
+}
+
+impl KeyRecord {
+    /// The newest version number (0 when the key has no material).
+    pub fn current_version(&self) -> u32 {
+        self.versions.last().map(|v| v.version).unwrap_or(0)
+    }
+}

@@ -1,0 +1,1784 @@
+//! The embedded KMS: one Rust method per Tencent KMS action, on typed requests
+//! and responses, over the durable key store, with an audit line per call.
+//!
+//! [`KmsService`] implements [`Kms`]: `call` parses the JSON parameters into the
+//! typed request, runs the method and serialises the response; the typed
+//! `generate_data_key` / `decrypt_data_key` skip JSON altogether.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::audit::{Audit, Line};
+use crate::blob;
+use crate::clock::{rfc3339_millis, Clock, SystemClock};
+use crate::crypto::{self, NONCE_LEN};
+use crate::key::{KeyRecord, KeyState, KeyUsage, Origin};
+use crate::store::{LoadedKey, RootKeySource, Snapshot, Store, AUDIT_FILE, ROOT_KEY_FILE};
+use crate::{CallContext, DataKey, EncryptionContext, ErrorCode, Kms, KmsError, KmsResult};
+
+/// The largest Encrypt plaintext, in bytes.
+pub const MAX_PLAINTEXT: usize = 4096;
+/// The longest EncryptionContext string, in bytes.
+pub const MAX_CONTEXT: usize = 1024;
+/// The longest Description, in bytes.
+pub const MAX_DESCRIPTION: usize = 1024;
+/// GenerateDataKey / GenerateRandom: the most bytes per call.
+pub const MAX_RANDOM: usize = 1024;
+/// Seconds in a day.
+const DAY: u64 = 86_400;
+
+/// Environment variable: a passphrase protecting the store instead of `root.key`.
+pub const ENV_PASSPHRASE: &str = "KMSFS_KMS_PASSPHRASE";
+/// Environment variable: where the root key file lives (default `<store>/root.key`).
+pub const ENV_ROOT_KEY: &str = "KMSFS_KMS_ROOT_KEY";
+
+/// How to open a store.
+pub struct KmsOptions {
+    /// Where the root key comes from; `None`: `$KMSFS_KMS_PASSPHRASE` if set,
+    /// else the file `$KMSFS_KMS_ROOT_KEY`, else `<store>/root.key`.
+    pub root_key: Option<RootKeySource>,
+    /// The clock (tests inject a [`crate::clock::ManualClock`]).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for KmsOptions {
+    fn default() -> Self {
+        KmsOptions {
+            root_key: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for KmsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsOptions")
+            .field("root_key", &self.root_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The embedded KMS over a key-store directory.
+///
+/// Cheap to share (`Arc<KmsService>`); every method takes `&self` and is safe to
+/// call from many threads and many processes at once.
+pub struct KmsService {
+    store: Store,
+    audit: Audit,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for KmsService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsService")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> KmsError {
+    KmsError::new(code, msg)
+}
+
+fn not_found(key: &str) -> KmsError {
+    err(
+        ErrorCode::ResourceUnavailableCmkNotFound,
+        format!("no key {key:?} in this KMS"),
+    )
+}
+
+/// The error for an operation the key's state forbids.
+fn state_error(rec: &KeyRecord) -> KmsError {
+    let (code, what) = match rec.state {
+        KeyState::Disabled => (ErrorCode::ResourceUnavailableCmkDisabled, "is disabled"),
+        KeyState::PendingDelete => (
+            ErrorCode::ResourceUnavailableKeyPendingDelete,
+            "is pending deletion",
+        ),
+        KeyState::Archived => (ErrorCode::ResourceUnavailableCmkArchived, "is archived"),
+        KeyState::PendingImport => (
+            ErrorCode::ResourceUnavailableCmkStateNotSupport,
+            "has no key material (PendingImport)",
+        ),
+        KeyState::Enabled => (
+            ErrorCode::ResourceUnavailableCmkStateNotSupport,
+            "is enabled",
+        ),
+    };
+    err(code, format!("key {} {what}", rec.key_id))
+}
+
+fn check_symmetric(rec: &KeyRecord) -> KmsResult<()> {
+    if rec.usage != KeyUsage::EncryptDecrypt {
+        return Err(err(
+            ErrorCode::InvalidParameterValueInvalidKeyUsage,
+            format!(
+                "key {} is {}, not ENCRYPT_DECRYPT",
+                rec.key_id,
+                rec.usage.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The key may make new ciphertexts.
+fn check_can_encrypt(rec: &KeyRecord) -> KmsResult<()> {
+    if rec.state != KeyState::Enabled {
+        return Err(state_error(rec));
+    }
+    check_symmetric(rec)
+}
+
+/// The key may open ciphertexts (Enabled or Archived).
+fn check_can_decrypt(rec: &KeyRecord) -> KmsResult<()> {
+    if !matches!(rec.state, KeyState::Enabled | KeyState::Archived) {
+        return Err(state_error(rec));
+    }
+    check_symmetric(rec)
+}
+
+fn expired(rec: &KeyRecord, now: u64) -> bool {
+    rec.state == KeyState::PendingDelete && rec.deletion_date <= now
+}
+
+fn parse_context(s: Option<&str>) -> KmsResult<EncryptionContext> {
+    match s {
+        None | Some("") => Ok(EncryptionContext::new()),
+        Some(s) if s.len() > MAX_CONTEXT => Err(err(
+            ErrorCode::InvalidParameterValue,
+            format!("EncryptionContext is longer than {MAX_CONTEXT} bytes"),
+        )),
+        Some(s) => EncryptionContext::from_json(s),
+    }
+}
+
+fn decode_blob(s: &str) -> KmsResult<Vec<u8>> {
+    B64.decode(s.trim()).map_err(|_| {
+        err(
+            ErrorCode::InvalidParameterValueInvalidCiphertext,
+            "CiphertextBlob is not base64",
+        )
+    })
+}
+
+fn require<'a>(v: &'a Option<String>, name: &str) -> KmsResult<&'a str> {
+    match v.as_deref() {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(err(
+            ErrorCode::MissingParameter,
+            format!("the parameter {name} is required"),
+        )),
+    }
+}
+
+/// Checks an alias: 1–60 of `[A-Za-z0-9_-]`, starting with a letter or digit,
+/// not `kms-…` (reserved), and not shaped like a key id (bare aliases are
+/// accepted wherever a KeyId is, so the two must never be confused).
+pub fn validate_alias(alias: &str) -> KmsResult<()> {
+    let bad = |why: &str| {
+        err(
+            ErrorCode::InvalidParameterValueInvalidAlias,
+            format!("invalid Alias {alias:?}: {why}"),
+        )
+    };
+    if alias.is_empty() || alias.len() > 60 {
+        return Err(bad("it must be 1 to 60 characters"));
+    }
+    if !alias
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(bad("only letters, digits, '-' and '_' are allowed"));
+    }
+    if !alias.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(bad("it must start with a letter or a digit"));
+    }
+    if alias.starts_with("kms-") {
+        return Err(bad("the prefix kms- is reserved"));
+    }
+    if uuid::Uuid::parse_str(alias).is_ok() {
+        return Err(bad("it must not look like a key id"));
+    }
+    Ok(())
+}
+
+fn check_description(d: &str) -> KmsResult<()> {
+    if d.len() > MAX_DESCRIPTION {
+        return Err(err(
+            ErrorCode::InvalidParameterValue,
+            format!("Description is longer than {MAX_DESCRIPTION} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rotatable(rec: &KeyRecord) -> KmsResult<()> {
+    if rec.origin == Origin::External {
+        return Err(err(
+            ErrorCode::UnsupportedOperationExternalCmkCanNotRotate,
+            format!("key {} has imported material and cannot rotate", rec.key_id),
+        ));
+    }
+    if rec.usage != KeyUsage::EncryptDecrypt {
+        return Err(err(
+            ErrorCode::UnsupportedOperationRotateNotSupported,
+            format!(
+                "key {} is {}: only ENCRYPT_DECRYPT keys rotate",
+                rec.key_id,
+                rec.usage.as_str()
+            ),
+        ));
+    }
+    if rec.state != KeyState::Enabled {
+        return Err(state_error(rec));
+    }
+    Ok(())
+}
+
+/// A secret string (base64 of a plaintext or key), zeroized on drop and
+/// redacted in `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(pub Zeroizing<String>);
+
+impl From<String> for SecretString {
+    fn from(s: String) -> Self {
+        SecretString(Zeroizing::new(s))
+    }
+}
+
+impl std::ops::Deref for SecretString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(..)")
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SecretString::from)
+    }
+}
+
+// ---------------------------------------------------------------- requests
+
+/// A request naming one key (DescribeKey, EnableKey, DisableKey, …).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdRequest {
+    /// A key id, `alias/NAME` or a bare alias.
+    pub key_id: Option<String>,
+}
+
+/// CreateKey.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyRequest {
+    /// The alias (required).
+    pub alias: Option<String>,
+    /// A description.
+    pub description: Option<String>,
+    /// `ENCRYPT_DECRYPT` (default).
+    pub key_usage: Option<String>,
+    /// 1 (default, KMS-made material) or 2 (EXTERNAL).
+    #[serde(rename = "Type")]
+    pub key_type: Option<u64>,
+    /// Tags (accepted, not stored).
+    pub tags: Option<Value>,
+}
+
+/// DescribeKeys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeysRequest {
+    /// Up to 100 key ids.
+    pub key_ids: Option<Vec<String>>,
+}
+
+/// ListKeys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysRequest {
+    /// Skip this many keys.
+    pub offset: Option<u64>,
+    /// At most this many (default 10, at most 200).
+    pub limit: Option<u64>,
+    /// 0: keys users made (all keys here); 1: keys cloud products made (none).
+    pub role: Option<u64>,
+}
+
+/// ListKeyDetail.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyDetailRequest {
+    /// Skip this many keys.
+    pub offset: Option<u64>,
+    /// At most this many (default 10, at most 200).
+    pub limit: Option<u64>,
+    /// As in ListKeys.
+    pub role: Option<u64>,
+    /// 0: newest first (default); 1: oldest first.
+    pub order_type: Option<u64>,
+    /// 0 all, 1 Enabled, 2 Disabled, 3 PendingDelete, 4 PendingImport, 5 Archived.
+    pub key_state: Option<u64>,
+    /// Substring of the alias.
+    pub search_key_alias: Option<String>,
+    /// `TENCENT_KMS`, `EXTERNAL` or `ALL`.
+    pub origin: Option<String>,
+    /// A KeyUsage.
+    pub key_usage: Option<String>,
+    /// Tag filters (accepted, ignored: tags are not stored).
+    pub tag_filters: Option<Value>,
+}
+
+/// UpdateAlias.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateAliasRequest {
+    /// The new alias.
+    pub alias: Option<String>,
+    /// The key.
+    pub key_id: Option<String>,
+}
+
+/// UpdateKeyDescription.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateKeyDescriptionRequest {
+    /// The new description.
+    pub description: Option<String>,
+    /// The key.
+    pub key_id: Option<String>,
+}
+
+/// ScheduleKeyDeletion.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleKeyDeletionRequest {
+    /// The key.
+    pub key_id: Option<String>,
+    /// 7–30.
+    pub pending_window_in_days: Option<u64>,
+}
+
+/// EnableKeyRotation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnableKeyRotationRequest {
+    /// The key.
+    pub key_id: Option<String>,
+    /// 7–365, default 365.
+    pub rotate_days: Option<u64>,
+}
+
+/// Encrypt.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptRequest {
+    /// The key.
+    pub key_id: Option<String>,
+    /// base64 of at most 4096 bytes.
+    pub plaintext: Option<SecretString>,
+    /// A JSON object of strings, as a string.
+    pub encryption_context: Option<String>,
+}
+
+/// Decrypt.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptRequest {
+    /// base64 of a CiphertextBlob.
+    pub ciphertext_blob: Option<String>,
+    /// The context used to encrypt.
+    pub encryption_context: Option<String>,
+    /// Not supported (asymmetric re-wrapping of the plaintext).
+    pub encryption_public_key: Option<String>,
+    /// Not supported.
+    pub encryption_algorithm: Option<String>,
+}
+
+/// ReEncrypt.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptRequest {
+    /// base64 of a CiphertextBlob.
+    pub ciphertext_blob: Option<String>,
+    /// The key to re-encrypt under (default: the source key, newest version).
+    pub destination_key_id: Option<String>,
+    /// The context the blob was made with.
+    pub source_encryption_context: Option<String>,
+    /// The context for the new blob.
+    pub destination_encryption_context: Option<String>,
+}
+
+/// GenerateDataKey.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyRequest {
+    /// The key.
+    pub key_id: Option<String>,
+    /// `AES_128` or `AES_256`.
+    pub key_spec: Option<String>,
+    /// 1–1024; wins over KeySpec.
+    pub number_of_bytes: Option<u64>,
+    /// The context.
+    pub encryption_context: Option<String>,
+}
+
+/// GenerateRandom.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateRandomRequest {
+    /// 1–1024.
+    pub number_of_bytes: Option<u64>,
+}
+
+// --------------------------------------------------------------- responses
+
+/// An empty response (EnableKey, DisableKey, …).
+#[derive(Debug, Default, Serialize)]
+pub struct Empty {}
+
+/// CreateKey's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyResponse {
+    /// The new key's id.
+    pub key_id: String,
+    /// Its alias.
+    pub alias: String,
+    /// Unix seconds.
+    pub create_time: u64,
+    /// Its description.
+    pub description: String,
+    /// `Enabled`.
+    pub key_state: String,
+    /// Its usage.
+    pub key_usage: String,
+    /// 0 (tags are not stored).
+    pub tag_code: u64,
+    /// Empty.
+    pub tag_msg: String,
+}
+
+/// A key's metadata (DescribeKey, DescribeKeys, ListKeyDetail).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    /// The id.
+    pub key_id: String,
+    /// The alias.
+    pub alias: String,
+    /// Unix seconds.
+    pub create_time: u64,
+    /// The description.
+    pub description: String,
+    /// The state.
+    pub key_state: String,
+    /// The usage.
+    pub key_usage: String,
+    /// 1 or 2.
+    #[serde(rename = "Type")]
+    pub key_type: u32,
+    /// 0 (no accounts here).
+    pub creator_uin: u64,
+    /// Automatic rotation on.
+    pub key_rotation_enabled: bool,
+    /// `user`.
+    pub owner: String,
+    /// Unix seconds, 0 when rotation is off.
+    pub next_rotate_time: u64,
+    /// Unix seconds, 0 unless PendingDelete.
+    pub deletion_date: u64,
+    /// `TENCENT_KMS` or `EXTERNAL`.
+    pub origin: String,
+    /// Unix seconds, 0 = never.
+    pub valid_to: u64,
+    /// `qcs::kms:local:uin/0:key/<id>`.
+    pub resource_id: String,
+    /// Rotation period in days (0 when never enabled).
+    pub rotate_days: u64,
+    /// Unix seconds, 0 = never rotated.
+    pub last_rotate_time: u64,
+}
+
+impl From<&KeyRecord> for KeyMetadata {
+    fn from(r: &KeyRecord) -> Self {
+        KeyMetadata {
+            key_id: r.key_id.clone(),
+            alias: r.alias.clone(),
+            create_time: r.create_time,
+            description: r.description.clone(),
+            key_state: r.state.as_str().to_owned(),
+            key_usage: r.usage.as_str().to_owned(),
+            key_type: r.origin.type_number(),
+            creator_uin: 0,
+            key_rotation_enabled: r.rotation_enabled,
+            owner: "user".to_owned(),
+            next_rotate_time: if r.rotation_enabled {
+                r.next_rotate_time
+            } else {
+                0
+            },
+            deletion_date: if r.state == KeyState::PendingDelete {
+                r.deletion_date
+            } else {
+                0
+            },
+            origin: r.origin.as_str().to_owned(),
+            valid_to: r.valid_to,
+            resource_id: format!("qcs::kms:local:uin/0:key/{}", r.key_id),
+            rotate_days: u64::from(r.rotate_days),
+            last_rotate_time: r.last_rotate_time,
+        }
+    }
+}
+
+/// DescribeKey's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeyResponse {
+    /// The metadata.
+    pub key_metadata: KeyMetadata,
+}
+
+/// DescribeKeys' and ListKeyDetail's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadatasResponse {
+    /// The keys.
+    pub key_metadatas: Vec<KeyMetadata>,
+    /// ListKeyDetail: how many keys match the filters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_count: Option<u64>,
+}
+
+/// One entry of ListKeys.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdEntry {
+    /// The id.
+    pub key_id: String,
+}
+
+/// ListKeys' response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysResponse {
+    /// The page of keys.
+    pub keys: Vec<KeyIdEntry>,
+    /// How many keys there are.
+    pub total_count: u64,
+}
+
+/// ScheduleKeyDeletion's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleKeyDeletionResponse {
+    /// Unix seconds at which the key is purged.
+    pub deletion_date: u64,
+    /// The key.
+    pub key_id: String,
+}
+
+/// A response carrying a key id (CancelKeyDeletion).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdResponse {
+    /// The key.
+    pub key_id: String,
+}
+
+/// GetKeyRotationStatus' response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyRotationStatusResponse {
+    /// Automatic rotation on.
+    pub key_rotation_enabled: bool,
+    /// Unix seconds, 0 when off.
+    pub next_rotate_time: u64,
+    /// Days between automatic rotations.
+    pub rotate_days: u64,
+    /// Unix seconds of the last rotation, 0 = never.
+    pub last_rotate_time: u64,
+}
+
+/// Encrypt's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptResponse {
+    /// base64 of the blob.
+    pub ciphertext_blob: String,
+    /// The key.
+    pub key_id: String,
+}
+
+/// Decrypt's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptResponse {
+    /// The key that decrypted.
+    pub key_id: String,
+    /// base64 of the plaintext. **Secret.**
+    pub plaintext: SecretString,
+}
+
+/// ReEncrypt's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptResponse {
+    /// base64 of the new blob.
+    pub ciphertext_blob: String,
+    /// The destination key.
+    pub key_id: String,
+    /// The key that decrypted the old blob.
+    pub source_key_id: String,
+    /// Always true.
+    pub re_encrypted: bool,
+}
+
+/// GenerateDataKey's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyResponse {
+    /// The key.
+    pub key_id: String,
+    /// base64 of the data key. **Secret.**
+    pub plaintext: SecretString,
+    /// base64 of the wrapped data key.
+    pub ciphertext_blob: String,
+}
+
+/// GenerateRandom's response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateRandomResponse {
+    /// base64 of the random bytes.
+    pub plaintext: SecretString,
+}
+
+fn default_store_root_source(dir: &Path) -> RootKeySource {
+    if let Ok(p) = std::env::var(ENV_PASSPHRASE) {
+        if !p.is_empty() {
+            return RootKeySource::Passphrase(Zeroizing::new(p));
+        }
+    }
+    match std::env::var_os(ENV_ROOT_KEY) {
+        Some(p) if !p.is_empty() => RootKeySource::File(PathBuf::from(p)),
+        _ => RootKeySource::File(dir.join(ROOT_KEY_FILE)),
+    }
+}
+
+impl KmsService {
+    /// Opens (or, on first use, creates) the store in `dir`, with the root key
+    /// from the environment (see [`KmsOptions::root_key`]) and the system clock.
+    ///
+    /// # Errors
+    /// `InternalError` naming the file when the store or root key cannot be read,
+    /// is damaged, or does not match.
+    pub fn open(dir: &Path) -> KmsResult<KmsService> {
+        Self::open_with(dir, KmsOptions::default())
+    }
+
+    /// Opens the store in `dir` with explicit options.
+    ///
+    /// # Errors
+    /// As [`KmsService::open`].
+    pub fn open_with(dir: &Path, opts: KmsOptions) -> KmsResult<KmsService> {
+        let source = opts
+            .root_key
+            .unwrap_or_else(|| default_store_root_source(dir));
+        let store = Store::open(dir, source)?;
+        Ok(KmsService {
+            audit: Audit::new(&dir.join(AUDIT_FILE)),
+            store,
+            clock: opts.clock,
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        self.store.dir()
+    }
+
+    /// A fresh snapshot; runs due purges and rotations first.
+    fn fresh(&self, now: u64) -> KmsResult<Arc<Snapshot>> {
+        let snap = self.store.snapshot()?;
+        if snap.next_due <= now {
+            match self.store.transact(now, |_| Ok(())) {
+                Ok(()) => return self.store.snapshot(),
+                Err(e) => tracing::warn!(error = %e, "cannot purge or rotate due keys"),
+            }
+        }
+        Ok(snap)
+    }
+
+    fn lookup<'a>(snap: &'a Snapshot, key: &str, now: u64) -> KmsResult<&'a LoadedKey> {
+        match snap.find(key) {
+            Some(k) if !expired(&k.rec, now) => Ok(k),
+            _ => Err(not_found(key)),
+        }
+    }
+
+    /// Runs `f` and writes the audit line: key id from the result when it
+    /// succeeds, else `key_hint`.
+    fn audited<R>(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        key_hint: &str,
+        f: impl FnOnce(u64) -> KmsResult<(R, String)>,
+    ) -> KmsResult<R> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let r = f(self.clock.now());
+        let (outcome, key) = match &r {
+            Ok((_, k)) => ("Success", k.as_str()),
+            Err(e) => (e.code.as_str(), key_hint),
+        };
+        self.audit.append(Line {
+            time: rfc3339_millis(now_ms),
+            principal: &ctx.principal,
+            action,
+            key_id: key,
+            outcome,
+            request_id: &ctx.request_id,
+            prev: String::new(),
+        });
+        r.map(|(v, _)| v)
+    }
+
+    fn seal_current(k: &LoadedKey, plaintext: &[u8], context: &[u8]) -> KmsResult<Vec<u8>> {
+        let v = k.rec.current_version();
+        let key = k
+            .material
+            .get((v as usize).wrapping_sub(1))
+            .ok_or_else(|| state_error(&k.rec))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        crypto::random_bytes(&mut nonce)?;
+        blob::seal(key, &k.rec.key_id, v, &nonce, plaintext, context)
+    }
+
+    /// Opens a blob: framing, key lookup, state, then AES-GCM.
+    fn open_blob<'a>(
+        snap: &'a Snapshot,
+        now: u64,
+        raw: &[u8],
+        context: &EncryptionContext,
+    ) -> KmsResult<(Zeroizing<Vec<u8>>, &'a LoadedKey)> {
+        let parsed = blob::parse(raw)?;
+        let k = match snap.by_id(parsed.key_id) {
+            Some(k) if !expired(&k.rec, now) => k,
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidParameterValueInvalidCiphertext,
+                    format!(
+                        "the CiphertextBlob names key {}, which this KMS does not have (deleted, from another KMS, or the blob was altered)",
+                        parsed.key_id
+                    ),
+                ))
+            }
+        };
+        check_can_decrypt(&k.rec)?;
+        let material = (parsed.key_version as usize)
+            .checked_sub(1)
+            .and_then(|i| k.material.get(i))
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidParameterValueInvalidCiphertext,
+                    "the CiphertextBlob names a key version that does not exist",
+                )
+            })?;
+        let pt = blob::open(material, &parsed, &blob::canonical_context(context))?;
+        Ok((pt, k))
+    }
+
+    // ------------------------------------------------------------ actions
+
+    /// CreateKey: a new ENCRYPT_DECRYPT key with fresh AES-256 material.
+    ///
+    /// # Errors
+    /// `MissingParameter` (no Alias), `InvalidParameterValue.InvalidAlias`,
+    /// `.AliasAlreadyExists`, `.InvalidKeyUsage`, `.InvalidType`;
+    /// `UnsupportedOperation` for asymmetric usages and Type 2 (not built yet).
+    pub fn create_key(
+        &self,
+        ctx: &CallContext,
+        req: CreateKeyRequest,
+    ) -> KmsResult<CreateKeyResponse> {
+        self.audited(ctx, "CreateKey", "", |now| {
+            let alias = require(&req.alias, "Alias")?.to_owned();
+            validate_alias(&alias)?;
+            let description = req.description.clone().unwrap_or_default();
+            check_description(&description)?;
+            let usage = match req.key_usage.as_deref() {
+                None | Some("") => KeyUsage::EncryptDecrypt,
+                Some(u) => KeyUsage::parse(u).ok_or_else(|| {
+                    err(
+                        ErrorCode::InvalidParameterValueInvalidKeyUsage,
+                        format!("unknown KeyUsage {u:?}"),
+                    )
+                })?,
+            };
+            if usage != KeyUsage::EncryptDecrypt {
+                return Err(err(
+                    ErrorCode::UnsupportedOperation,
+                    format!(
+                        "KeyUsage {} is not supported by this KMS yet",
+                        usage.as_str()
+                    ),
+                ));
+            }
+            match req.key_type {
+                None | Some(1) => {}
+                Some(2) => {
+                    return Err(err(
+                        ErrorCode::UnsupportedOperation,
+                        "Type 2 (EXTERNAL key material) is not supported by this KMS yet",
+                    ))
+                }
+                Some(t) => {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValueInvalidType,
+                        format!("Type must be 1 or 2, not {t}"),
+                    ))
+                }
+            }
+            let key_id = uuid::Uuid::new_v4().to_string();
+            let rec = self.store.transact(now, |txn| {
+                if txn.keys.iter().any(|k| k.alias == alias) {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValueAliasAlreadyExists,
+                        format!("the alias {alias:?} is already used"),
+                    ));
+                }
+                let v1 = txn.new_aes_version(&key_id, 1)?;
+                let rec = KeyRecord {
+                    key_id: key_id.clone(),
+                    alias: alias.clone(),
+                    description: description.clone(),
+                    create_time: now,
+                    state: KeyState::Enabled,
+                    usage,
+                    origin: Origin::TencentKms,
+                    creator: ctx.principal.clone(),
+                    rotation_enabled: false,
+                    rotate_days: 0,
+                    next_rotate_time: 0,
+                    last_rotate_time: 0,
+                    deletion_date: 0,
+                    valid_to: 0,
+                    versions: vec![v1],
+                };
+                txn.keys.push(rec.clone());
+                Ok(rec)
+            })?;
+            Ok((
+                CreateKeyResponse {
+                    key_id: rec.key_id.clone(),
+                    alias: rec.alias,
+                    create_time: rec.create_time,
+                    description: rec.description,
+                    key_state: rec.state.as_str().to_owned(),
+                    key_usage: rec.usage.as_str().to_owned(),
+                    tag_code: 0,
+                    tag_msg: String::new(),
+                },
+                rec.key_id,
+            ))
+        })
+    }
+
+    /// DescribeKey.
+    ///
+    /// # Errors
+    /// `ResourceUnavailable.CmkNotFound`.
+    pub fn describe_key(
+        &self,
+        ctx: &CallContext,
+        req: KeyIdRequest,
+    ) -> KmsResult<DescribeKeyResponse> {
+        let hint = req.key_id.clone().unwrap_or_default();
+        self.audited(ctx, "DescribeKey", &hint, |now| {
+            let key = require(&req.key_id, "KeyId")?;
+            let snap = self.fresh(now)?;
+            let k = Self::lookup(&snap, key, now)?;
+            Ok((
+                DescribeKeyResponse {
+                    key_metadata: KeyMetadata::from(&k.rec),
+                },
+                k.rec.key_id.clone(),
+            ))
+        })
+    }
+
+    /// DescribeKeys: the metadata of the listed keys that exist.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` for 0 or more than 100 ids,
+    /// `InvalidParameterValue.DuplicatedKeyId`.
+    pub fn describe_keys(
+        &self,
+        ctx: &CallContext,
+        req: DescribeKeysRequest,
+    ) -> KmsResult<KeyMetadatasResponse> {
+        self.audited(ctx, "DescribeKeys", "", |now| {
+            let ids = req.key_ids.as_deref().unwrap_or_default();
+            if ids.is_empty() {
+                return Err(err(
+                    ErrorCode::MissingParameter,
+                    "the parameter KeyIds is required",
+                ));
+            }
+            if ids.len() > 100 {
+                return Err(err(ErrorCode::InvalidParameterValue, "at most 100 KeyIds"));
+            }
+            for (i, a) in ids.iter().enumerate() {
+                if ids[..i].contains(a) {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValueDuplicatedKeyId,
+                        format!("KeyId {a:?} appears twice"),
+                    ));
+                }
+            }
+            let snap = self.fresh(now)?;
+            let key_metadatas = ids
+                .iter()
+                .filter_map(|id| Self::lookup(&snap, id, now).ok())
+                .map(|k| KeyMetadata::from(&k.rec))
+                .collect();
+            Ok((
+                KeyMetadatasResponse {
+                    key_metadatas,
+                    total_count: None,
+                },
+                String::new(),
+            ))
+        })
+    }
+
+    fn page(offset: Option<u64>, limit: Option<u64>) -> KmsResult<(usize, usize)> {
+        let limit = limit.unwrap_or(10);
+        if limit == 0 || limit > 200 {
+            return Err(err(
+                ErrorCode::InvalidParameterValue,
+                "Limit must be 1 to 200",
+            ));
+        }
+        Ok((
+            usize::try_from(offset.unwrap_or(0)).unwrap_or(usize::MAX),
+            limit as usize,
+        ))
+    }
+
+    /// ListKeys: key ids, oldest first.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` for a Limit outside 1–200.
+    pub fn list_keys(
+        &self,
+        ctx: &CallContext,
+        req: ListKeysRequest,
+    ) -> KmsResult<ListKeysResponse> {
+        self.audited(ctx, "ListKeys", "", |now| {
+            let (offset, limit) = Self::page(req.offset, req.limit)?;
+            let snap = self.fresh(now)?;
+            let live: Vec<&LoadedKey> = if req.role.unwrap_or(0) == 0 {
+                snap.keys.iter().filter(|k| !expired(&k.rec, now)).collect()
+            } else {
+                Vec::new()
+            };
+            Ok((
+                ListKeysResponse {
+                    total_count: live.len() as u64,
+                    keys: live
+                        .iter()
+                        .skip(offset)
+                        .take(limit)
+                        .map(|k| KeyIdEntry {
+                            key_id: k.rec.key_id.clone(),
+                        })
+                        .collect(),
+                },
+                String::new(),
+            ))
+        })
+    }
+
+    /// ListKeyDetail: key metadata with filters.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` for bad filters or Limit.
+    pub fn list_key_detail(
+        &self,
+        ctx: &CallContext,
+        req: ListKeyDetailRequest,
+    ) -> KmsResult<KeyMetadatasResponse> {
+        self.audited(ctx, "ListKeyDetail", "", |now| {
+            let (offset, limit) = Self::page(req.offset, req.limit)?;
+            let state = match req.key_state.unwrap_or(0) {
+                0 => None,
+                1 => Some(KeyState::Enabled),
+                2 => Some(KeyState::Disabled),
+                3 => Some(KeyState::PendingDelete),
+                4 => Some(KeyState::PendingImport),
+                5 => Some(KeyState::Archived),
+                _ => {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValue,
+                        "KeyState must be 0 to 5",
+                    ))
+                }
+            };
+            let origin = match req.origin.as_deref() {
+                None | Some("") | Some("ALL") => None,
+                Some("TENCENT_KMS") => Some(Origin::TencentKms),
+                Some("EXTERNAL") => Some(Origin::External),
+                Some(o) => {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValue,
+                        format!("unknown Origin {o:?}"),
+                    ))
+                }
+            };
+            let usage = match req.key_usage.as_deref() {
+                None | Some("") | Some("ALL") => None,
+                Some(u) => Some(KeyUsage::parse(u).ok_or_else(|| {
+                    err(
+                        ErrorCode::InvalidParameterValueInvalidKeyUsage,
+                        format!("unknown KeyUsage {u:?}"),
+                    )
+                })?),
+            };
+            let search = req.search_key_alias.clone().unwrap_or_default();
+            let snap = self.fresh(now)?;
+            let mut keys: Vec<&KeyRecord> = snap
+                .keys
+                .iter()
+                .map(|k| &k.rec)
+                .filter(|r| !expired(r, now))
+                .filter(|_| req.role.unwrap_or(0) == 0)
+                .filter(|r| state.is_none_or(|s| r.state == s))
+                .filter(|r| origin.is_none_or(|o| r.origin == o))
+                .filter(|r| usage.is_none_or(|u| r.usage == u))
+                .filter(|r| search.is_empty() || r.alias.contains(&search))
+                .collect();
+            if req.order_type.unwrap_or(0) == 0 {
+                keys.reverse();
+            }
+            Ok((
+                KeyMetadatasResponse {
+                    total_count: Some(keys.len() as u64),
+                    key_metadatas: keys
+                        .into_iter()
+                        .skip(offset)
+                        .take(limit)
+                        .map(KeyMetadata::from)
+                        .collect(),
+                },
+                String::new(),
+            ))
+        })
+    }
+
+    /// One state-changing action on one key, under the store lock.
+    fn modify<R>(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        key: &Option<String>,
+        f: impl FnOnce(&mut KeyRecord, u64, &crate::store::Txn<'_>) -> KmsResult<R>,
+    ) -> KmsResult<R> {
+        let hint = key.clone().unwrap_or_default();
+        self.audited(ctx, action, &hint, |now| {
+            let key = require(key, "KeyId")?;
+            self.store.transact(now, |txn| {
+                let i = txn.resolve(key).ok_or_else(|| not_found(key))?;
+                let mut rec = txn.keys[i].clone();
+                let r = f(&mut rec, now, txn)?;
+                let id = rec.key_id.clone();
+                txn.keys[i] = rec;
+                Ok((r, id))
+            })
+        })
+    }
+
+    /// EnableKey: Disabled → Enabled (no-op when Enabled).
+    ///
+    /// # Errors
+    /// `ResourceUnavailable.KeyPendingDelete`, `.CmkArchived`, `.CmkStateNotSupport`.
+    pub fn enable_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
+        self.modify(ctx, "EnableKey", &req.key_id, |rec, _, _| match rec.state {
+            KeyState::Enabled | KeyState::Disabled => {
+                rec.state = KeyState::Enabled;
+                Ok(Empty {})
+            }
+            _ => Err(state_error(rec)),
+        })
+    }
+
+    /// DisableKey: Enabled → Disabled (no-op when Disabled). A disabled key
+    /// refuses Encrypt, Decrypt, GenerateDataKey and ReEncrypt.
+    ///
+    /// # Errors
+    /// `ResourceUnavailable.KeyPendingDelete`, `.CmkArchived`, `.CmkStateNotSupport`.
+    pub fn disable_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
+        self.modify(ctx, "DisableKey", &req.key_id, |rec, _, _| {
+            match rec.state {
+                KeyState::Enabled | KeyState::Disabled => {
+                    rec.state = KeyState::Disabled;
+                    Ok(Empty {})
+                }
+                _ => Err(state_error(rec)),
+            }
+        })
+    }
+
+    /// ArchiveKey: Enabled → Archived (decrypt only).
+    ///
+    /// # Errors
+    /// The state error of any other state.
+    pub fn archive_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
+        self.modify(ctx, "ArchiveKey", &req.key_id, |rec, _, _| {
+            match rec.state {
+                KeyState::Enabled | KeyState::Archived => {
+                    rec.state = KeyState::Archived;
+                    Ok(Empty {})
+                }
+                _ => Err(state_error(rec)),
+            }
+        })
+    }
+
+    /// CancelKeyArchive: Archived → Enabled.
+    ///
+    /// # Errors
+    /// The state error of any other state.
+    pub fn cancel_key_archive(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
+        self.modify(
+            ctx,
+            "CancelKeyArchive",
+            &req.key_id,
+            |rec, _, _| match rec.state {
+                KeyState::Archived | KeyState::Enabled => {
+                    rec.state = KeyState::Enabled;
+                    Ok(Empty {})
+                }
+                _ => Err(state_error(rec)),
+            },
+        )
+    }
+
+    /// ScheduleKeyDeletion: Disabled → PendingDelete for 7–30 days, then purged.
+    ///
+    /// # Errors
+    /// `InvalidParameter.InvalidPendingWindowInDays`,
+    /// `ResourceUnavailable.CmkShouldBeDisabled` (Enabled or Archived key),
+    /// `ResourceUnavailable.KeyPendingDelete`.
+    pub fn schedule_key_deletion(
+        &self,
+        ctx: &CallContext,
+        req: ScheduleKeyDeletionRequest,
+    ) -> KmsResult<ScheduleKeyDeletionResponse> {
+        let days = req.pending_window_in_days;
+        self.modify(ctx, "ScheduleKeyDeletion", &req.key_id, |rec, now, _| {
+            let days = days.ok_or_else(|| {
+                err(
+                    ErrorCode::MissingParameter,
+                    "the parameter PendingWindowInDays is required",
+                )
+            })?;
+            if !(7..=30).contains(&days) {
+                return Err(err(
+                    ErrorCode::InvalidParameterInvalidPendingWindowInDays,
+                    format!("PendingWindowInDays must be 7 to 30, not {days}"),
+                ));
+            }
+            match rec.state {
+                KeyState::Disabled | KeyState::PendingImport => {}
+                KeyState::Enabled | KeyState::Archived => {
+                    return Err(err(
+                        ErrorCode::ResourceUnavailableCmkShouldBeDisabled,
+                        format!(
+                            "key {} must be disabled before its deletion is scheduled",
+                            rec.key_id
+                        ),
+                    ))
+                }
+                _ => return Err(state_error(rec)),
+            }
+            rec.state = KeyState::PendingDelete;
+            rec.deletion_date = now + days * DAY;
+            Ok(ScheduleKeyDeletionResponse {
+                deletion_date: rec.deletion_date,
+                key_id: rec.key_id.clone(),
+            })
+        })
+    }
+
+    /// CancelKeyDeletion: PendingDelete → Disabled.
+    ///
+    /// # Errors
+    /// `ResourceUnavailable.CmkNotPendingDelete`.
+    pub fn cancel_key_deletion(
+        &self,
+        ctx: &CallContext,
+        req: KeyIdRequest,
+    ) -> KmsResult<KeyIdResponse> {
+        self.modify(ctx, "CancelKeyDeletion", &req.key_id, |rec, _, _| {
+            if rec.state != KeyState::PendingDelete {
+                return Err(err(
+                    ErrorCode::ResourceUnavailableCmkNotPendingDelete,
+                    format!("key {} is not pending deletion", rec.key_id),
+                ));
+            }
+            rec.state = if rec.versions.is_empty() {
+                KeyState::PendingImport
+            } else {
+                KeyState::Disabled
+            };
+            rec.deletion_date = 0;
+            Ok(KeyIdResponse {
+                key_id: rec.key_id.clone(),
+            })
+        })
+    }
+
+    /// UpdateAlias.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue.InvalidAlias`, `.AliasAlreadyExists`,
+    /// `ResourceUnavailable.KeyPendingDelete`.
+    pub fn update_alias(&self, ctx: &CallContext, req: UpdateAliasRequest) -> KmsResult<Empty> {
+        let alias = req.alias.clone();
+        let hint = req.key_id.clone().unwrap_or_default();
+        self.audited(ctx, "UpdateAlias", &hint, |now| {
+            let alias = require(&alias, "Alias")?.to_owned();
+            validate_alias(&alias)?;
+            let key = require(&req.key_id, "KeyId")?;
+            self.store.transact(now, |txn| {
+                let i = txn.resolve(key).ok_or_else(|| not_found(key))?;
+                if txn.keys[i].state == KeyState::PendingDelete {
+                    return Err(state_error(&txn.keys[i]));
+                }
+                if txn
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .any(|(j, k)| j != i && k.alias == alias)
+                {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValueAliasAlreadyExists,
+                        format!("the alias {alias:?} is already used"),
+                    ));
+                }
+                txn.keys[i].alias = alias;
+                Ok((Empty {}, txn.keys[i].key_id.clone()))
+            })
+        })
+    }
+
+    /// UpdateKeyDescription.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` (too long), `ResourceUnavailable.KeyPendingDelete`.
+    pub fn update_key_description(
+        &self,
+        ctx: &CallContext,
+        req: UpdateKeyDescriptionRequest,
+    ) -> KmsResult<Empty> {
+        let d = req.description.clone();
+        self.modify(ctx, "UpdateKeyDescription", &req.key_id, |rec, _, _| {
+            let d = d.ok_or_else(|| {
+                err(
+                    ErrorCode::MissingParameter,
+                    "the parameter Description is required",
+                )
+            })?;
+            check_description(&d)?;
+            if rec.state == KeyState::PendingDelete {
+                return Err(state_error(rec));
+            }
+            rec.description = d;
+            Ok(Empty {})
+        })
+    }
+
+    /// EnableKeyRotation: automatic rotation every RotateDays (7–365, default 365).
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` (RotateDays), the state error of a non-Enabled key,
+    /// `UnsupportedOperation.ExternalCmkCanNotRotate` / `.RotateNotSupported`.
+    pub fn enable_key_rotation(
+        &self,
+        ctx: &CallContext,
+        req: EnableKeyRotationRequest,
+    ) -> KmsResult<Empty> {
+        let days = req.rotate_days;
+        self.modify(ctx, "EnableKeyRotation", &req.key_id, |rec, now, _| {
+            let days = days.unwrap_or(365);
+            if !(7..=365).contains(&days) {
+                return Err(err(
+                    ErrorCode::InvalidParameterValue,
+                    format!("RotateDays must be 7 to 365, not {days}"),
+                ));
+            }
+            check_rotatable(rec)?;
+            rec.rotation_enabled = true;
+            rec.rotate_days = days as u32;
+            rec.next_rotate_time = now + days * DAY;
+            Ok(Empty {})
+        })
+    }
+
+    /// DisableKeyRotation.
+    ///
+    /// # Errors
+    /// As [`KmsService::enable_key_rotation`].
+    pub fn disable_key_rotation(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
+        self.modify(ctx, "DisableKeyRotation", &req.key_id, |rec, _, _| {
+            check_rotatable(rec)?;
+            rec.rotation_enabled = false;
+            rec.next_rotate_time = 0;
+            Ok(Empty {})
+        })
+    }
+
+    /// GetKeyRotationStatus.
+    ///
+    /// # Errors
+    /// `ResourceUnavailable.CmkNotFound`.
+    pub fn get_key_rotation_status(
+        &self,
+        ctx: &CallContext,
+        req: KeyIdRequest,
+    ) -> KmsResult<KeyRotationStatusResponse> {
+        let hint = req.key_id.clone().unwrap_or_default();
+        self.audited(ctx, "GetKeyRotationStatus", &hint, |now| {
+            let key = require(&req.key_id, "KeyId")?;
+            let snap = self.fresh(now)?;
+            let r = &Self::lookup(&snap, key, now)?.rec;
+            Ok((
+                KeyRotationStatusResponse {
+                    key_rotation_enabled: r.rotation_enabled,
+                    next_rotate_time: if r.rotation_enabled {
+                        r.next_rotate_time
+                    } else {
+                        0
+                    },
+                    rotate_days: u64::from(r.rotate_days),
+                    last_rotate_time: r.last_rotate_time,
+                },
+                r.key_id.clone(),
+            ))
+        })
+    }
+
+    /// RotateKey: new material for new ciphertexts now; older versions still
+    /// decrypt. At most once per 24 hours per key.
+    ///
+    /// # Errors
+    /// `LimitExceeded` within 24 h of the last rotation; as
+    /// [`KmsService::enable_key_rotation`].
+    pub fn rotate_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
+        self.modify(ctx, "RotateKey", &req.key_id, |rec, now, txn| {
+            check_rotatable(rec)?;
+            if rec.last_rotate_time > 0 && now < rec.last_rotate_time + DAY {
+                return Err(err(
+                    ErrorCode::LimitExceeded,
+                    format!("key {} was rotated less than 24 hours ago", rec.key_id),
+                ));
+            }
+            let v = txn.new_aes_version(&rec.key_id, rec.current_version() + 1)?;
+            rec.versions.push(v);
+            rec.last_rotate_time = now;
+            if rec.rotation_enabled {
+                rec.next_rotate_time = now + u64::from(rec.rotate_days) * DAY;
+            }
+            Ok(Empty {})
+        })
+    }
+
+    /// Encrypt: at most 4 KiB under the key's newest version.
+    ///
+    /// # Errors
+    /// The key's state error, `InvalidParameterValue.InvalidPlaintext`,
+    /// `InvalidParameterValue` (context).
+    pub fn encrypt(&self, ctx: &CallContext, req: EncryptRequest) -> KmsResult<EncryptResponse> {
+        let hint = req.key_id.clone().unwrap_or_default();
+        self.audited(ctx, "Encrypt", &hint, |now| {
+            let key = require(&req.key_id, "KeyId")?;
+            let pt_b64 = req.plaintext.as_ref().ok_or_else(|| {
+                err(
+                    ErrorCode::MissingParameter,
+                    "the parameter Plaintext is required",
+                )
+            })?;
+            let pt = Zeroizing::new(B64.decode(pt_b64.trim()).map_err(|_| {
+                err(
+                    ErrorCode::InvalidParameterValueInvalidPlaintext,
+                    "Plaintext is not base64",
+                )
+            })?);
+            if pt.is_empty() || pt.len() > MAX_PLAINTEXT {
+                return Err(err(
+                    ErrorCode::InvalidParameterValueInvalidPlaintext,
+                    format!("Plaintext must be 1 to {MAX_PLAINTEXT} bytes"),
+                ));
+            }
+            let context = parse_context(req.encryption_context.as_deref())?;
+            let snap = self.fresh(now)?;
+            let k = Self::lookup(&snap, key, now)?;
+            check_can_encrypt(&k.rec)?;
+            let blob = Self::seal_current(k, &pt, &blob::canonical_context(&context))?;
+            Ok((
+                EncryptResponse {
+                    ciphertext_blob: B64.encode(blob),
+                    key_id: k.rec.key_id.clone(),
+                },
+                k.rec.key_id.clone(),
+            ))
+        })
+    }
+
+    /// Decrypt: the blob names its key and version.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue.InvalidCiphertext` (malformed, altered, wrong
+    /// context, unknown key); the key's state error (`ResourceUnavailable.CmkDisabled`, …).
+    pub fn decrypt(&self, ctx: &CallContext, req: DecryptRequest) -> KmsResult<DecryptResponse> {
+        self.audited(ctx, "Decrypt", "", |now| {
+            if req.encryption_public_key.is_some() || req.encryption_algorithm.is_some() {
+                return Err(err(
+                    ErrorCode::UnsupportedOperation,
+                    "EncryptionPublicKey / EncryptionAlgorithm are not supported by this KMS yet",
+                ));
+            }
+            let raw = decode_blob(require(&req.ciphertext_blob, "CiphertextBlob")?)?;
+            let context = parse_context(req.encryption_context.as_deref())?;
+            let snap = self.fresh(now)?;
+            let (pt, k) = Self::open_blob(&snap, now, &raw, &context)?;
+            Ok((
+                DecryptResponse {
+                    key_id: k.rec.key_id.clone(),
+                    plaintext: SecretString::from(B64.encode(&pt[..])),
+                },
+                k.rec.key_id.clone(),
+            ))
+        })
+    }
+
+    /// ReEncrypt: opens the blob and seals it again under the destination key's
+    /// newest version (the source key by default).
+    ///
+    /// # Errors
+    /// Decrypt's errors for the source; Encrypt's for the destination.
+    pub fn re_encrypt(
+        &self,
+        ctx: &CallContext,
+        req: ReEncryptRequest,
+    ) -> KmsResult<ReEncryptResponse> {
+        let hint = req.destination_key_id.clone().unwrap_or_default();
+        self.audited(ctx, "ReEncrypt", &hint, |now| {
+            let raw = decode_blob(require(&req.ciphertext_blob, "CiphertextBlob")?)?;
+            let src_ctx = parse_context(req.source_encryption_context.as_deref())?;
+            let dst_ctx = parse_context(req.destination_encryption_context.as_deref())?;
+            let snap = self.fresh(now)?;
+            let (pt, src) = Self::open_blob(&snap, now, &raw, &src_ctx)?;
+            let dst = match req.destination_key_id.as_deref() {
+                None | Some("") => src,
+                Some(d) => Self::lookup(&snap, d, now)?,
+            };
+            check_can_encrypt(&dst.rec)?;
+            let blob = Self::seal_current(dst, &pt, &blob::canonical_context(&dst_ctx))?;
+            Ok((
+                ReEncryptResponse {
+                    ciphertext_blob: B64.encode(blob),
+                    key_id: dst.rec.key_id.clone(),
+                    source_key_id: src.rec.key_id.clone(),
+                    re_encrypted: true,
+                },
+                dst.rec.key_id.clone(),
+            ))
+        })
+    }
+
+    fn data_key_len(spec: Option<&str>, n: Option<u64>) -> KmsResult<usize> {
+        match (n, spec) {
+            (Some(n), _) => {
+                if n == 0 || n > MAX_RANDOM as u64 {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValue,
+                        format!("NumberOfBytes must be 1 to {MAX_RANDOM}"),
+                    ));
+                }
+                Ok(n as usize)
+            }
+            (None, Some("AES_256")) => Ok(32),
+            (None, Some("AES_128")) => Ok(16),
+            (None, Some(s)) => Err(err(
+                ErrorCode::InvalidParameterValue,
+                format!("KeySpec must be AES_128 or AES_256, not {s:?}"),
+            )),
+            (None, None) => Err(err(
+                ErrorCode::MissingParameter,
+                "KeySpec or NumberOfBytes is required",
+            )),
+        }
+    }
+
+    fn data_key(
+        &self,
+        now: u64,
+        key: &str,
+        len: usize,
+        context: &EncryptionContext,
+    ) -> KmsResult<DataKey> {
+        let snap = self.fresh(now)?;
+        let k = Self::lookup(&snap, key, now)?;
+        check_can_encrypt(&k.rec)?;
+        let mut dek = Zeroizing::new(vec![0u8; len]);
+        crypto::random_bytes(&mut dek)?;
+        let blob = Self::seal_current(k, &dek, &blob::canonical_context(context))?;
+        Ok(DataKey {
+            key_id: k.rec.key_id.clone(),
+            plaintext: dek,
+            ciphertext_blob: blob,
+        })
+    }
+
+    /// GenerateDataKey: a random data key, in plaintext and sealed under the CMK.
+    ///
+    /// # Errors
+    /// The key's state error; `InvalidParameterValue` (size, context).
+    pub fn generate_data_key_action(
+        &self,
+        ctx: &CallContext,
+        req: GenerateDataKeyRequest,
+    ) -> KmsResult<GenerateDataKeyResponse> {
+        let hint = req.key_id.clone().unwrap_or_default();
+        self.audited(ctx, "GenerateDataKey", &hint, |now| {
+            let key = require(&req.key_id, "KeyId")?;
+            let len = Self::data_key_len(req.key_spec.as_deref(), req.number_of_bytes)?;
+            let context = parse_context(req.encryption_context.as_deref())?;
+            let dk = self.data_key(now, key, len, &context)?;
+            let id = dk.key_id.clone();
+            Ok((
+                GenerateDataKeyResponse {
+                    key_id: dk.key_id.clone(),
+                    plaintext: SecretString::from(B64.encode(&dk.plaintext[..])),
+                    ciphertext_blob: B64.encode(&dk.ciphertext_blob),
+                },
+                id,
+            ))
+        })
+    }
+
+    /// GenerateRandom: 1–1024 random bytes.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` for a size outside 1–1024.
+    pub fn generate_random(
+        &self,
+        ctx: &CallContext,
+        req: GenerateRandomRequest,
+    ) -> KmsResult<GenerateRandomResponse> {
+        self.audited(ctx, "GenerateRandom", "", |_| {
+            let n = match req.number_of_bytes {
+                Some(n) if (1..=MAX_RANDOM as u64).contains(&n) => n as usize,
+                Some(_) => {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValue,
+                        format!("NumberOfBytes must be 1 to {MAX_RANDOM}"),
+                    ))
+                }
+                None => {
+                    return Err(err(
+                        ErrorCode::MissingParameter,
+                        "the parameter NumberOfBytes is required",
+                    ))
+                }
+            };
+            let mut buf = Zeroizing::new(vec![0u8; n]);
+            crypto::random_bytes(&mut buf)?;
+            Ok((
+                GenerateRandomResponse {
+                    plaintext: SecretString::from(B64.encode(&buf[..])),
+                },
+                String::new(),
+            ))
+        })
+    }
+}
+
+/// Parses JSON parameters into a typed request: a missing or null body is the
+/// empty object; a wrong type is `InvalidParameter`.
+fn parse_params<T: DeserializeOwned>(params: &Value) -> KmsResult<T> {
+    let empty = Value::Object(serde_json::Map::new());
+    let p = if params.is_null() { &empty } else { params };
+    if !p.is_object() {
+        return Err(err(
+            ErrorCode::InvalidParameter,
+            "the parameters must be a JSON object",
+        ));
+    }
+    T::deserialize(p).map_err(|e| {
+        err(
+            ErrorCode::InvalidParameter,
+            format!("invalid parameter: {e}"),
+        )
+    })
+}
+
+fn to_value<T: Serialize>(v: T) -> KmsResult<Value> {
+    serde_json::to_value(v)
+        .map_err(|e| err(ErrorCode::InternalError, format!("serialise response: {e}")))
+}
+
+/// The actions [`KmsService`] answers, in the order `kmsfs kms --help` lists them.
+pub const ACTIONS: &[&str] = &[
+    "CreateKey",
+    "DescribeKey",
+    "DescribeKeys",
+    "ListKeys",
+    "ListKeyDetail",
+    "UpdateAlias",
+    "UpdateKeyDescription",
+    "EnableKey",
+    "DisableKey",
+    "ScheduleKeyDeletion",
+    "CancelKeyDeletion",
+    "ArchiveKey",
+    "CancelKeyArchive",
+    "EnableKeyRotation",
+    "DisableKeyRotation",
+    "GetKeyRotationStatus",
+    "RotateKey",
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateRandom",
+];
+
+impl KmsService {
+    /// Audits a call refused before its action ran (unknown action, bad parameters).
+    fn refuse(&self, ctx: &CallContext, action: &str, p: &Value, e: KmsError) -> KmsError {
+        let key = p.get("KeyId").and_then(Value::as_str).unwrap_or("");
+        let e2 = e.clone();
+        let _ = self.audited::<()>(ctx, action, key, move |_| Err(e2));
+        e
+    }
+
+    fn dispatch(&self, ctx: &CallContext, action: &str, p: &Value) -> KmsResult<Value> {
+        macro_rules! act {
+            ($method:ident) => {
+                match parse_params(p) {
+                    Ok(req) => to_value(self.$method(ctx, req)?),
+                    Err(e) => Err(self.refuse(ctx, action, p, e)),
+                }
+            };
+        }
+        match action {
+            "CreateKey" => act!(create_key),
+            "DescribeKey" => act!(describe_key),
+            "DescribeKeys" => act!(describe_keys),
+            "ListKeys" => act!(list_keys),
+            "ListKeyDetail" => act!(list_key_detail),
+            "UpdateAlias" => act!(update_alias),
+            "UpdateKeyDescription" => act!(update_key_description),
+            "EnableKey" => act!(enable_key),
+            "DisableKey" => act!(disable_key),
+            "ScheduleKeyDeletion" => act!(schedule_key_deletion),
+            "CancelKeyDeletion" => act!(cancel_key_deletion),
+            "ArchiveKey" => act!(archive_key),
+            "CancelKeyArchive" => act!(cancel_key_archive),
+            "EnableKeyRotation" => act!(enable_key_rotation),
+            "DisableKeyRotation" => act!(disable_key_rotation),
+            "GetKeyRotationStatus" => act!(get_key_rotation_status),
+            "RotateKey" => act!(rotate_key),
+            "Encrypt" => act!(encrypt),
+            "Decrypt" => act!(decrypt),
+            "ReEncrypt" => act!(re_encrypt),
+            "GenerateDataKey" => act!(generate_data_key_action),
+            "GenerateRandom" => act!(generate_random),
+            _ => Err(self.refuse(
+                ctx,
+                action,
+                p,
+                err(
+                    ErrorCode::InvalidAction,
+                    format!("unknown action {action:?}"),
+                ),
+            )),
+        }
+    }
+}
+
+impl Kms for KmsService {
+    fn call(&self, ctx: &CallContext, action: &str, params: &Value) -> KmsResult<Value> {
+        self.dispatch(ctx, action, params)
+    }
+
+    fn generate_data_key(
+        &self,
+        ctx: &CallContext,
+        key_id: &str,
+        bytes: usize,
+        context: &EncryptionContext,
+    ) -> KmsResult<DataKey> {
+        self.audited(ctx, "GenerateDataKey", key_id, |now| {
+            if bytes == 0 || bytes > MAX_RANDOM {
+                return Err(err(
+                    ErrorCode::InvalidParameterValue,
+                    format!("NumberOfBytes must be 1 to {MAX_RANDOM}"),
+                ));
+            }
+            let dk = self.data_key(now, key_id, bytes, context)?;
+            let id = dk.key_id.clone();
+            Ok((dk, id))
+        })
+    }
+
+    fn decrypt_data_key(
+        &self,
+        ctx: &CallContext,
+        ciphertext_blob: &[u8],
+        context: &EncryptionContext,
+    ) -> KmsResult<DataKey> {
+        self.audited(ctx, "Decrypt", "", |now| {
+            let snap = self.fresh(now)?;
+            let (pt, k) = Self::open_blob(&snap, now, ciphertext_blob, context)?;
+            let id = k.rec.key_id.clone();
+            Ok((
+                DataKey {
+                    key_id: id.clone(),
+                    plaintext: pt,
+                    ciphertext_blob: ciphertext_blob.to_vec(),
+                },
+                id,
+            ))
+        })
+    }
+}

@@ -1,0 +1,774 @@
+//! The embedded key store: one authenticated file of key records, key material
+//! wrapped under a root key kept in a separate file (or derived from a passphrase).
+//!
+//! Files in the store directory (docs/FORMAT.md, "KMS formats", has the bytes):
+//!
+//! | file | what |
+//! |---|---|
+//! | `keys.kms` | the store: header, JSON body of [`KeyRecord`]s, HMAC-SHA256 |
+//! | `root.key` | the 32-byte root key (0600), unless a passphrase is used |
+//! | `lock` | flock'ed for one read-modify-write of `keys.kms` at a time |
+//! | `audit.log` | the audit log (see `audit.rs`) |
+//!
+//! Updates are atomic (write `keys.kms.tmp`, fsync, rename, fsync the directory)
+//! and run under an exclusive flock of `lock` held for that one operation. Every
+//! call checks freshness with one `stat` of `keys.kms`: a snapshot keeps the file
+//! it was loaded from open, so its inode number cannot be reused, and a changed
+//! (device, inode) pair means another writer replaced the file.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, AeadKey, KEY_LEN, NONCE_LEN};
+use crate::key::{KeyRecord, KeyState, KeyVersionRecord, MaterialKind};
+use crate::{ErrorCode, KmsError, KmsResult};
+
+/// The key-store file in the store directory.
+pub const STORE_FILE: &str = "keys.kms";
+/// The root-key file in the store directory (default location).
+pub const ROOT_KEY_FILE: &str = "root.key";
+/// The lock file in the store directory.
+pub const LOCK_FILE: &str = "lock";
+/// The audit log in the store directory.
+pub const AUDIT_FILE: &str = "audit.log";
+const TMP_FILE: &str = "keys.kms.tmp";
+
+/// First 8 bytes of `keys.kms`.
+pub const STORE_MAGIC: [u8; 8] = *b"kmsfs-ks";
+/// The store format version this crate writes and reads.
+pub const STORE_FORMAT_VERSION: u16 = 1;
+/// First 8 bytes of `root.key`.
+pub const ROOT_KEY_MAGIC: [u8; 8] = *b"kmsfs-rk";
+/// The root-key file format version.
+pub const ROOT_KEY_VERSION: u16 = 1;
+/// Length of `root.key`: magic, version, key.
+pub const ROOT_KEY_FILE_LEN: usize = 8 + 2 + KEY_LEN;
+/// Length of the `keys.kms` header.
+pub const STORE_HEADER_LEN: usize = 64;
+/// Length of the trailing MAC.
+pub const STORE_MAC_LEN: usize = 32;
+
+/// Root key source byte: the key file.
+pub const SOURCE_FILE: u8 = 1;
+/// Root key source byte: scrypt of a passphrase.
+pub const SOURCE_PASSPHRASE: u8 = 2;
+
+/// HMAC label: root key check value.
+pub const LABEL_CHECK: &[u8] = b"kmsfs-kms root-check v1";
+/// HMAC label: the key that authenticates `keys.kms`.
+pub const LABEL_MAC: &[u8] = b"kmsfs-kms store-mac v1";
+/// HMAC label: the key that wraps key material.
+pub const LABEL_WRAP: &[u8] = b"kmsfs-kms material-wrap v1";
+/// Prefix of the associated data of wrapped material.
+pub const MATERIAL_AD_PREFIX: &[u8] = b"kmsfs-kms material v1\0";
+
+/// scrypt parameters for new passphrase stores: N = 2^15, r = 8, p = 1.
+const SCRYPT_LOG_N: u8 = 15;
+const SCRYPT_R: u16 = 8;
+const SCRYPT_P: u16 = 1;
+
+/// Where the root key comes from.
+pub enum RootKeySource {
+    /// A 0600 file, made on first use (default: `<store>/root.key`).
+    File(PathBuf),
+    /// A passphrase, run through scrypt with a salt kept in the store header.
+    Passphrase(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for RootKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootKeySource::File(p) => f.debug_tuple("File").field(p).finish(),
+            RootKeySource::Passphrase(_) => f.write_str("Passphrase(..)"),
+        }
+    }
+}
+
+fn internal(msg: impl Into<String>) -> KmsError {
+    KmsError::new(ErrorCode::InternalError, msg)
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> KmsError {
+    internal(format!("key store: {what} {}: {e}", path.display()))
+}
+
+/// Keys derived from the root key.
+pub(crate) struct RootKeys {
+    wrap: AeadKey,
+    mac: Zeroizing<[u8; 32]>,
+    check: [u8; 16],
+}
+
+impl RootKeys {
+    fn derive(root: &[u8; KEY_LEN]) -> RootKeys {
+        let wrap = Zeroizing::new(crypto::hmac_sha256(root, LABEL_WRAP));
+        let mac = Zeroizing::new(crypto::hmac_sha256(root, LABEL_MAC));
+        let c = crypto::hmac_sha256(root, LABEL_CHECK);
+        let mut check = [0u8; 16];
+        check.copy_from_slice(&c[..16]);
+        RootKeys {
+            wrap: AeadKey::new(&wrap),
+            mac,
+            check,
+        }
+    }
+}
+
+/// The associated data binding wrapped material to its key id, version and kind.
+pub fn material_ad(key_id: &str, version: u32, kind: MaterialKind) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(MATERIAL_AD_PREFIX.len() + key_id.len() + 16);
+    ad.extend_from_slice(MATERIAL_AD_PREFIX);
+    ad.push(key_id.len() as u8);
+    ad.extend_from_slice(key_id.as_bytes());
+    ad.extend_from_slice(&version.to_be_bytes());
+    ad.extend_from_slice(kind.as_str().as_bytes());
+    ad
+}
+
+/// The parsed fixed header of `keys.kms`.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    source: u8,
+    log_n: u8,
+    r: u16,
+    p: u16,
+    salt: [u8; 16],
+    check: [u8; 16],
+    generation: u64,
+}
+
+impl Header {
+    fn encode(&self, body_len: u64) -> [u8; STORE_HEADER_LEN] {
+        let mut h = [0u8; STORE_HEADER_LEN];
+        h[0..8].copy_from_slice(&STORE_MAGIC);
+        h[8..10].copy_from_slice(&STORE_FORMAT_VERSION.to_be_bytes());
+        h[10] = self.source;
+        h[11] = self.log_n;
+        h[12..14].copy_from_slice(&self.r.to_be_bytes());
+        h[14..16].copy_from_slice(&self.p.to_be_bytes());
+        h[16..32].copy_from_slice(&self.salt);
+        h[32..48].copy_from_slice(&self.check);
+        h[48..56].copy_from_slice(&self.generation.to_be_bytes());
+        h[56..64].copy_from_slice(&body_len.to_be_bytes());
+        h
+    }
+
+    /// Parses the header and checks the framing; returns it and the body range end.
+    fn parse(path: &Path, bytes: &[u8]) -> KmsResult<(Header, usize)> {
+        let p = path.display();
+        if bytes.len() < STORE_HEADER_LEN {
+            return Err(internal(format!(
+                "key store {p} is truncated ({} bytes); restore it from a backup",
+                bytes.len()
+            )));
+        }
+        if bytes[0..8] != STORE_MAGIC {
+            return Err(internal(format!(
+                "{p} is not a kmsfs key store (bad magic)"
+            )));
+        }
+        let version = u16::from_be_bytes([bytes[8], bytes[9]]);
+        if version != STORE_FORMAT_VERSION {
+            return Err(internal(format!(
+                "key store {p} has format version {version}; this kmsfs reads version {STORE_FORMAT_VERSION}"
+            )));
+        }
+        let be64 = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[o..o + 8]);
+            u64::from_be_bytes(b)
+        };
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&bytes[16..32]);
+        let mut check = [0u8; 16];
+        check.copy_from_slice(&bytes[32..48]);
+        let h = Header {
+            source: bytes[10],
+            log_n: bytes[11],
+            r: u16::from_be_bytes([bytes[12], bytes[13]]),
+            p: u16::from_be_bytes([bytes[14], bytes[15]]),
+            salt,
+            check,
+            generation: be64(48),
+        };
+        let body_len = be64(56);
+        let end = usize::try_from(body_len)
+            .ok()
+            .and_then(|n| n.checked_add(STORE_HEADER_LEN));
+        match end {
+            Some(end) if end.checked_add(STORE_MAC_LEN) == Some(bytes.len()) => Ok((h, end)),
+            _ => Err(internal(format!(
+                "key store {p} is truncated or has trailing bytes (damaged); restore it from a backup"
+            ))),
+        }
+    }
+}
+
+/// The body of `keys.kms`.
+#[derive(Serialize, Deserialize, Default)]
+struct Body {
+    keys: Vec<KeyRecord>,
+}
+
+/// A key with its material unwrapped.
+#[derive(Debug)]
+pub(crate) struct LoadedKey {
+    pub rec: KeyRecord,
+    /// Material of version `n` at index `n - 1`.
+    pub material: Vec<AeadKey>,
+}
+
+/// The store as one process sees it at one moment.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// The file this snapshot was read from, kept open so its inode stays unique.
+    _file: Option<File>,
+    file_id: (u64, u64),
+    pub keys: Vec<LoadedKey>,
+    by_id: HashMap<String, usize>,
+    by_alias: HashMap<String, usize>,
+    /// The earliest time at which a purge or an automatic rotation is due.
+    pub next_due: u64,
+}
+
+impl Snapshot {
+    /// Finds a key by id, `alias/NAME`, or bare alias.
+    pub fn find(&self, key: &str) -> Option<&LoadedKey> {
+        if let Some(&i) = self.by_id.get(key) {
+            return self.keys.get(i);
+        }
+        let alias = key.strip_prefix("alias/").unwrap_or(key);
+        self.by_alias.get(alias).and_then(|&i| self.keys.get(i))
+    }
+
+    /// Finds a key by exact id.
+    pub fn by_id(&self, key_id: &str) -> Option<&LoadedKey> {
+        self.by_id.get(key_id).and_then(|&i| self.keys.get(i))
+    }
+
+    fn records(&self) -> Vec<KeyRecord> {
+        self.keys.iter().map(|k| k.rec.clone()).collect()
+    }
+}
+
+/// One read-modify-write of the store, under its lock.
+pub(crate) struct Txn<'a> {
+    /// The records; edit freely.
+    pub keys: Vec<KeyRecord>,
+    /// The time of the transaction.
+    pub now: u64,
+    root: &'a RootKeys,
+}
+
+impl Txn<'_> {
+    /// Makes new random AES-256 material for `key_id` version `version`, wrapped.
+    pub fn new_aes_version(&self, key_id: &str, version: u32) -> KmsResult<KeyVersionRecord> {
+        let mut material = Zeroizing::new([0u8; KEY_LEN]);
+        crypto::random_bytes(&mut material[..])?;
+        wrap_material(
+            self.root,
+            key_id,
+            version,
+            MaterialKind::Aes256,
+            &material[..],
+            self.now,
+        )
+    }
+
+    /// Index of the key named by an id, `alias/NAME` or a bare alias.
+    pub fn resolve(&self, key: &str) -> Option<usize> {
+        if let Some(i) = self.keys.iter().position(|k| k.key_id == key) {
+            return Some(i);
+        }
+        let alias = key.strip_prefix("alias/").unwrap_or(key);
+        if alias.is_empty() {
+            return None;
+        }
+        self.keys.iter().position(|k| k.alias == alias)
+    }
+}
+
+fn wrap_material(
+    root: &RootKeys,
+    key_id: &str,
+    version: u32,
+    kind: MaterialKind,
+    material: &[u8],
+    now: u64,
+) -> KmsResult<KeyVersionRecord> {
+    let mut nonce = [0u8; NONCE_LEN];
+    crypto::random_bytes(&mut nonce)?;
+    let mut buf = Zeroizing::new(material.to_vec());
+    root.wrap
+        .seal(&nonce, &material_ad(key_id, version, kind), &mut buf)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    Ok(KeyVersionRecord {
+        version,
+        created: now,
+        kind,
+        wrapped: B64.encode(out),
+    })
+}
+
+fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<AeadKey>> {
+    let mut out = Vec::with_capacity(rec.versions.len());
+    for (i, v) in rec.versions.iter().enumerate() {
+        let bad = || {
+            internal(format!(
+                "key store {}: material of key {} version {} does not authenticate under the root key (damaged store)",
+                path.display(),
+                rec.key_id,
+                v.version
+            ))
+        };
+        if v.version as usize != i + 1 {
+            return Err(bad());
+        }
+        let raw = Zeroizing::new(B64.decode(&v.wrapped).map_err(|_| bad())?);
+        if raw.len() < NONCE_LEN {
+            return Err(bad());
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&raw[..NONCE_LEN]);
+        let mut sealed = Zeroizing::new(raw[NONCE_LEN..].to_vec());
+        let ad = material_ad(&rec.key_id, v.version, v.kind);
+        let pt = root.wrap.open(&nonce, &ad, &mut sealed).ok_or_else(bad)?;
+        match v.kind {
+            MaterialKind::Aes256 => {
+                let key: &[u8; KEY_LEN] = (&*pt).try_into().map_err(|_| bad())?;
+                out.push(AeadKey::new(key));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Holds an exclusive flock until dropped.
+struct LockGuard(File);
+
+impl LockGuard {
+    fn acquire(path: &Path) -> KmsResult<LockGuard> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_err("cannot open lock file", path, e))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("cannot lock", path, e.into()))?;
+        Ok(LockGuard(f))
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
+}
+
+/// fsync a directory, so a rename or create in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> KmsResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("cannot fsync directory", dir, e))
+}
+
+/// The embedded key store.
+pub(crate) struct Store {
+    dir: PathBuf,
+    store_path: PathBuf,
+    lock_path: PathBuf,
+    root: RootKeys,
+    header: Header,
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
+    let mut f = File::open(path).map_err(|e| io_err("cannot open root key", path, e))?;
+    if let Ok(md) = f.metadata() {
+        if md.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "root key file is readable by group or others; chmod 600 it");
+        }
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(ROOT_KEY_FILE_LEN));
+    f.read_to_end(&mut buf)
+        .map_err(|e| io_err("cannot read root key", path, e))?;
+    if buf.len() != ROOT_KEY_FILE_LEN
+        || buf[0..8] != ROOT_KEY_MAGIC
+        || buf[8..10] != ROOT_KEY_VERSION.to_be_bytes()
+    {
+        return Err(internal(format!(
+            "root key file {} is damaged or not a kmsfs root key; restore it from a backup",
+            path.display()
+        )));
+    }
+    let mut k = Zeroizing::new([0u8; KEY_LEN]);
+    k.copy_from_slice(&buf[10..]);
+    Ok(k)
+}
+
+/// Makes the root key file if it does not exist (never replacing one); returns the key.
+fn create_or_read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
+    if path.exists() {
+        return read_root_key_file(path);
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".root.key.tmp.{}", std::process::id()));
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    crypto::random_bytes(&mut key[..])?;
+    let mut content = Zeroizing::new(Vec::with_capacity(ROOT_KEY_FILE_LEN));
+    content.extend_from_slice(&ROOT_KEY_MAGIC);
+    content.extend_from_slice(&ROOT_KEY_VERSION.to_be_bytes());
+    content.extend_from_slice(&key[..]);
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_err("cannot create root key", &tmp, e))?;
+    f.write_all(&content)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err("cannot write root key", &tmp, e))?;
+    drop(f);
+    // link(2) never replaces an existing file: a root key made meanwhile wins.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(parent)?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_root_key_file(path),
+        Err(e) => Err(io_err("cannot create root key", path, e)),
+    }
+}
+
+fn scrypt_root(pass: &str, h: &Header) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
+    if pass.is_empty() {
+        return Err(internal("KMSFS_KMS_PASSPHRASE is empty"));
+    }
+    let params = scrypt::Params::new(h.log_n, u32::from(h.r), u32::from(h.p), KEY_LEN)
+        .map_err(|_| internal("key store header has invalid scrypt parameters (damaged store)"))?;
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    scrypt::scrypt(pass.as_bytes(), &h.salt, &params, &mut out[..])
+        .map_err(|_| internal("scrypt failed"))?;
+    Ok(out)
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory, root key and an empty
+    /// store on first use. Never replaces an existing store or root key.
+    pub fn open(dir: &Path, source: RootKeySource) -> KmsResult<Store> {
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_err("cannot chmod", dir, e))?;
+        }
+        let store_path = dir.join(STORE_FILE);
+        let lock_path = dir.join(LOCK_FILE);
+        let _lock = LockGuard::acquire(&lock_path)?;
+        let exists = match fs::symlink_metadata(&store_path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err("cannot stat", &store_path, e)),
+        };
+        let (root, header) = if exists {
+            let bytes = fs::read(&store_path).map_err(|e| io_err("cannot read", &store_path, e))?;
+            let (h, _) = Header::parse(&store_path, &bytes)?;
+            let key = match (h.source, &source) {
+                (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, &h)?,
+                (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
+                    return Err(internal(format!(
+                        "key store {} is protected by a passphrase: set KMSFS_KMS_PASSPHRASE",
+                        store_path.display()
+                    )))
+                }
+                (SOURCE_FILE, RootKeySource::File(p)) => read_root_key_file(p).map_err(|e| {
+                    internal(format!("{}; the store {} cannot be opened without it (a new root key is never made for an existing store)", e.message, store_path.display()))
+                })?,
+                (SOURCE_FILE, RootKeySource::Passphrase(_)) => {
+                    read_root_key_file(&dir.join(ROOT_KEY_FILE))?
+                }
+                (s, _) => {
+                    return Err(internal(format!(
+                        "key store {} names an unknown root key source {s} (damaged store)",
+                        store_path.display()
+                    )))
+                }
+            };
+            let root = RootKeys::derive(&key);
+            if root.check != h.check {
+                return Err(internal(format!(
+                    "the root key does not belong to key store {} (wrong root key file or passphrase)",
+                    store_path.display()
+                )));
+            }
+            (root, h)
+        } else {
+            let mut h = Header {
+                source: SOURCE_FILE,
+                log_n: 0,
+                r: 0,
+                p: 0,
+                salt: [0u8; 16],
+                check: [0u8; 16],
+                generation: 0,
+            };
+            let key = match &source {
+                RootKeySource::File(p) => create_or_read_root_key_file(p)?,
+                RootKeySource::Passphrase(p) => {
+                    h.source = SOURCE_PASSPHRASE;
+                    h.log_n = SCRYPT_LOG_N;
+                    h.r = SCRYPT_R;
+                    h.p = SCRYPT_P;
+                    crypto::random_bytes(&mut h.salt)?;
+                    scrypt_root(p, &h)?
+                }
+            };
+            let root = RootKeys::derive(&key);
+            h.check = root.check;
+            (root, h)
+        };
+        let placeholder = Snapshot::empty_placeholder()?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            store_path,
+            lock_path,
+            root,
+            header,
+            current: RwLock::new(Arc::new(placeholder)),
+        };
+        if exists {
+            store.reload()?;
+        } else {
+            store.write(0, Vec::new())?;
+        }
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current snapshot, reloaded first if another process changed the store.
+    /// Costs one `stat` when nothing changed.
+    pub fn snapshot(&self) -> KmsResult<Arc<Snapshot>> {
+        let md = fs::metadata(&self.store_path)
+            .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
+        let id = (md.dev(), md.ino());
+        {
+            let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if cur.file_id == id {
+                return Ok(Arc::clone(&cur));
+            }
+        }
+        self.reload()
+    }
+
+    fn reload(&self) -> KmsResult<Arc<Snapshot>> {
+        let mut f =
+            File::open(&self.store_path).map_err(|e| io_err("cannot open", &self.store_path, e))?;
+        let md = f
+            .metadata()
+            .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
+        let mut bytes = Vec::with_capacity(md.len() as usize);
+        f.read_to_end(&mut bytes)
+            .map_err(|e| io_err("cannot read", &self.store_path, e))?;
+        let (h, end) = Header::parse(&self.store_path, &bytes)?;
+        if h.check != self.root.check {
+            return Err(internal(format!(
+                "key store {} was replaced by a store under another root key",
+                self.store_path.display()
+            )));
+        }
+        if !crypto::hmac_sha256_verify(&self.root.mac[..], &bytes[..end], &bytes[end..]) {
+            return Err(internal(format!(
+                "key store {} fails authentication (damaged or tampered); restore it from a backup",
+                self.store_path.display()
+            )));
+        }
+        let body: Body = serde_json::from_slice(&bytes[STORE_HEADER_LEN..end]).map_err(|e| {
+            internal(format!(
+                "key store {} has an unreadable body: {e}",
+                self.store_path.display()
+            ))
+        })?;
+        let snap = Arc::new(self.build(f, (md.dev(), md.ino()), body.keys)?);
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *cur = Arc::clone(&snap);
+        Ok(snap)
+    }
+
+    fn build(&self, file: File, file_id: (u64, u64), recs: Vec<KeyRecord>) -> KmsResult<Snapshot> {
+        let mut keys = Vec::with_capacity(recs.len());
+        let mut by_id = HashMap::with_capacity(recs.len());
+        let mut by_alias = HashMap::with_capacity(recs.len());
+        let mut next_due = u64::MAX;
+        for (i, rec) in recs.into_iter().enumerate() {
+            let material = unwrap_material(&self.root, &self.store_path, &rec)?;
+            by_id.insert(rec.key_id.clone(), i);
+            if !rec.alias.is_empty() {
+                by_alias.insert(rec.alias.clone(), i);
+            }
+            if rec.state == KeyState::PendingDelete && rec.deletion_date > 0 {
+                next_due = next_due.min(rec.deletion_date);
+            }
+            if rec.rotation_enabled && rec.state == KeyState::Enabled && rec.next_rotate_time > 0 {
+                next_due = next_due.min(rec.next_rotate_time);
+            }
+            keys.push(LoadedKey { rec, material });
+        }
+        Ok(Snapshot {
+            _file: Some(file),
+            file_id,
+            keys,
+            by_id,
+            by_alias,
+            next_due,
+        })
+    }
+
+    /// Writes `keys` as generation `generation + 1`: temp file, fsync, rename,
+    /// fsync dir. The caller holds the lock.
+    fn write(&self, generation: u64, keys: Vec<KeyRecord>) -> KmsResult<Arc<Snapshot>> {
+        let body = Body { keys };
+        let json =
+            serde_json::to_vec(&body).map_err(|e| internal(format!("serialise store: {e}")))?;
+        let mut h = self.header;
+        h.generation = generation + 1;
+        let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + json.len() + STORE_MAC_LEN);
+        bytes.extend_from_slice(&h.encode(json.len() as u64));
+        bytes.extend_from_slice(&json);
+        let mac = crypto::hmac_sha256(&self.root.mac[..], &bytes);
+        bytes.extend_from_slice(&mac);
+        let tmp = self.dir.join(TMP_FILE);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("cannot create", &tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err("cannot write", &tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, &self.store_path)
+            .map_err(|e| io_err("cannot replace", &self.store_path, e))?;
+        sync_dir(&self.dir)?;
+        let f =
+            File::open(&self.store_path).map_err(|e| io_err("cannot open", &self.store_path, e))?;
+        let md = f
+            .metadata()
+            .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
+        let snap = Arc::new(self.build(f, (md.dev(), md.ino()), body.keys)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
+        Ok(snap)
+    }
+
+    fn current_generation(&self) -> KmsResult<u64> {
+        let mut f =
+            File::open(&self.store_path).map_err(|e| io_err("cannot open", &self.store_path, e))?;
+        let mut h = [0u8; STORE_HEADER_LEN];
+        f.read_exact(&mut h)
+            .map_err(|e| io_err("cannot read", &self.store_path, e))?;
+        let mut g = [0u8; 8];
+        g.copy_from_slice(&h[48..56]);
+        Ok(u64::from_be_bytes(g))
+    }
+
+    /// One read-modify-write under the store lock: `f` edits the records; purges
+    /// and automatic rotations that are due run too; the store is written only
+    /// if something changed.
+    pub fn transact<R>(
+        &self,
+        now: u64,
+        f: impl FnOnce(&mut Txn<'_>) -> KmsResult<R>,
+    ) -> KmsResult<R> {
+        let _lock = LockGuard::acquire(&self.lock_path)?;
+        let snap = self.snapshot()?;
+        let before = snap.records();
+        let mut txn = Txn {
+            keys: before.clone(),
+            now,
+            root: &self.root,
+        };
+        maintain(&mut txn)?;
+        let maintained = txn.keys.clone();
+        let r = match f(&mut txn) {
+            Ok(r) => r,
+            Err(e) => {
+                // Drop f's partial edits, but persist due purges and rotations.
+                if maintained != before {
+                    let generation = self.current_generation()?;
+                    self.write(generation, maintained)?;
+                }
+                return Err(e);
+            }
+        };
+        if txn.keys != before {
+            let generation = self.current_generation()?;
+            self.write(generation, txn.keys)?;
+        }
+        Ok(r)
+    }
+}
+
+/// Purges keys whose deletion date has passed and rotates keys whose rotation
+/// is due.
+fn maintain(txn: &mut Txn<'_>) -> KmsResult<()> {
+    let now = txn.now;
+    txn.keys
+        .retain(|k| !(k.state == KeyState::PendingDelete && k.deletion_date <= now));
+    for i in 0..txn.keys.len() {
+        let k = &txn.keys[i];
+        if k.rotation_enabled
+            && k.state == KeyState::Enabled
+            && k.next_rotate_time > 0
+            && k.next_rotate_time <= now
+        {
+            let v = txn.new_aes_version(&k.key_id, k.current_version() + 1)?;
+            let days = u64::from(txn.keys[i].rotate_days.max(1));
+            let k = &mut txn.keys[i];
+            k.versions.push(v);
+            k.last_rotate_time = now;
+            k.next_rotate_time = now + days * 86_400;
+        }
+    }
+    Ok(())
+}
+
+impl Snapshot {
+    fn empty_placeholder() -> KmsResult<Snapshot> {
+        Ok(Snapshot {
+            _file: None,
+            file_id: (u64::MAX, u64::MAX),
+            keys: Vec::new(),
+            by_id: HashMap::new(),
+            by_alias: HashMap::new(),
+            next_due: u64::MAX,
+        })
+    }
+}

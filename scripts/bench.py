@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""kmsfs side by side with gocryptfs, securefs (format 4) and bindfs, in one run.
+
+Every filesystem gets a fresh backing directory on the same disk and runs the same
+workloads; the order of filesystems rotates between rounds against machine drift.
+Prints one table: the median of the rounds with its spread (min-max), and kmsfs's
+ratio against each peer, where > 1.00 means kmsfs is better on that row.
+
+Run through scripts/bench.sh, which builds kmsfs and installs the peers.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+PEERS = ["kmsfs", "gocryptfs", "securefs", "bindfs"]
+PASSWORD = "bench-password-not-secret"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
+
+
+def out(cmd, **kw):
+    return subprocess.run(
+        cmd, shell=isinstance(cmd, str), check=True, capture_output=True, text=True, **kw
+    ).stdout
+
+
+def drop_caches():
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    fn()
+    return time.monotonic() - t0
+
+
+class Fs:
+    """One filesystem under test: mounts over a fresh backing directory."""
+
+    def __init__(self, name, root, kmsfs_bin):
+        self.name = name
+        self.root = root / name
+        self.backing = self.root / "backing"
+        self.mnt = self.root / "mnt"
+        self.kmsfs = kmsfs_bin
+        self.kms_store = self.root / "kms"
+
+    def mount(self):
+        if self.root.exists():
+            self.umount(quiet=True)
+            shutil.rmtree(self.root)
+        self.backing.mkdir(parents=True)
+        self.mnt.mkdir()
+        if self.name == "kmsfs":
+            sh([self.kmsfs, "--kms", str(self.kms_store), "mount", str(self.backing), str(self.mnt)],
+               stdout=subprocess.DEVNULL)
+        elif self.name == "gocryptfs":
+            pw = self.root / "pw"
+            pw.write_text(PASSWORD + "\n")
+            sh(["gocryptfs", "-init", "-q", "-passfile", str(pw), str(self.backing)])
+            sh(["gocryptfs", "-q", "-passfile", str(pw), str(self.backing), str(self.mnt)],
+               stderr=subprocess.DEVNULL)
+        elif self.name == "securefs":
+            sh(["securefs", "create", "--format", "4", "--pass", PASSWORD, str(self.backing)],
+               stdout=subprocess.DEVNULL)
+            sh(["securefs", "mount", "-b", "--pass", PASSWORD, str(self.backing), str(self.mnt)],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elif self.name == "bindfs":
+            sh(["bindfs", "--multithreaded", str(self.backing), str(self.mnt)])
+        for _ in range(100):
+            if os.path.ismount(self.mnt):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not mount on {self.mnt}")
+
+    def daemon_pid(self):
+        for line in out(["ps", "-eo", "pid=,args="]).splitlines():
+            pid, _, args = line.strip().partition(" ")
+            if str(self.backing) in args and self.name in args.split()[0]:
+                return int(pid)
+        return None
+
+    def peak_rss_mib(self):
+        pid = self.daemon_pid()
+        if pid is None:
+            return None
+        status = Path(f"/proc/{pid}/status").read_text()
+        m = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(m.group(1)) / 1024 if m else None
+
+    def umount(self, quiet=False):
+        if not os.path.ismount(self.mnt):
+            return
+        if self.name == "kmsfs":
+            cmd = [self.kmsfs, "umount", str(self.mnt)]
+        else:
+            cmd = ["fusermount3", "-u", str(self.mnt)]
+        subprocess.run(cmd, check=not quiet, capture_output=quiet)
+        for _ in range(100):
+            if not os.path.ismount(self.mnt):
+                return
+            time.sleep(0.05)
+        subprocess.run(["umount", "-l", str(self.mnt)], check=False)
+
+
+def make_tree(dest, nfiles, seed=42):
+    """A source tree like a code checkout: nfiles small files in nested directories."""
+    import random
+
+    rnd = random.Random(seed)
+    blob = os.urandom(64 * 1024)
+    for i in range(nfiles):
+        d = dest / f"d{i % 97:02d}" / f"s{i % 13:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = min(int(rnd.expovariate(1 / 6000)), 64 * 1024)
+        off = rnd.randrange(0, 64 * 1024 - size + 1)
+        (d / f"f{i:05d}.c").write_bytes(blob[off:off + size])
+
+
+def fio_iops(directory, runtime):
+    res = out([
+        "fio", "--name=randrw", f"--directory={directory}", "--rw=randrw", "--bs=4k",
+        "--size=256m", "--ioengine=psync", "--numjobs=1", f"--runtime={runtime}",
+        "--time_based", "--output-format=json", "--end_fsync=1",
+    ])
+    job = json.loads(res[res.index("{"):])["jobs"][0]
+    return job["read"]["iops"], job["write"]["iops"]
+
+
+def run_round(fs, args, src_big, src_256, src_tar):
+    r = {}
+    fs.mount()
+    m = fs.mnt
+    size_mb = args.size_mib * 1024 * 1024 / 1e6
+    drop_caches()
+    r["write MB/s"] = size_mb / timed(lambda: sh(
+        ["dd", f"if={src_big}", f"of={m}/big", "bs=1M", "conv=fsync", "status=none"]))
+    drop_caches()
+    r["read MB/s (cold)"] = size_mb / timed(lambda: sh(
+        ["dd", f"if={m}/big", "of=/dev/null", "bs=1M", "status=none"]))
+    (m / "big").unlink()
+    rd, wr = fio_iops(m, args.fio_seconds)
+    r["fio 4k randrw read IOPS"] = rd
+    r["fio 4k randrw write IOPS"] = wr
+    for f in m.glob("randrw*"):
+        f.unlink()
+    sh(["cp", str(src_256), f"{m}/c256"])
+    os.sync()
+    drop_caches()
+    r["cp 256 MiB s"] = timed(lambda: sh(["cp", f"{m}/c256", f"{m}/c256.copy"]) or os.sync())
+    drop_caches()
+    r["extract s"] = timed(lambda: sh(["tar", "-xf", str(src_tar), "-C", str(m)]) or os.sync())
+    drop_caches()
+    r["ls -lR s"] = timed(lambda: sh(f"ls -lR '{m}/tree' > /dev/null"))
+    drop_caches()
+    r["du -s s"] = timed(lambda: sh(["du", "-s", f"{m}/tree"], stdout=subprocess.DEVNULL))
+    drop_caches()
+    r["rm -rf s"] = timed(lambda: sh(["rm", "-rf", f"{m}/tree"]))
+    r["peak RSS MiB"] = fs.peak_rss_mib() or float("nan")
+    fs.umount()
+    return r
+
+
+HIGHER_IS_BETTER = {"write MB/s", "read MB/s (cold)", "fio 4k randrw read IOPS",
+                    "fio 4k randrw write IOPS"}
+
+
+def fmt(v):
+    if v != v:  # NaN
+        return "n/a"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+def openssl_line():
+    text = out("openssl speed -evp aes-256-gcm -bytes 4096 -seconds 2 2>/dev/null | tail -1")
+    fields = text.split()
+    try:
+        kbps = float(fields[-1].rstrip("k"))
+        return f"openssl AES-256-GCM, one core, 4 KiB: {kbps * 1000 / 1e6:,.0f} MB/s"
+    except (ValueError, IndexError):
+        return f"openssl: {text.strip()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kmsfs", required=True, help="the kmsfs binary")
+    ap.add_argument("--dir", default="/var/tmp/kmsfs-bench", help="work directory on the disk under test")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size-mib", type=int, default=1024, help="streaming write/read size")
+    ap.add_argument("--files", type=int, default=25000, help="files in the extracted tree")
+    ap.add_argument("--fio-seconds", type=int, default=15)
+    ap.add_argument("--only", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
+    args = ap.parse_args()
+
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    shm = Path("/dev/shm/kmsfs-bench-src")
+    shutil.rmtree(shm, ignore_errors=True)
+    shm.mkdir()
+    names = [n for n in args.only.split(",") if n]
+    fss = [Fs(n, root, args.kmsfs) for n in names]
+
+    def cleanup(*_):
+        for fs in fss:
+            fs.umount(quiet=True)
+        shutil.rmtree(shm, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
+    try:
+        print(f"preparing sources in {shm} ...", file=sys.stderr)
+        src_big = shm / "big"
+        sh(["dd", "if=/dev/urandom", f"of={src_big}", "bs=1M", f"count={args.size_mib}", "status=none"])
+        src_256 = shm / "c256"
+        sh(["dd", "if=/dev/urandom", f"of={src_256}", "bs=1M", "count=256", "status=none"])
+        make_tree(shm / "tree", args.files)
+        src_tar = shm / "tree.tar"
+        with tarfile.open(src_tar, "w") as t:
+            t.add(shm / "tree", arcname="tree")
+        shutil.rmtree(shm / "tree")
+
+        results = {n: [] for n in names}
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for fs in (f for n in order for f in fss if f.name == n):
+                print(f"round {rnd + 1}/{args.rounds}: {fs.name} ...", file=sys.stderr)
+                results[fs.name].append(run_round(fs, args, src_big, src_256, src_tar))
+    finally:
+        cleanup()
+
+    rows = list(next(iter(results.values()))[0].keys())
+    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in rows} for n in names}
+    spread = {n: {k: (min(r[k] for r in results[n]), max(r[k] for r in results[n])) for k in rows}
+              for n in names}
+    peers = [n for n in names if n != "kmsfs"]
+    head = ["row"] + [f"{n} (min-max)" for n in names] + [f"kmsfs vs {p}" for p in peers if "kmsfs" in names]
+    lines = []
+    for k in rows:
+        cells = [k] + [f"{fmt(med[n][k])} ({fmt(spread[n][k][0])}-{fmt(spread[n][k][1])})" for n in names]
+        if "kmsfs" in names:
+            for p in peers:
+                a, b = med["kmsfs"][k], med[p][k]
+                if k == "peak RSS MiB" or a != a or b != b or a == 0 or b == 0:
+                    cells.append("-" if k != "peak RSS MiB" else f"{a / b:.2f}x mem" if a == a and b == b and b else "-")
+                else:
+                    ratio = a / b if k in HIGHER_IS_BETTER else b / a
+                    cells.append(f"{ratio:.2f}")
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    print(f"\nkmsfs bench: {args.rounds} rounds, medians (min-max); ratios > 1.00: kmsfs better")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for cells in lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)))
+    print(openssl_line())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what kmsfs's tests need on a fresh Debian 12 machine. Idempotent and quick
+# when everything is already there. Run as root (or with sudo available).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+need_apt=()
+for pkg in fuse3 openssl sqlite3 git strace inotify-tools; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  $sudo apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The real Tencent Cloud clients (tccli, tencentcloud-sdk-python) for the KMS server tests.
+if [ -x "$here/install-kms-clients.sh" ]; then
+  "$here/install-kms-clients.sh"
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The one command that runs kmsfs's tests: installs what they need, then runs the
+# Rust test suite (unit tests, real FUSE mounts, the real KMS clients over HTTP) and
+# the POSIX conformance suite (pjdfstest) against a fresh mount.
+#
+# Needs root (FUSE mounts with allow_other, pjdfstest's user switching) and /dev/fuse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== cargo test =="
+cargo test --workspace --locked -- --test-threads=2
+
+echo "== pjdfstest =="
+scripts/fstest.sh
