@@ -77,14 +77,23 @@ impl ServerConfig {
 }
 
 /// Remembers the signatures accepted within the clock window, per SecretId, and the
-/// action each was used for.
+/// actions each was used for.
 ///
 /// The Python SDK signs only `content-type;host`, and DescribeKey and DisableKey send
 /// the same body, so a captured request is a valid signature for another action until
-/// its timestamp leaves the window. A signature seen again under a *different* action is
-/// refused. The same action again is allowed: two identical requests within one second
-/// (same body, same timestamp) carry the same signature, and that is a legitimate
-/// client (there is no nonce in the signed data to tell them apart).
+/// its timestamp leaves the window. A signature seen again under a different action
+/// that changes state or releases secrets is refused.
+///
+/// Two cases are let through, because a legitimate client produces them and they
+/// cannot be told apart from a replay (there is no nonce in the signed data):
+/// - the same action again: two identical requests within one second (same body, same
+///   timestamp) carry the same signature;
+/// - a read-only action ([`is_read_only`]) after another action with the same body:
+///   `tccli kms DisableKey --KeyId K; tccli kms DescribeKey --KeyId K` within one second.
+///   Replayed, such a request only shows key metadata or a public key.
+///
+/// Clients that sign `x-tc-action` (RemoteKms does) are not affected: their signature
+/// covers the action, and is not remembered.
 #[derive(Debug, Default)]
 pub struct ReplayCache {
     inner: Mutex<ReplayInner>,
@@ -92,13 +101,23 @@ pub struct ReplayCache {
 
 #[derive(Debug, Default)]
 struct ReplayInner {
-    seen: HashMap<(String, String), (String, i64)>,
+    /// (SecretId, signature) → (actions used, expiry).
+    seen: HashMap<(String, String), (Vec<String>, i64)>,
     next_prune: i64,
 }
 
+/// Actions that change nothing and release no secret: a replay of one is harmless.
+pub fn is_read_only(action: &str) -> bool {
+    action.starts_with("Describe")
+        || action.starts_with("List")
+        || matches!(
+            action,
+            "GetKeyRotationStatus" | "GetPublicKey" | "GetServiceStatus" | "GetRegions"
+        )
+}
+
 impl ReplayCache {
-    /// Records `signature` as used for `action`, or refuses it when it was used for
-    /// another action.
+    /// Records `signature` as used for `action`, or refuses it (see the type's docs).
     ///
     /// # Errors
     /// `AuthFailure.SignatureFailure` for a signature replayed under another action.
@@ -115,21 +134,28 @@ impl ReplayCache {
             inner.seen.retain(|_, (_, expires)| *expires >= now);
             inner.next_prune = now + 10;
         }
-        let key = (secret_id.to_owned(), signature.to_owned());
-        match inner.seen.get(&key) {
-            Some((first, _)) if first != action => Err(KmsError::new(
-                ErrorCode::AuthSignatureFailure,
-                format!(
-                    "this signature was already used for {first}; a request signature may not be replayed as another action"
-                ),
-            )),
-            Some(_) => Ok(()),
-            None => {
-                let expires = timestamp + tc3::CLOCK_WINDOW_SECS + 1;
-                inner.seen.insert(key, (action.to_owned(), expires));
-                Ok(())
+        let expires = timestamp + tc3::CLOCK_WINDOW_SECS + 1;
+        let entry = inner
+            .seen
+            .entry((secret_id.to_owned(), signature.to_owned()))
+            .or_insert_with(|| (Vec::new(), expires));
+        // The first action a signature served owns it: a replay may only repeat that
+        // action or read.
+        if !is_read_only(action) {
+            if let Some(other) = entry.0.first().filter(|a| *a != action) {
+                return Err(KmsError::new(
+                    ErrorCode::AuthSignatureFailure,
+                    format!(
+                        "this signature was already used for {other}; a request signature may not be \
+                         replayed as another action (sign x-tc-action, or send the next request a second later)"
+                    ),
+                ));
             }
         }
+        if !entry.0.iter().any(|a| a == action) {
+            entry.0.push(action.to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -719,6 +745,11 @@ mod tests {
                 .code,
             ErrorCode::AuthSignatureFailure
         );
+        // A mutation first, then a read with the same signature: a legitimate pair.
+        c.check("A", "sig2", "DisableKey", now, now).unwrap();
+        c.check("A", "sig2", "DescribeKey", now, now).unwrap();
+        c.check("A", "sig2", "DisableKey", now, now).unwrap();
+        assert!(c.check("A", "sig2", "EnableKey", now, now).is_err());
         // Another principal's identical signature is another entry.
         c.check("B", "sig", "DisableKey", now, now + 2).unwrap();
         // After the window the entry is pruned (the signature would be expired anyway).
