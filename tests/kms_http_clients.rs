@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use base64::Engine as _;
-use kms_http_support::{count_requests, repo, require_program, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_http_support::{
+    count_requests, repo, require_program, write_principals, ServerProc, SECRET_ID, SECRET_KEY,
+};
 use serde_json::Value;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -333,15 +335,9 @@ fn python_sdk_envelope_sample_from_seed_002() {
 fn python_sdk_gets_the_exact_error_codes() {
     require_sdk();
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("principals.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[[principal]]
-secret_id = "{SECRET_ID}"
-secret_key = "{SECRET_KEY}"
-
+    let config = write_principals(
+        tmp.path(),
+        r#"
 [[principal]]
 secret_id = "AKIDreader"
 secret_key = "reader-secret"
@@ -353,10 +349,8 @@ secret_key = "slow-secret"
 actions = ["Encrypt"]
 rate = 1.0
 burst = 1
-"#
-        ),
-    )
-    .unwrap();
+"#,
+    );
     let server = ServerProc::start(
         &tmp.path().join("store"),
         Some(&config),

@@ -13,6 +13,17 @@ pub const SECRET_ID: &str = "AKIDkmsfsTestAdmin";
 /// Its key.
 pub const SECRET_KEY: &str = "kmsfs-test-admin-secret-key";
 
+/// Writes a principals config in `dir`: the admin ([`SECRET_ID`], allowed everything)
+/// followed by `more` (further `[[principal]]` tables); returns its path.
+pub fn write_principals(dir: &Path, more: &str) -> PathBuf {
+    let path = dir.join("principals.toml");
+    let text = format!(
+        "[[principal]]\nsecret_id = \"{SECRET_ID}\"\nsecret_key = \"{SECRET_KEY}\"\n\n{more}"
+    );
+    std::fs::write(&path, text).expect("write the principals config");
+    path
+}
+
 /// A running `kmsfs kms serve`; dropping it kills the process.
 pub struct ServerProc {
     child: Option<Child>,

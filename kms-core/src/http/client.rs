@@ -220,8 +220,9 @@ impl fmt::Debug for RemoteKms {
 /// What one attempt came to.
 enum Attempt {
     Done(KmsResult<Value>),
-    /// A transport failure (connect, reset, timeout): retryable.
-    Transport(String),
+    /// A transport failure; retryable for connect, reset and timeout, not for TLS
+    /// verification or a bad URL.
+    Transport(String, bool),
 }
 
 impl RemoteKms {
@@ -330,7 +331,10 @@ impl RemoteKms {
         }
         let mut resp = match req.send(body) {
             Ok(r) => r,
-            Err(e) => return Attempt::Transport(e.to_string()),
+            Err(e) => {
+                let retryable = transport_retryable(&e);
+                return Attempt::Transport(e.to_string(), retryable);
+            }
         };
         let status = resp.status();
         let bytes = match resp
@@ -340,7 +344,10 @@ impl RemoteKms {
             .read_to_vec()
         {
             Ok(b) => zeroize::Zeroizing::new(b),
-            Err(e) => return Attempt::Transport(format!("reading the response: {e}")),
+            Err(e) => {
+                let retryable = transport_retryable(&e);
+                return Attempt::Transport(format!("reading the response: {e}"), retryable);
+            }
         };
         if status != 200 {
             let e = KmsError::new(
@@ -350,6 +357,22 @@ impl RemoteKms {
             return Attempt::Done(Err(e));
         }
         Attempt::Done(parse_response(&bytes))
+    }
+}
+
+/// Whether a transport error may go away by itself (the server restarting, a reset
+/// connection, a timeout). A certificate the client does not trust will not.
+fn transport_retryable(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => !io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        ureq::Error::ConnectionFailed
+        | ureq::Error::Timeout(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_)
+        | ureq::Error::BodyStalled => true,
+        _ => false,
     }
 }
 
@@ -396,12 +419,12 @@ impl Kms for RemoteKms {
                     let r = e.code.is_retryable();
                     (e, r)
                 }
-                Attempt::Transport(msg) => (
+                Attempt::Transport(msg, retryable) => (
                     KmsError::new(
                         ErrorCode::InternalError,
                         format!("cannot reach the KMS at {}: {msg}", self.url),
                     ),
-                    true,
+                    retryable,
                 ),
             };
             if !retryable {
