@@ -212,6 +212,21 @@ fn parse_params(spec: &Spec, args: &[String]) -> Result<Map<String, Value>, Stri
                 None => return Err(format!("--{flag} needs a value")),
             },
         };
+        // tccli's global options that mean nothing to a local KMS.
+        if matches!(
+            name,
+            "region" | "profile" | "language" | "timeout" | "version"
+        ) {
+            continue;
+        }
+        if name == "output" && value != "json" {
+            return Err(format!("--output {value}: only json output is supported"));
+        } else if name == "output" {
+            continue;
+        }
+        if name == "endpoint" {
+            return Err("--endpoint: choose the KMS with kmsfs --kms PATH|URL".into());
+        }
         let Some((_, kind, _)) = params.iter().find(|(p, _, _)| *p == name) else {
             let names: Vec<String> = params.iter().map(|(p, _, _)| format!("--{p}")).collect();
             return Err(format!(
@@ -330,6 +345,20 @@ mod tests {
         let p = parse_params(spec, &args).expect("parse");
         assert_eq!(p["KeyId"], Value::from("k"));
         assert_eq!(p["NumberOfBytes"], Value::from(32u64));
+        let args: Vec<String> = [
+            "--KeyId",
+            "k",
+            "--region",
+            "ap-guangzhou",
+            "--output",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(parse_params(spec, &args).expect("parse").len(), 1);
+        let bad: Vec<String> = vec!["--endpoint".into(), "http://x".into()];
+        assert!(parse_params(spec, &bad).is_err());
         let bad: Vec<String> = vec!["--Nope".into(), "1".into()];
         assert!(parse_params(spec, &bad).is_err());
         let bad: Vec<String> = vec!["--NumberOfBytes".into(), "x".into()];

@@ -770,14 +770,24 @@ impl KmsService {
     }
 
     fn seal_current(k: &LoadedKey, plaintext: &[u8], context: &[u8]) -> KmsResult<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        crypto::random_bytes(&mut nonce)?;
+        Self::seal_current_with(k, plaintext, context, &nonce)
+    }
+
+    /// Seals under the key's newest version with a nonce the caller drew at random.
+    fn seal_current_with(
+        k: &LoadedKey,
+        plaintext: &[u8],
+        context: &[u8],
+        nonce: &[u8; NONCE_LEN],
+    ) -> KmsResult<Vec<u8>> {
         let v = k.rec.current_version();
         let key = k
             .material
             .get((v as usize).wrapping_sub(1))
             .ok_or_else(|| state_error(&k.rec))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        crypto::random_bytes(&mut nonce)?;
-        blob::seal(key, &k.rec.key_id, v, &nonce, plaintext, context)
+        blob::seal(key, &k.rec.key_id, v, nonce, plaintext, context)
     }
 
     /// Opens a blob: framing, key lookup, state, then AES-GCM.
@@ -1558,9 +1568,13 @@ impl KmsService {
         let snap = self.fresh(now)?;
         let k = Self::lookup(&snap, key, now)?;
         check_can_encrypt(&k.rec)?;
-        let mut dek = Zeroizing::new(vec![0u8; len]);
+        // One getrandom for the data key and the blob's nonce.
+        let mut dek = Zeroizing::new(vec![0u8; len + NONCE_LEN]);
         crypto::random_bytes(&mut dek)?;
-        let blob = Self::seal_current(k, &dek, &blob::canonical_context(context))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&dek[len..]);
+        dek.truncate(len);
+        let blob = Self::seal_current_with(k, &dek, &blob::canonical_context(context), &nonce)?;
         Ok(DataKey {
             key_id: k.rec.key_id.clone(),
             plaintext: dek,

@@ -558,3 +558,57 @@ fn a_second_instance_sees_changes_on_its_next_call() {
     call(&b, "EnableKey", json!({"KeyId": key})).unwrap();
     assert_eq!(decrypt(&a, &blob, None).unwrap(), b"both");
 }
+
+#[test]
+fn threads_decrypting_while_the_key_flips_see_only_success_or_cmk_disabled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(d.path());
+    let key = create(&kms, "mt");
+    let c = kms_core::CallContext::local();
+    let ec = EncryptionContext::single("kmsfs-volume", "mt");
+    let dk = kms.generate_data_key(&c, &key, 32, &ec).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut ok, mut refused) = (0, 0);
+                    while !stop.load(Ordering::Relaxed) {
+                        match kms.decrypt_data_key(&c, &dk.ciphertext_blob, &ec) {
+                            Ok(k) => {
+                                assert_eq!(&k.plaintext[..], &dk.plaintext[..]);
+                                ok += 1;
+                            }
+                            Err(e) => {
+                                assert_eq!(e.code, E::ResourceUnavailableCmkDisabled);
+                                refused += 1;
+                            }
+                        }
+                    }
+                    (ok, refused)
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            call(&kms, "DisableKey", json!({"KeyId": key})).unwrap();
+            // Once DisableKey has returned, no thread may decrypt.
+            assert_eq!(
+                kms.decrypt_data_key(&c, &dk.ciphertext_blob, &ec)
+                    .unwrap_err()
+                    .code,
+                E::ResourceUnavailableCmkDisabled
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            call(&kms, "EnableKey", json!({"KeyId": key})).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            let (ok, _refused) = w.join().unwrap();
+            assert!(ok > 0);
+        }
+    });
+    let log = std::fs::read(d.path().join("audit.log")).unwrap();
+    assert!(kms_core::audit::verify_chain(&log).is_ok());
+}
