@@ -56,6 +56,7 @@ mod connect;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod http;
 pub mod key;
 pub mod service;
 pub mod store;
