@@ -257,6 +257,7 @@ fn init_logging_to(file: Option<&Path>) {
         None => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .try_init();
         }
@@ -284,6 +285,7 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         bail!("the mountpoint and the backing directory must not contain each other");
     }
     let k = connect(kms)?;
+    let mut init_msg = String::new();
     if !backing.join(CONFIG_NAME).exists() {
         if a.no_init {
             bail!(
@@ -298,13 +300,15 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
             );
         }
         let cfg = volume::init_volume(k.as_ref(), kms, &backing, &a.init.options())?;
-        eprintln!(
+        let msg = format!(
             "kmsfs: {} is a new volume {}; created CMK {} in the KMS ({})",
             backing.display(),
             cfg.uuid,
             cfg.cmk,
             kms.unwrap_or("default embedded store")
         );
+        eprintln!("{msg}");
+        init_msg = msg;
     }
     let vol = Arc::new(Volume::open(
         k,
@@ -333,7 +337,7 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     if let Some(fd) = ready_fd {
         // SAFETY: our parent's pipe.
         let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
-        let _ = f.write_all(b"ready");
+        let _ = write!(f, "ready\n{init_msg}");
         drop(f);
         detach_stdio();
     }
@@ -437,10 +441,11 @@ fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
         cmd.env("KMSFS_KMS", k);
     }
     cmd.env(READY_FD_ENV, wr.to_string());
+    // The daemon must not hold our stdout/stderr: callers wait for their EOF. Its
+    // errors before readiness come back over the pipe; later ones go to --log-file.
     cmd.stdin(std::process::Stdio::null());
-    if a.log_file.is_some() {
-        cmd.stderr(std::process::Stdio::null());
-    }
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::null());
     // SAFETY: in the child between fork and exec: only async-signal-safe calls.
     unsafe {
         cmd.pre_exec(move || {
@@ -458,7 +463,10 @@ fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
     let mut r = unsafe { std::fs::File::from_raw_fd(rd) };
     let mut msg = String::new();
     let _ = r.read_to_string(&mut msg);
-    if msg == "ready" {
+    if let Some(info) = msg.strip_prefix("ready") {
+        if !info.trim().is_empty() {
+            eprintln!("{}", info.trim());
+        }
         return Ok(0);
     }
     let status = child.try_wait().ok().flatten();

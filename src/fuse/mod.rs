@@ -60,14 +60,20 @@ pub struct Inode {
     lookups: AtomicU64,
     /// Held shared by reads, exclusive by writes/truncates (read-modify-write).
     content: RwLock<()>,
-    /// The content key, once the header was read (or written), and when.
-    ckey: Mutex<Option<(Arc<ContentKey>, Instant)>>,
+    /// The content key, once the header was read (or written), when, and the header bytes.
+    ckey: Mutex<Option<CachedKey>>,
 }
 
 impl Inode {
     fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+struct CachedKey {
+    key: Arc<ContentKey>,
+    at: Instant,
+    header: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -364,24 +370,50 @@ impl KmsFs {
 
     /// The content key of an open regular file, reading the header if needed.
     /// `None` for a file that is empty on disk.
-    fn content_key(&self, inode: &Inode, f: &File) -> FsResult<Option<Arc<ContentKey>>> {
+    /// With `verify`, the header is read again and compared with the cached one (on open).
+    fn content_key(
+        &self,
+        inode: &Inode,
+        f: &File,
+        verify: bool,
+    ) -> FsResult<Option<Arc<ContentKey>>> {
         let max_age = self.vol.cache.max_age();
+        let mut reread: Option<Vec<u8>> = None;
         {
             let g = inode.ckey.lock();
-            if let Some((k, at)) = g.as_ref() {
-                if at.elapsed() < max_age {
-                    return Ok(Some(k.clone()));
+            if let Some(c) = g.as_ref() {
+                if c.at.elapsed() < max_age {
+                    if !verify {
+                        return Ok(Some(c.key.clone()));
+                    }
+                    if content::backing_len(f)? == 0 {
+                        drop(g);
+                        *inode.ckey.lock() = None;
+                        return Ok(None);
+                    }
+                    let h = content::read_header(f, &self.vol.geo)?;
+                    if h == c.header {
+                        return Ok(Some(c.key.clone()));
+                    }
+                    reread = Some(h);
                 }
             }
         }
-        let blen = content::backing_len(f)?;
-        if blen == 0 {
-            *inode.ckey.lock() = None;
-            return Ok(None);
-        }
-        let hdr = content::read_header(f, &self.vol.geo).inspect_err(|_| {
-            self.vol.count_integrity_failure();
-        })?;
+        let hdr = match reread {
+            Some(h) => h,
+            None => {
+                let blen = content::backing_len(f)?;
+                if blen == 0 {
+                    *inode.ckey.lock() = None;
+                    return Ok(None);
+                }
+                content::read_header(f, &self.vol.geo)
+                    .inspect_err(|e| {
+                        self.vol.count_integrity_failure();
+                        tracing::error!(file = %sys::fd_path(inode.raw()), "cannot open file header: {e}");
+                    })?
+            }
+        };
         let key = match self.vol.open_header(&hdr) {
             Ok(k) => Arc::new(k),
             Err(e) => {
@@ -400,7 +432,11 @@ impl KmsFs {
                 return Err(e);
             }
         };
-        *inode.ckey.lock() = Some((key.clone(), Instant::now()));
+        *inode.ckey.lock() = Some(CachedKey {
+            key: key.clone(),
+            at: Instant::now(),
+            header: hdr,
+        });
         Ok(Some(key))
     }
 
@@ -462,7 +498,7 @@ impl KmsFs {
             *inode.ckey.lock() = None;
         } else {
             // A bad header or a refused key fails the open.
-            self.content_key(&inode, &f)?;
+            self.content_key(&inode, &f, true)?;
         }
         Ok(self.new_handle(inode, HandleKind::File(f)))
     }
@@ -521,7 +557,7 @@ impl KmsFs {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.read();
-        let key = self.content_key(&h.inode, f)?;
+        let key = self.content_key(&h.inode, f, false)?;
         content::read(f, key.as_deref(), &self.vol.geo, off, size)
             .map_err(|r| self.log_bad_block(&h.inode, r))
     }
@@ -532,7 +568,7 @@ impl KmsFs {
         inode: &Inode,
         f: &File,
     ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>)> {
-        match self.content_key(inode, f)? {
+        match self.content_key(inode, f, false)? {
             Some(k) => Ok((k, None)),
             None => {
                 let (hdr, key) = self.vol.new_file().inspect_err(|e| {
@@ -561,8 +597,12 @@ impl KmsFs {
         let (key, hdr) = self.key_for_write(&h.inode, f)?;
         content::write(f, &key, &self.vol.geo, hdr.as_deref(), off, data)
             .map_err(|r| self.log_bad_block(&h.inode, r))?;
-        if hdr.is_some() {
-            *h.inode.ckey.lock() = Some((key, Instant::now()));
+        if let Some(header) = hdr {
+            *h.inode.ckey.lock() = Some(CachedKey {
+                key,
+                at: Instant::now(),
+                header,
+            });
         }
         Ok(data.len() as u32)
     }
@@ -577,8 +617,12 @@ impl KmsFs {
         let (key, hdr) = self.key_for_write(inode, f)?;
         content::truncate(f, Some(&key), &self.vol.geo, hdr.as_deref(), size)
             .map_err(|r| self.log_bad_block(inode, r))?;
-        if hdr.is_some() {
-            *inode.ckey.lock() = Some((key, Instant::now()));
+        if let Some(header) = hdr {
+            *inode.ckey.lock() = Some(CachedKey {
+                key,
+                at: Instant::now(),
+                header,
+            });
         }
         Ok(())
     }

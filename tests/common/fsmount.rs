@@ -171,21 +171,13 @@ impl Mounted {
         s
     }
 
-    /// Runs `kmsfs kms ACTION args…` on this test's KMS store; returns stdout.
-    pub fn kms_cmd(&self, args: &[&str]) -> String {
-        let out = kmsfs()
-            .arg("--kms")
-            .arg(&self.kms)
-            .arg("kms")
-            .args(args)
-            .output()
-            .expect("kmsfs kms");
-        assert!(
-            out.status.success(),
-            "kmsfs kms {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    /// Runs a KMS action on this test's key store, in-process (the daemon sees the
+    /// change: the store is shared through its directory).
+    pub fn kms_call(&self, action: &str, params: serde_json::Value) -> serde_json::Value {
+        use kms_core::Kms;
+        let k = kms_core::KmsService::open(&self.kms).expect("open the test KMS store");
+        k.call(&kms_core::CallContext::local(), action, &params)
+            .unwrap_or_else(|e| panic!("{action}: {e}"))
     }
 
     /// The volume's CMK id from its config.
@@ -246,4 +238,19 @@ pub fn pattern(seed: u64, n: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// getxattr(path, name) as a string.
+pub fn getxattr(p: &Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    String::from_utf8(buf).ok()
 }
