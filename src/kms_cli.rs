@@ -1,10 +1,410 @@
 //! `kmsfs kms <Action> [--Param value …]`: the KMS actions from the command line,
 //! with `tccli kms`'s action and parameter names and its JSON output.
+//!
+//! Like tccli, a success prints the API's `Response` object (without the
+//! `{"Response": …}` wrapper, with `RequestId`) as JSON indented by 4 spaces;
+//! an error prints `[TencentCloudSDKException] code:… message:… requestId:…` on
+//! stderr and exits with 255.
+
+use kms_core::{CallContext, KmsError};
+use serde_json::{Map, Value};
+
+/// How a parameter's command-line string becomes a JSON value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Json,
+}
+
+/// `(action, summary, [(param, kind, required)])`, as `tccli kms` names them.
+type Spec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, Kind, bool)],
+);
+
+const KEY: (&str, Kind, bool) = ("KeyId", Kind::Str, true);
+
+const SPECS: &[Spec] = &[
+    (
+        "CreateKey",
+        "Create a key (ENCRYPT_DECRYPT).",
+        &[
+            ("Alias", Kind::Str, true),
+            ("Description", Kind::Str, false),
+            ("KeyUsage", Kind::Str, false),
+            ("Type", Kind::Int, false),
+            ("Tags", Kind::Json, false),
+        ],
+    ),
+    ("DescribeKey", "Show a key's metadata.", &[KEY]),
+    (
+        "DescribeKeys",
+        "Show the metadata of several keys.",
+        &[("KeyIds", Kind::Json, true)],
+    ),
+    (
+        "ListKeys",
+        "List key ids.",
+        &[
+            ("Offset", Kind::Int, false),
+            ("Limit", Kind::Int, false),
+            ("Role", Kind::Int, false),
+        ],
+    ),
+    (
+        "ListKeyDetail",
+        "List keys with metadata and filters.",
+        &[
+            ("Offset", Kind::Int, false),
+            ("Limit", Kind::Int, false),
+            ("Role", Kind::Int, false),
+            ("OrderType", Kind::Int, false),
+            ("KeyState", Kind::Int, false),
+            ("SearchKeyAlias", Kind::Str, false),
+            ("Origin", Kind::Str, false),
+            ("KeyUsage", Kind::Str, false),
+            ("TagFilters", Kind::Json, false),
+        ],
+    ),
+    (
+        "UpdateAlias",
+        "Change a key's alias.",
+        &[("Alias", Kind::Str, true), KEY],
+    ),
+    (
+        "UpdateKeyDescription",
+        "Change a key's description.",
+        &[("Description", Kind::Str, true), KEY],
+    ),
+    ("EnableKey", "Enable a key.", &[KEY]),
+    (
+        "DisableKey",
+        "Disable a key: it refuses to encrypt and decrypt.",
+        &[KEY],
+    ),
+    (
+        "ScheduleKeyDeletion",
+        "Delete a disabled key after 7-30 days.",
+        &[KEY, ("PendingWindowInDays", Kind::Int, true)],
+    ),
+    (
+        "CancelKeyDeletion",
+        "Cancel a scheduled deletion (the key stays disabled).",
+        &[KEY],
+    ),
+    ("ArchiveKey", "Archive a key: it only decrypts.", &[KEY]),
+    ("CancelKeyArchive", "Un-archive a key.", &[KEY]),
+    (
+        "EnableKeyRotation",
+        "Rotate a key automatically every RotateDays (7-365).",
+        &[KEY, ("RotateDays", Kind::Int, false)],
+    ),
+    ("DisableKeyRotation", "Stop automatic rotation.", &[KEY]),
+    (
+        "GetKeyRotationStatus",
+        "Show whether a key rotates.",
+        &[KEY],
+    ),
+    (
+        "RotateKey",
+        "Give a key new material now (old ciphertexts still decrypt).",
+        &[KEY],
+    ),
+    (
+        "Encrypt",
+        "Encrypt up to 4 KiB (Plaintext in base64).",
+        &[
+            KEY,
+            ("Plaintext", Kind::Str, true),
+            ("EncryptionContext", Kind::Str, false),
+        ],
+    ),
+    (
+        "Decrypt",
+        "Decrypt a CiphertextBlob.",
+        &[
+            ("CiphertextBlob", Kind::Str, true),
+            ("EncryptionContext", Kind::Str, false),
+            ("EncryptionPublicKey", Kind::Str, false),
+            ("EncryptionAlgorithm", Kind::Str, false),
+        ],
+    ),
+    (
+        "ReEncrypt",
+        "Re-encrypt a CiphertextBlob under another key or the newest key version.",
+        &[
+            ("CiphertextBlob", Kind::Str, true),
+            ("DestinationKeyId", Kind::Str, false),
+            ("SourceEncryptionContext", Kind::Str, false),
+            ("DestinationEncryptionContext", Kind::Str, false),
+        ],
+    ),
+    (
+        "GenerateDataKey",
+        "Make a data key (KeySpec AES_128|AES_256, or NumberOfBytes 1-1024).",
+        &[
+            KEY,
+            ("KeySpec", Kind::Str, false),
+            ("NumberOfBytes", Kind::Int, false),
+            ("EncryptionContext", Kind::Str, false),
+        ],
+    ),
+    (
+        "GenerateRandom",
+        "Random bytes (NumberOfBytes 1-1024).",
+        &[("NumberOfBytes", Kind::Int, true)],
+    ),
+    (
+        "ListAlgorithms",
+        "List the key usages and algorithms this KMS supports.",
+        &[],
+    ),
+];
+
+fn usage() -> String {
+    let mut s = String::from(
+        "usage: kmsfs [--kms PATH|URL] kms <Action> [--Param value ...]\n\
+         \x20      kmsfs kms <Action> --help\n\
+         \x20      kmsfs kms serve --listen ADDR\n\n\
+         Runs one KMS action with tccli's action and parameter names and prints its\n\
+         Response as JSON. The KMS is --kms / $KMSFS_KMS, else $XDG_DATA_HOME/kmsfs/kms\n\
+         (~/.local/share/kmsfs/kms), created on first use.\n\nActions:\n",
+    );
+    for (name, summary, _) in SPECS {
+        s.push_str(&format!("  {name:<22} {summary}\n"));
+    }
+    s.push_str("  serve                  Run the KMS as a Tencent Cloud API 3.0 HTTP server.\n");
+    s.push_str(
+        "  verify-audit [LOG]     Check the audit log's hash chain (default: the store's).\n",
+    );
+    s.push_str("\nExample: kmsfs kms CreateKey --Alias test\n");
+    s
+}
+
+fn action_help(spec: &Spec) -> String {
+    let (name, summary, params) = spec;
+    let mut s = format!("usage: kmsfs kms {name}");
+    for (p, kind, req) in params.iter() {
+        let v = match kind {
+            Kind::Str => "STRING",
+            Kind::Int => "INTEGER",
+            Kind::Json => "JSON",
+        };
+        if *req {
+            s.push_str(&format!(" --{p} {v}"));
+        } else {
+            s.push_str(&format!(" [--{p} {v}]"));
+        }
+    }
+    s.push_str(&format!("\n\n{summary}\n"));
+    s
+}
+
+/// Parses `--Param value` / `--Param=value` pairs against the action's spec.
+fn parse_params(spec: &Spec, args: &[String]) -> Result<Map<String, Value>, String> {
+    let (action, _, params) = spec;
+    let mut out = Map::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(flag) = a.strip_prefix("--") else {
+            return Err(format!(
+                "unexpected argument {a:?}: parameters are --Name value"
+            ));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, v.to_owned()),
+            None => match it.next() {
+                Some(v) => (flag, v.clone()),
+                None => return Err(format!("--{flag} needs a value")),
+            },
+        };
+        // tccli's global options that mean nothing to a local KMS.
+        if matches!(
+            name,
+            "region" | "profile" | "language" | "timeout" | "version"
+        ) {
+            continue;
+        }
+        if name == "output" && value != "json" {
+            return Err(format!("--output {value}: only json output is supported"));
+        } else if name == "output" {
+            continue;
+        }
+        if name == "endpoint" {
+            return Err("--endpoint: choose the KMS with kmsfs --kms PATH|URL".into());
+        }
+        let Some((_, kind, _)) = params.iter().find(|(p, _, _)| *p == name) else {
+            let names: Vec<String> = params.iter().map(|(p, _, _)| format!("--{p}")).collect();
+            return Err(format!(
+                "{action} has no parameter --{name}; it takes {}",
+                names.join(", ")
+            ));
+        };
+        let v = match kind {
+            Kind::Str => Value::String(value),
+            Kind::Int => value
+                .trim()
+                .parse::<u64>()
+                .map(Value::from)
+                .map_err(|_| format!("--{name} takes a non-negative integer, not {value:?}"))?,
+            Kind::Json => serde_json::from_str(&value)
+                .map_err(|e| format!("--{name} takes JSON (e.g. '[\"a\",\"b\"]'): {e}"))?,
+        };
+        out.insert(name.to_owned(), v);
+    }
+    Ok(out)
+}
+
+/// Prints a JSON value as tccli does: 4-space indent, UTF-8 as is.
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    // serde_json indents by 2; JSON strings never hold a raw newline, so the
+    // leading spaces of each line are indentation only.
+    let two = serde_json::to_string_pretty(v)?;
+    let mut out = String::with_capacity(two.len() * 2);
+    for line in two.lines() {
+        let body = line.trim_start_matches(' ');
+        let n = line.len() - body.len();
+        out.push_str(&" ".repeat(2 * n));
+        out.push_str(body);
+        out.push('\n');
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn print_error(e: &KmsError, request_id: &str) -> i32 {
+    eprintln!(
+        "[TencentCloudSDKException] code:{} message:{} requestId:{}",
+        e.code, e.message, request_id
+    );
+    255
+}
+
+/// `kmsfs kms verify-audit [LOG]`: checks the audit log's hash chain.
+fn verify_audit(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
+    let path = match args.first() {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let dir = match kms {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    anyhow::bail!("verify-audit reads a local store; give the log's path")
+                }
+                Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+                _ => kms_core::default_store_dir()?,
+            };
+            dir.join(kms_core::store::AUDIT_FILE)
+        }
+    };
+    let log =
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    match kms_core::audit::verify_chain(&log) {
+        Ok(n) => {
+            println!("{}: {n} lines, hash chain intact", path.display());
+            Ok(0)
+        }
+        Err(line) => {
+            println!(
+                "{}: hash chain broken at line {line} (a line before it was deleted or edited, or it is torn)",
+                path.display()
+            );
+            Ok(1)
+        }
+    }
+}
 
 /// Runs one `kmsfs kms` invocation; returns the process exit code.
-pub fn run(_kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
+pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
     if args.first().map(String::as_str) == Some("serve") {
-        return crate::serve_cli::run(_kms, &args[1..]);
+        return crate::serve_cli::run(kms, &args[1..]);
     }
-    anyhow::bail!("kmsfs kms: not built yet")
+    let Some(action) = args.first() else {
+        print!("{}", usage());
+        return Ok(0);
+    };
+    if matches!(action.as_str(), "--help" | "-h" | "help") {
+        print!("{}", usage());
+        return Ok(0);
+    }
+    if action == "verify-audit" {
+        return verify_audit(kms, &args[1..]);
+    }
+    let Some(spec) = SPECS.iter().find(|(n, _, _)| n == action) else {
+        eprint!("kmsfs kms: unknown action {action:?}\n\n{}", usage());
+        return Ok(2);
+    };
+    let rest = &args[1..];
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", action_help(spec));
+        return Ok(0);
+    }
+    let params = match parse_params(spec, rest) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprint!("kmsfs kms: {msg}\n\n{}", action_help(spec));
+            return Ok(2);
+        }
+    };
+    let ctx = CallContext::local();
+    let service = match kms_core::connect(kms) {
+        Ok(s) => s,
+        Err(e) => return Ok(print_error(&e, &ctx.request_id)),
+    };
+    match service.call(&ctx, action, &Value::Object(params)) {
+        Ok(mut resp) => {
+            if let Value::Object(m) = &mut resp {
+                m.insert("RequestId".into(), Value::String(ctx.request_id.clone()));
+            }
+            print_json(&resp)?;
+            Ok(0)
+        }
+        Err(e) => Ok(print_error(&e, &ctx.request_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_is_an_action_the_service_knows() {
+        for (name, _, _) in SPECS {
+            assert!(kms_core::service::ACTIONS.contains(name), "{name}");
+        }
+        assert_eq!(SPECS.len(), kms_core::service::ACTIONS.len());
+    }
+
+    #[test]
+    fn params_are_typed_like_tccli() {
+        let spec = SPECS
+            .iter()
+            .find(|s| s.0 == "GenerateDataKey")
+            .expect("spec");
+        let args: Vec<String> = ["--KeyId", "k", "--NumberOfBytes=32"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = parse_params(spec, &args).expect("parse");
+        assert_eq!(p["KeyId"], Value::from("k"));
+        assert_eq!(p["NumberOfBytes"], Value::from(32u64));
+        let args: Vec<String> = [
+            "--KeyId",
+            "k",
+            "--region",
+            "ap-guangzhou",
+            "--output",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(parse_params(spec, &args).expect("parse").len(), 1);
+        let bad: Vec<String> = vec!["--endpoint".into(), "http://x".into()];
+        assert!(parse_params(spec, &bad).is_err());
+        let bad: Vec<String> = vec!["--Nope".into(), "1".into()];
+        assert!(parse_params(spec, &bad).is_err());
+        let bad: Vec<String> = vec!["--NumberOfBytes".into(), "x".into()];
+        assert!(parse_params(spec, &bad).is_err());
+    }
 }

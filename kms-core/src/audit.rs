@@ -35,6 +35,9 @@ pub(crate) struct Line<'a> {
     pub prev: String,
 }
 
+/// How long a call waits for the audit log's lock.
+const AUDIT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct State {
     file: File,
     /// Where the file ended after our last append (u64::MAX: unknown).
@@ -109,7 +112,18 @@ impl Audit {
         let st = guard
             .as_mut()
             .ok_or_else(|| std::io::Error::other("audit state"))?;
-        rustix::fs::flock(&st.file, rustix::fs::FlockOperation::LockExclusive)?;
+        // A process stopped while holding the log's lock must not stop every
+        // call of every other process: after the timeout, append unlocked (the
+        // chain may then show a break, which the verifier reports).
+        let locked = match crate::store::lock_with_timeout(&st.file, AUDIT_LOCK_TIMEOUT) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tracing::error!(path = %self.path.display(), "audit log lock held too long; appending without it");
+                st.end = u64::MAX;
+                false
+            }
+            Err(e) => return Err(e),
+        };
         let result = (|| {
             let size = st.file.metadata()?.len();
             let mut prefix = "";
@@ -134,7 +148,9 @@ impl Audit {
         if result.is_err() {
             st.end = u64::MAX;
         }
-        let _ = rustix::fs::flock(&st.file, rustix::fs::FlockOperation::Unlock);
+        if locked {
+            let _ = rustix::fs::flock(&st.file, rustix::fs::FlockOperation::Unlock);
+        }
         result
     }
 }

@@ -28,15 +28,14 @@ pub fn default_store_dir() -> KmsResult<PathBuf> {
 /// other string → the embedded store in that directory.
 ///
 /// # Errors
-/// The store's open errors; `UnsupportedOperation` for URLs until the HTTP
-/// client exists.
+/// The store's open errors; for a URL, `InvalidParameter` when no credentials are
+/// found (`KMSFS_KMS_CREDENTIALS` names a credentials file, else
+/// `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`; see
+/// [`crate::http::RemoteConfig::from_env`]).
 pub fn connect(spec: Option<&str>) -> KmsResult<Arc<dyn Kms>> {
     match spec {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            Err(KmsError::new(
-                ErrorCode::UnsupportedOperation,
-                format!("remote KMS {url}: the HTTP client is not built yet"),
-            ))
+            Ok(Arc::new(crate::http::RemoteKms::from_env(url)?))
         }
         Some(dir) if !dir.is_empty() => Ok(Arc::new(KmsService::open(std::path::Path::new(dir))?)),
         _ => Ok(Arc::new(KmsService::open(&default_store_dir()?)?)),

@@ -20,6 +20,31 @@
 //!
 //! Secrets (key material, plaintexts, data keys) never reach logs, errors or
 //! `Debug` output, and key types zeroize on drop.
+//!
+//! # Using it
+//!
+//! ```
+//! use kms_core::{CallContext, EncryptionContext, Kms};
+//! # let dir = std::env::temp_dir().join(format!("kms-core-doc-{}", std::process::id()));
+//! # let store = dir.to_str().unwrap();
+//! // A store directory (embedded KMS, made on first use), or None for the default.
+//! let kms = kms_core::connect(Some(store))?;
+//! let ctx = CallContext::local();
+//! let r = kms.call(&ctx, "CreateKey", &serde_json::json!({"Alias": "vol"}))?;
+//! let key_id = r["KeyId"].as_str().unwrap_or_default();
+//!
+//! let ec = EncryptionContext::single("kmsfs-volume", "2f0c…");
+//! let dk = kms.generate_data_key(&ctx, key_id, 32, &ec)?;
+//! let again = kms.decrypt_data_key(&ctx, &dk.ciphertext_blob, &ec)?;
+//! assert_eq!(&again.plaintext[..], &dk.plaintext[..]);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), kms_core::KmsError>(())
+//! ```
+//!
+//! The modules: [`service`] (the actions), [`store`] (the key store on disk),
+//! [`blob`] (the CiphertextBlob), [`audit`], [`crypto`] (the one crypto seam),
+//! [`key`] (the key model), [`clock`]. docs/FORMAT.md and docs/KMS.md describe
+//! the bytes on disk and how to operate the store.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -31,6 +56,7 @@ mod connect;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod http;
 pub mod key;
 pub mod service;
 pub mod store;
@@ -51,12 +77,12 @@ pub struct CallContext {
 
 impl CallContext {
     /// A context for an in-process caller: principal `local:<user>` (from
-    /// `$USER`, else `local:uid`), and a fresh request id (a UUID).
+    /// `$USER`, else `local:uid=N`), and a fresh request id (a UUID).
     pub fn local() -> CallContext {
         let user = std::env::var("USER")
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "uid".to_owned());
+            .unwrap_or_else(|| format!("uid={}", rustix::process::getuid().as_raw()));
         CallContext {
             principal: format!("local:{user}"),
             request_id: uuid::Uuid::new_v4().to_string(),

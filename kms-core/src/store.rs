@@ -224,7 +224,7 @@ struct Body {
 pub(crate) struct LoadedKey {
     pub rec: KeyRecord,
     /// Material of version `n` at index `n - 1`.
-    pub material: Vec<AeadKey>,
+    pub material: Vec<Arc<AeadKey>>,
 }
 
 /// The store as one process sees it at one moment.
@@ -232,7 +232,9 @@ pub(crate) struct LoadedKey {
 pub(crate) struct Snapshot {
     /// The file this snapshot was read from, kept open so its inode stays unique.
     _file: Option<File>,
-    file_id: (u64, u64),
+    file_id: FileId,
+    /// The generation in the file's header.
+    generation: u64,
     pub keys: Vec<LoadedKey>,
     by_id: HashMap<String, usize>,
     by_alias: HashMap<String, usize>,
@@ -241,13 +243,13 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Finds a key by id, `alias/NAME`, or bare alias.
+    /// Finds a key by id or `alias/NAME`.
     pub fn find(&self, key: &str) -> Option<&LoadedKey> {
-        if let Some(&i) = self.by_id.get(key) {
-            return self.keys.get(i);
-        }
-        let alias = key.strip_prefix("alias/").unwrap_or(key);
-        self.by_alias.get(alias).and_then(|&i| self.keys.get(i))
+        let i = match key.strip_prefix("alias/") {
+            Some(alias) => self.by_alias.get(alias),
+            None => self.by_id.get(key),
+        };
+        i.and_then(|&i| self.keys.get(i))
     }
 
     /// Finds a key by exact id.
@@ -284,16 +286,12 @@ impl Txn<'_> {
         )
     }
 
-    /// Index of the key named by an id, `alias/NAME` or a bare alias.
+    /// Index of the key named by an id or `alias/NAME`.
     pub fn resolve(&self, key: &str) -> Option<usize> {
-        if let Some(i) = self.keys.iter().position(|k| k.key_id == key) {
-            return Some(i);
+        match key.strip_prefix("alias/") {
+            Some(alias) => self.keys.iter().position(|k| k.alias == alias),
+            None => self.keys.iter().position(|k| k.key_id == key),
         }
-        let alias = key.strip_prefix("alias/").unwrap_or(key);
-        if alias.is_empty() {
-            return None;
-        }
-        self.keys.iter().position(|k| k.alias == alias)
     }
 }
 
@@ -307,20 +305,79 @@ fn wrap_material(
 ) -> KmsResult<KeyVersionRecord> {
     let mut nonce = [0u8; NONCE_LEN];
     crypto::random_bytes(&mut nonce)?;
-    let mut buf = Zeroizing::new(material.to_vec());
-    root.wrap
-        .seal(&nonce, &material_ad(key_id, version, kind), &mut buf)?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&buf);
     Ok(KeyVersionRecord {
         version,
         created: now,
         kind,
-        wrapped: B64.encode(out),
+        wrapped: wrap_with_nonce(root, key_id, version, kind, material, &nonce)?,
     })
 }
 
-fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<AeadKey>> {
+fn wrap_with_nonce(
+    root: &RootKeys,
+    key_id: &str,
+    version: u32,
+    kind: MaterialKind,
+    material: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> KmsResult<String> {
+    let mut buf = Zeroizing::new(material.to_vec());
+    root.wrap
+        .seal(nonce, &material_ad(key_id, version, kind), &mut buf)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    Ok(B64.encode(out))
+}
+
+/// Known-answer tests and docs/FORMAT.md: the `wrapped` field of a key version,
+/// for a given root key and nonce.
+///
+/// # Security
+/// Only for test vectors: the store always draws the nonce at random.
+pub fn test_vector_wrap(
+    root_key: &[u8; KEY_LEN],
+    key_id: &str,
+    version: u32,
+    material: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> KmsResult<String> {
+    let root = RootKeys::derive(root_key);
+    wrap_with_nonce(
+        &root,
+        key_id,
+        version,
+        MaterialKind::Aes256,
+        material,
+        nonce,
+    )
+}
+
+/// Known-answer tests and docs/FORMAT.md: a whole `keys.kms` of a root-key-file
+/// store with this body (the JSON document) and generation.
+pub fn test_vector_store_file(root_key: &[u8; KEY_LEN], generation: u64, body: &[u8]) -> Vec<u8> {
+    let root = RootKeys::derive(root_key);
+    let h = Header {
+        source: SOURCE_FILE,
+        log_n: 0,
+        r: 0,
+        p: 0,
+        salt: [0u8; 16],
+        check: root.check,
+        generation,
+    };
+    encode_file(&root, &h, body)
+}
+
+fn encode_file(root: &RootKeys, h: &Header, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + body.len() + STORE_MAC_LEN);
+    bytes.extend_from_slice(&h.encode(body.len() as u64));
+    bytes.extend_from_slice(body);
+    let mac = crypto::hmac_sha256(&root.mac[..], &bytes);
+    bytes.extend_from_slice(&mac);
+    bytes
+}
+
+fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<Arc<AeadKey>>> {
     let mut out = Vec::with_capacity(rec.versions.len());
     for (i, v) in rec.versions.iter().enumerate() {
         let bad = || {
@@ -346,11 +403,60 @@ fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<V
         match v.kind {
             MaterialKind::Aes256 => {
                 let key: &[u8; KEY_LEN] = (&*pt).try_into().map_err(|_| bad())?;
-                out.push(AeadKey::new(key));
+                out.push(Arc::new(AeadKey::new(key)));
             }
         }
     }
     Ok(out)
+}
+
+/// What identifies one version of `keys.kms`: (device, inode) changes on every
+/// replace (the snapshot holds its file open, so the inode cannot be reused);
+/// size and mtime catch in-place edits (damage) too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn file_id(md: &fs::Metadata) -> FileId {
+    FileId {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime: md.mtime(),
+        mtime_nsec: md.mtime_nsec(),
+    }
+}
+
+/// How long a writer waits for the store lock before giving up.
+pub const STORE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `flock(LOCK_EX)` with a deadline: a process stopped while holding a lock
+/// (SIGSTOP, a debugger) must not hang every other process forever.
+///
+/// # Errors
+/// `WouldBlock` after `timeout`; other I/O errors as they come.
+pub(crate) fn lock_with_timeout(f: &File, timeout: std::time::Duration) -> std::io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        match flock(f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Holds an exclusive flock until dropped.
@@ -366,8 +472,17 @@ impl LockGuard {
             .mode(0o600)
             .open(path)
             .map_err(|e| io_err("cannot open lock file", path, e))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("cannot lock", path, e.into()))?;
+        lock_with_timeout(&f, STORE_LOCK_TIMEOUT).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                internal(format!(
+                    "key store lock {} is held by another process for more than {} s (a stopped kmsfs?)",
+                    path.display(),
+                    STORE_LOCK_TIMEOUT.as_secs()
+                ))
+            } else {
+                io_err("cannot lock", path, e)
+            }
+        })?;
         Ok(LockGuard(f))
     }
 }
@@ -427,19 +542,15 @@ fn read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
     Ok(k)
 }
 
-/// Makes the root key file if it does not exist (never replacing one); returns the key.
-fn create_or_read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
-    if path.exists() {
-        return read_root_key_file(path);
-    }
+/// Writes a new root key file (0600, fsync'ed, linked into place so that an
+/// existing file is never replaced, directory fsync'ed).
+fn create_root_key_file(path: &Path, key: &[u8; KEY_LEN]) -> KmsResult<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(".root.key.tmp.{}", std::process::id()));
-    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    crypto::random_bytes(&mut key[..])?;
     let mut content = Zeroizing::new(Vec::with_capacity(ROOT_KEY_FILE_LEN));
     content.extend_from_slice(&ROOT_KEY_MAGIC);
     content.extend_from_slice(&ROOT_KEY_VERSION.to_be_bytes());
-    content.extend_from_slice(&key[..]);
+    content.extend_from_slice(key);
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)
@@ -451,17 +562,11 @@ fn create_or_read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err("cannot write root key", &tmp, e))?;
     drop(f);
-    // link(2) never replaces an existing file: a root key made meanwhile wins.
+    // link(2) never replaces an existing file.
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_dir(parent)?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_root_key_file(path),
-        Err(e) => Err(io_err("cannot create root key", path, e)),
-    }
+    linked.map_err(|e| io_err("cannot create root key", path, e))?;
+    sync_dir(parent)
 }
 
 fn scrypt_root(pass: &str, h: &Header) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
@@ -488,14 +593,43 @@ impl Store {
         let store_path = dir.join(STORE_FILE);
         let lock_path = dir.join(LOCK_FILE);
         let _lock = LockGuard::acquire(&lock_path)?;
-        let exists = match fs::symlink_metadata(&store_path) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(io_err("cannot stat", &store_path, e)),
+        // The root key file a store of source 1 uses.
+        let key_file = match &source {
+            RootKeySource::File(p) => p.clone(),
+            RootKeySource::Passphrase(_) => std::env::var_os("KMSFS_KMS_ROOT_KEY")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.join(ROOT_KEY_FILE)),
         };
-        let (root, header) = if exists {
-            let bytes = fs::read(&store_path).map_err(|e| io_err("cannot read", &store_path, e))?;
-            let (h, _) = Header::parse(&store_path, &bytes)?;
+        let existing = match fs::read(&store_path) {
+            Ok(bytes) => {
+                let (h, end) = Header::parse(&store_path, &bytes)?;
+                // First use writes keys.kms before root.key: a crash in between
+                // leaves a store that never held a key and has no root key. Only
+                // that store is made anew; any other is never replaced.
+                let virgin = h.source == SOURCE_FILE
+                    && h.generation == 1
+                    && !key_file.exists()
+                    && serde_json::from_slice::<Body>(&bytes[STORE_HEADER_LEN..end])
+                        .is_ok_and(|b| b.keys.is_empty());
+                (!virgin).then_some(h)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if matches!(&source, RootKeySource::File(p) if *p == dir.join(ROOT_KEY_FILE) && p.exists())
+                {
+                    return Err(internal(format!(
+                        "key store {} is missing but its root key {} exists: restore keys.kms from a backup \
+                         (if this directory never held keys, move the root key away to start a new store)",
+                        store_path.display(),
+                        key_file.display()
+                    )));
+                }
+                None
+            }
+            Err(e) => return Err(io_err("cannot read", &store_path, e)),
+        };
+        let mut new_key_file = None;
+        let (root, header) = if let Some(h) = existing {
             let key = match (h.source, &source) {
                 (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, &h)?,
                 (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
@@ -504,12 +638,15 @@ impl Store {
                         store_path.display()
                     )))
                 }
-                (SOURCE_FILE, RootKeySource::File(p)) => read_root_key_file(p).map_err(|e| {
-                    internal(format!("{}; the store {} cannot be opened without it (a new root key is never made for an existing store)", e.message, store_path.display()))
+                // A store made with a root key file keeps using it, even when a
+                // passphrase is set in the environment.
+                (SOURCE_FILE, _) => read_root_key_file(&key_file).map_err(|e| {
+                    internal(format!(
+                        "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
+                        e.message,
+                        store_path.display()
+                    ))
                 })?,
-                (SOURCE_FILE, RootKeySource::Passphrase(_)) => {
-                    read_root_key_file(&dir.join(ROOT_KEY_FILE))?
-                }
                 (s, _) => {
                     return Err(internal(format!(
                         "key store {} names an unknown root key source {s} (damaged store)",
@@ -536,7 +673,14 @@ impl Store {
                 generation: 0,
             };
             let key = match &source {
-                RootKeySource::File(p) => create_or_read_root_key_file(p)?,
+                // A root key file shared by several stores ($KMSFS_KMS_ROOT_KEY).
+                RootKeySource::File(p) if p.exists() => read_root_key_file(p)?,
+                RootKeySource::File(p) => {
+                    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+                    crypto::random_bytes(&mut key[..])?;
+                    new_key_file = Some((p.clone(), key.clone()));
+                    key
+                }
                 RootKeySource::Passphrase(p) => {
                     h.source = SOURCE_PASSPHRASE;
                     h.log_n = SCRYPT_LOG_N;
@@ -550,6 +694,7 @@ impl Store {
             h.check = root.check;
             (root, h)
         };
+        let fresh = new_key_file.is_some() || header.generation == 0;
         let placeholder = Snapshot::empty_placeholder()?;
         let store = Store {
             dir: dir.to_path_buf(),
@@ -559,10 +704,16 @@ impl Store {
             header,
             current: RwLock::new(Arc::new(placeholder)),
         };
-        if exists {
-            store.reload()?;
-        } else {
+        if fresh {
+            // keys.kms first (empty, durable), then the root key file: every
+            // crash point leaves either nothing, a virgin store made anew on the
+            // next open, or a complete store.
             store.write(0, Vec::new())?;
+            if let Some((p, key)) = new_key_file {
+                create_root_key_file(&p, &key)?;
+            }
+        } else {
+            store.reload()?;
         }
         Ok(store)
     }
@@ -577,7 +728,7 @@ impl Store {
     pub fn snapshot(&self) -> KmsResult<Arc<Snapshot>> {
         let md = fs::metadata(&self.store_path)
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let id = (md.dev(), md.ino());
+        let id = file_id(&md);
         {
             let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
             if cur.file_id == id {
@@ -615,19 +766,31 @@ impl Store {
                 self.store_path.display()
             ))
         })?;
-        let snap = Arc::new(self.build(f, (md.dev(), md.ino()), body.keys)?);
+        let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::clone(&snap);
         Ok(snap)
     }
 
-    fn build(&self, file: File, file_id: (u64, u64), recs: Vec<KeyRecord>) -> KmsResult<Snapshot> {
+    fn build(
+        &self,
+        file: File,
+        file_id: FileId,
+        generation: u64,
+        recs: Vec<KeyRecord>,
+    ) -> KmsResult<Snapshot> {
         let mut keys = Vec::with_capacity(recs.len());
         let mut by_id = HashMap::with_capacity(recs.len());
         let mut by_alias = HashMap::with_capacity(recs.len());
         let mut next_due = u64::MAX;
+        // Material already unwrapped (same key, same wrapped versions) is reused:
+        // a reload after another process's DisableKey costs no crypto.
+        let prev = Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()));
         for (i, rec) in recs.into_iter().enumerate() {
-            let material = unwrap_material(&self.root, &self.store_path, &rec)?;
+            let material = match prev.by_id(&rec.key_id) {
+                Some(k) if k.rec.versions == rec.versions => k.material.clone(),
+                _ => unwrap_material(&self.root, &self.store_path, &rec)?,
+            };
             by_id.insert(rec.key_id.clone(), i);
             if !rec.alias.is_empty() {
                 by_alias.insert(rec.alias.clone(), i);
@@ -643,6 +806,7 @@ impl Store {
         Ok(Snapshot {
             _file: Some(file),
             file_id,
+            generation,
             keys,
             by_id,
             by_alias,
@@ -658,11 +822,7 @@ impl Store {
             serde_json::to_vec(&body).map_err(|e| internal(format!("serialise store: {e}")))?;
         let mut h = self.header;
         h.generation = generation + 1;
-        let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + json.len() + STORE_MAC_LEN);
-        bytes.extend_from_slice(&h.encode(json.len() as u64));
-        bytes.extend_from_slice(&json);
-        let mac = crypto::hmac_sha256(&self.root.mac[..], &bytes);
-        bytes.extend_from_slice(&mac);
+        let bytes = encode_file(&self.root, &h, &json);
         let tmp = self.dir.join(TMP_FILE);
         let mut f = OpenOptions::new()
             .write(true)
@@ -683,20 +843,9 @@ impl Store {
         let md = f
             .metadata()
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let snap = Arc::new(self.build(f, (md.dev(), md.ino()), body.keys)?);
+        let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
         Ok(snap)
-    }
-
-    fn current_generation(&self) -> KmsResult<u64> {
-        let mut f =
-            File::open(&self.store_path).map_err(|e| io_err("cannot open", &self.store_path, e))?;
-        let mut h = [0u8; STORE_HEADER_LEN];
-        f.read_exact(&mut h)
-            .map_err(|e| io_err("cannot read", &self.store_path, e))?;
-        let mut g = [0u8; 8];
-        g.copy_from_slice(&h[48..56]);
-        Ok(u64::from_be_bytes(g))
     }
 
     /// One read-modify-write under the store lock: `f` edits the records; purges
@@ -722,15 +871,13 @@ impl Store {
             Err(e) => {
                 // Drop f's partial edits, but persist due purges and rotations.
                 if maintained != before {
-                    let generation = self.current_generation()?;
-                    self.write(generation, maintained)?;
+                    self.write(snap.generation, maintained)?;
                 }
                 return Err(e);
             }
         };
         if txn.keys != before {
-            let generation = self.current_generation()?;
-            self.write(generation, txn.keys)?;
+            self.write(snap.generation, txn.keys)?;
         }
         Ok(r)
     }
@@ -764,7 +911,8 @@ impl Snapshot {
     fn empty_placeholder() -> KmsResult<Snapshot> {
         Ok(Snapshot {
             _file: None,
-            file_id: (u64::MAX, u64::MAX),
+            file_id: FileId::default(),
+            generation: 0,
             keys: Vec::new(),
             by_id: HashMap::new(),
             by_alias: HashMap::new(),

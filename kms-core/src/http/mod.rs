@@ -1,0 +1,166 @@
+//! The KMS over HTTP: the Tencent Cloud API 3.0 wire protocol, server and client.
+//!
+//! ```text
+//!  tccli / tencentcloud-sdk-python ─┐
+//!  RemoteKms (client.rs, dyn Kms) ──┼─ POST / JSON, X-TC-Action, X-TC-Version: 2019-01-18,
+//!                                   │  Authorization: TC3-HMAC-SHA256 … (tc3.rs)
+//!                                   ▼
+//!         server.rs ── principals.rs (who, what, how fast) ── Arc<dyn Kms> (the embedded service)
+//! ```
+//!
+//! - [`tc3`]: the request signature, signing and verification.
+//! - [`principals`]: SecretId/SecretKey pairs, rights (actions, keys) and rate limits.
+//! - [`server`]: the HTTP(S) server; always HTTP 200, `Content-Type: application/json`,
+//!   `{"Response":{…,"RequestId"}}` or `{"Response":{"Error":{"Code","Message"},"RequestId"}}`.
+//! - [`client`]: [`RemoteKms`], a [`crate::Kms`] over HTTP with bounded exponential backoff.
+
+pub mod client;
+pub mod principals;
+pub mod server;
+pub mod tc3;
+
+#[cfg(test)]
+mod http_tests;
+
+pub use client::{RemoteConfig, RemoteKms, RetryPolicy};
+pub use principals::{Principal, Principals};
+pub use server::{RunningServer, Server, ServerConfig, TlsFiles};
+
+use serde_json::{Map, Value};
+
+use crate::{ErrorCode, KmsError, KmsResult};
+
+/// The KMS API version, `X-TC-Version`.
+pub const API_VERSION: &str = "2019-01-18";
+
+/// Request parameters that are integers in the KMS 2019-01-18 models; a GET query
+/// carries them as strings.
+const INTEGER_PARAMS: &[&str] = &[
+    "Limit",
+    "Offset",
+    "NumberOfBytes",
+    "PendingWindowInDays",
+    "Type",
+    "Role",
+    "RotateDays",
+    "ValidTo",
+    "KeyState",
+    "OrderType",
+];
+
+/// The parameters of a POST: the body must be a JSON object (an empty body is `{}`).
+///
+/// # Errors
+/// `InvalidParameter` when it is not.
+pub fn params_from_json(body: &[u8]) -> KmsResult<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(KmsError::new(
+            ErrorCode::InvalidParameter,
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(KmsError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "the request body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let h = b.get(i + 1..i + 3)?;
+                let h = std::str::from_utf8(h).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The parameters of a GET: `application/x-www-form-urlencoded` pairs as a JSON object
+/// of strings; the known integer fields become numbers; `Name.N` lists (the SDK's
+/// flattening of arrays, e.g. `KeyIds.0=a&KeyIds.1=b`) become arrays.
+///
+/// # Errors
+/// `InvalidParameter` for a malformed query.
+pub fn params_from_query(query: &str) -> KmsResult<Value> {
+    let bad = || KmsError::new(ErrorCode::InvalidParameter, "the query string is malformed");
+    let mut obj = Map::new();
+    let mut lists: std::collections::BTreeMap<String, Vec<(usize, String)>> = Default::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k).ok_or_else(bad)?;
+        let v = percent_decode(v).ok_or_else(bad)?;
+        if let Some((name, idx)) = k.rsplit_once('.') {
+            if let Ok(idx) = idx.parse::<usize>() {
+                lists.entry(name.to_owned()).or_default().push((idx, v));
+                continue;
+            }
+        }
+        let value = if INTEGER_PARAMS.contains(&k.as_str()) {
+            match v.parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::String(v),
+            }
+        } else {
+            Value::String(v)
+        };
+        obj.insert(k, value);
+    }
+    for (name, mut items) in lists {
+        items.sort_by_key(|(i, _)| *i);
+        obj.insert(
+            name,
+            Value::Array(items.into_iter().map(|(_, v)| Value::String(v)).collect()),
+        );
+    }
+    Ok(Value::Object(obj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_bodies() {
+        assert_eq!(params_from_json(b"").unwrap(), json!({}));
+        assert_eq!(
+            params_from_json(br#"{"KeyId":"k"}"#).unwrap(),
+            json!({"KeyId":"k"})
+        );
+        for bad in [&b"[1]"[..], b"{", b"\"x\"", b"{\"a\":1}}", b"\xff\xfe"] {
+            assert_eq!(
+                params_from_json(bad).unwrap_err().code,
+                ErrorCode::InvalidParameter
+            );
+        }
+    }
+
+    #[test]
+    fn query_strings() {
+        assert_eq!(
+            params_from_query("KeyId=k1&Limit=20&Alias=a%2Fb+c&KeyIds.1=y&KeyIds.0=x").unwrap(),
+            json!({"KeyId":"k1","Limit":20,"Alias":"a/b c","KeyIds":["x","y"]})
+        );
+        assert_eq!(params_from_query("").unwrap(), json!({}));
+        assert!(params_from_query("a=%zz").is_err());
+        assert!(params_from_query("a=%f").is_err());
+    }
+}

@@ -1,0 +1,759 @@
+//! The KMS HTTP(S) server: the Tencent Cloud API 3.0 wire protocol in front of any
+//! [`Kms`].
+//!
+//! ```text
+//!  TCP/TLS ─▶ hyper (tokio, 2 I/O threads) ─▶ body ≤ limit ─▶ blocking pool:
+//!     X-TC-Version ─▶ TC3 verify ─▶ replay check ─▶ rate limit ─▶ parse params
+//!     ─▶ rights (action, keys) ─▶ Kms::call ─▶ {"Response":{…,"RequestId"}}  (always HTTP 200)
+//! ```
+//!
+//! This module is the only place in kms-core that knows HTTP status codes and headers.
+//! One `tracing` line per request: action, principal SecretId, outcome code, latency.
+//! Bodies, parameters and secrets are never logged.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Map, Value};
+
+use super::principals::{Principal, Principals};
+use super::tc3::{self, IncomingRequest};
+use super::API_VERSION;
+use crate::{CallContext, ErrorCode, Kms, KmsError, KmsResult};
+
+/// Default request body limit: Encrypt's 4 KiB plaintext in base64 and BYOK material
+/// fit many times over.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// How long a clean shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Certificate chain and private key files, PEM.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How to run the server.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// Where to listen (port 0 picks a free port; see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Who may call.
+    pub principals: Principals,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most KMS calls run at once (the blocking thread pool's size).
+    pub max_concurrent_calls: usize,
+}
+
+impl ServerConfig {
+    /// Plain HTTP on `listen` with defaults.
+    pub fn new(listen: SocketAddr, principals: Principals) -> ServerConfig {
+        ServerConfig {
+            listen,
+            tls: None,
+            principals,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_concurrent_calls: 32,
+        }
+    }
+}
+
+/// Remembers the signatures accepted within the clock window, per SecretId, and the
+/// actions each was used for.
+///
+/// The Python SDK signs only `content-type;host`, and DescribeKey and DisableKey send
+/// the same body, so a captured request is a valid signature for another action until
+/// its timestamp leaves the window. A signature seen again under a different action
+/// that changes state or releases secrets is refused.
+///
+/// Two cases are let through, because a legitimate client produces them and they
+/// cannot be told apart from a replay (there is no nonce in the signed data):
+/// - the same action again: two identical requests within one second (same body, same
+///   timestamp) carry the same signature;
+/// - a read-only action ([`is_read_only`]) after another action with the same body:
+///   `tccli kms DisableKey --KeyId K; tccli kms DescribeKey --KeyId K` within one second.
+///   Replayed, such a request only shows key metadata or a public key.
+///
+/// Clients that sign `x-tc-action` (RemoteKms does) are not affected: their signature
+/// covers the action, and is not remembered.
+#[derive(Debug, Default)]
+pub struct ReplayCache {
+    inner: Mutex<ReplayInner>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayInner {
+    /// (SecretId, signature) → (actions used, expiry).
+    seen: HashMap<(String, String), (Vec<String>, i64)>,
+    next_prune: i64,
+}
+
+/// Actions that change nothing and release no secret: a replay of one is harmless.
+pub fn is_read_only(action: &str) -> bool {
+    action.starts_with("Describe")
+        || action.starts_with("List")
+        || matches!(
+            action,
+            "GetKeyRotationStatus" | "GetPublicKey" | "GetServiceStatus" | "GetRegions"
+        )
+}
+
+impl ReplayCache {
+    /// Records `signature` as used for `action`, or refuses it (see the type's docs).
+    ///
+    /// # Errors
+    /// `AuthFailure.SignatureFailure` for a signature replayed under another action.
+    pub fn check(
+        &self,
+        secret_id: &str,
+        signature: &str,
+        action: &str,
+        timestamp: i64,
+        now: i64,
+    ) -> KmsResult<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if now >= inner.next_prune {
+            inner.seen.retain(|_, (_, expires)| *expires >= now);
+            inner.next_prune = now + 10;
+        }
+        let expires = timestamp + tc3::CLOCK_WINDOW_SECS + 1;
+        let entry = inner
+            .seen
+            .entry((secret_id.to_owned(), signature.to_owned()))
+            .or_insert_with(|| (Vec::new(), expires));
+        // The first action a signature served owns it: a replay may only repeat that
+        // action or read.
+        if !is_read_only(action) {
+            if let Some(other) = entry.0.first().filter(|a| *a != action) {
+                return Err(KmsError::new(
+                    ErrorCode::AuthSignatureFailure,
+                    format!(
+                        "this signature was already used for {other}; a request signature may not be \
+                         replayed as another action (sign x-tc-action, or send the next request a second later)"
+                    ),
+                ));
+            }
+        }
+        if !entry.0.iter().any(|a| a == action) {
+            entry.0.push(action.to_owned());
+        }
+        Ok(())
+    }
+}
+
+struct State {
+    kms: Arc<dyn Kms>,
+    principals: Principals,
+    replay: ReplayCache,
+    max_body_bytes: usize,
+}
+
+/// A bound server, not yet running.
+pub struct Server {
+    listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: Arc<State>,
+    max_concurrent_calls: usize,
+}
+
+/// A server error at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServeError(String);
+
+fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ServeError(format!(
+                "cannot read certificates from {}: {e}",
+                files.cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(ServeError(format!(
+            "{} holds no PEM certificate",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        ServeError(format!(
+            "cannot read a private key from {}: {e}",
+            files.key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError(format!("TLS setup: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError(format!("the certificate and key do not go together: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+impl Server {
+    /// Binds the listening socket and loads the TLS files.
+    ///
+    /// # Errors
+    /// The address cannot be bound, or the TLS files are unusable.
+    pub fn bind(kms: Arc<dyn Kms>, config: ServerConfig) -> Result<Server, ServeError> {
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| ServeError(format!("cannot listen on {}: {e}", config.listen)))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| ServeError(format!("listener: {e}")))?;
+        Ok(Server {
+            listener,
+            tls,
+            state: Arc::new(State {
+                kms,
+                principals: config.principals,
+                replay: ReplayCache::default(),
+                max_body_bytes: config.max_body_bytes,
+            }),
+            max_concurrent_calls: config.max_concurrent_calls.max(1),
+        })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The URL clients use: `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and waits up to
+    /// [`SHUTDOWN_GRACE`] for requests in flight. Blocks the calling thread.
+    ///
+    /// # Errors
+    /// The runtime cannot start.
+    pub fn run<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(self.max_concurrent_calls)
+            .thread_name("kms-http")
+            .enable_all()
+            .build()?;
+        rt.block_on(self.serve(shutdown))
+    }
+
+    /// Serves until SIGTERM or SIGINT (see [`Server::run`]).
+    ///
+    /// # Errors
+    /// The runtime or the signal handlers cannot start.
+    pub fn run_until_signal(self) -> std::io::Result<()> {
+        self.run(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                    }
+                }
+                _ => {
+                    tracing::error!("cannot install signal handlers; serving until killed");
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+
+    /// Runs the server on a thread of its own; dropping the handle stops it.
+    pub fn spawn(self) -> RunningServer {
+        let addr = self.local_addr();
+        let url = self.url();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kms-http-server".into())
+            .spawn(move || {
+                if let Err(e) = self.run(async {
+                    let _ = rx.await;
+                }) {
+                    tracing::error!("kms http server: {e}");
+                }
+            })
+            .ok();
+        RunningServer {
+            addr,
+            url,
+            stop: Some(tx),
+            thread,
+        }
+    }
+
+    async fn serve<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let graceful = GracefulShutdown::new();
+        let state = self.state;
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let watcher = graceful.watcher();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(state.clone(), peer, req));
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30));
+                let result = match acceptor {
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let tls = match tokio::time::timeout(
+                            Duration::from_secs(30),
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls), svc))
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection: {e}");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requests still in flight after {} s; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A server running on its own thread (tests, embedding). Dropping it stops the server
+/// and waits for its thread.
+pub struct RunningServer {
+    addr: SocketAddr,
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    // Exactly this value: with "; charset=utf-8" the Python SDK misses errors.
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// What one request came to, for the response and the log line.
+struct Outcome {
+    action: String,
+    principal: String,
+    request_id: String,
+    result: KmsResult<Value>,
+}
+
+impl Outcome {
+    fn body(&self) -> Vec<u8> {
+        let mut response = match &self.result {
+            Ok(Value::Object(fields)) => fields.clone(),
+            Ok(_) => {
+                let mut m = Map::new();
+                m.insert(
+                    "Error".into(),
+                    json!({"Code": "InternalError", "Message": "the KMS returned a non-object response"}),
+                );
+                m
+            }
+            Err(e) => {
+                let mut m = Map::new();
+                m.insert(
+                    "Error".into(),
+                    json!({"Code": e.code.as_str(), "Message": e.message}),
+                );
+                m
+            }
+        };
+        response.insert("RequestId".into(), Value::String(self.request_id.clone()));
+        serde_json::to_vec(&json!({ "Response": response })).unwrap_or_else(|_| {
+            br#"{"Response":{"Error":{"Code":"InternalError","Message":"response encoding"}}}"#
+                .to_vec()
+        })
+    }
+
+    fn code(&self) -> &str {
+        match &self.result {
+            Ok(Value::Object(_)) => "OK",
+            Ok(_) => "InternalError",
+            Err(e) => e.code.as_str(),
+        }
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    if req.uri().path() == "/healthz" && req.method() == Method::GET {
+        return Ok(json_response(
+            StatusCode::OK,
+            br#"{"Status":"ok"}"#.to_vec(),
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let action = header(&parts.headers, "x-tc-action").unwrap_or_default();
+    let body = match Limited::new(body, state.max_body_bytes).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                KmsError::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "the request body is larger than {} bytes",
+                        state.max_body_bytes
+                    ),
+                )
+            } else {
+                KmsError::new(
+                    ErrorCode::InvalidParameter,
+                    "the request body could not be read",
+                )
+            },
+        ),
+    };
+    let outcome = match body {
+        Err(e) => Outcome {
+            action,
+            principal: String::new(),
+            request_id,
+            result: Err(e),
+        },
+        Ok(body) => {
+            let st = state.clone();
+            let rid = request_id.clone();
+            let act = action.clone();
+            let req = HttpRequest {
+                method: parts.method,
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or("").to_owned(),
+                headers: parts.headers,
+                body,
+            };
+            match tokio::task::spawn_blocking(move || process(&st, &req, rid)).await {
+                Ok(o) => o,
+                Err(_) => Outcome {
+                    action: act,
+                    principal: String::new(),
+                    request_id,
+                    result: Err(KmsError::new(
+                        ErrorCode::InternalError,
+                        "the KMS call failed unexpectedly",
+                    )),
+                },
+            }
+        }
+    };
+    let latency = started.elapsed();
+    tracing::info!(
+        target: "kms_http",
+        action = %outcome.action,
+        principal = %outcome.principal,
+        outcome = %outcome.code(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        request_id = %outcome.request_id,
+        peer = %peer,
+        "request"
+    );
+    Ok(json_response(StatusCode::OK, outcome.body()))
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A request as the blocking pool sees it.
+struct HttpRequest {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+fn process(state: &State, req: &HttpRequest, request_id: String) -> Outcome {
+    let mut outcome = Outcome {
+        action: header(&req.headers, "x-tc-action").unwrap_or_default(),
+        principal: String::new(),
+        request_id,
+        result: Ok(Value::Null),
+    };
+    outcome.result = authorize_and_call(state, req, &mut outcome);
+    outcome
+}
+
+fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -> KmsResult<Value> {
+    let HttpRequest {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = req;
+    let action = outcome.action.clone();
+    if action.is_empty() {
+        return Err(KmsError::new(
+            ErrorCode::MissingParameter,
+            "the X-TC-Action header is missing",
+        ));
+    }
+    let version = header(headers, "x-tc-version").unwrap_or_default();
+    if version != API_VERSION {
+        return Err(KmsError::new(
+            ErrorCode::NoSuchVersion,
+            format!("X-TC-Version must be {API_VERSION}, not {version:?}"),
+        ));
+    }
+    if *method != Method::POST && *method != Method::GET {
+        return Err(KmsError::new(
+            ErrorCode::UnsupportedOperation,
+            "only POST and GET requests are served",
+        ));
+    }
+    let lookup = |id: &str| state.principals.get(id).map(|p| p.secret_key().clone());
+    let header_fn = |n: &str| header(headers, n);
+    let signed_query = if *method == Method::GET {
+        query.as_str()
+    } else {
+        ""
+    };
+    let verified = tc3::verify(
+        &IncomingRequest {
+            method: method.as_str(),
+            uri: path.as_str(),
+            query: signed_query,
+            body: if *method == Method::GET { b"" } else { body },
+            header: &header_fn,
+        },
+        &lookup,
+        tc3::unix_now(),
+    )?;
+    outcome.principal = verified.secret_id.clone();
+    if header(headers, "x-tc-token").is_some_and(|t| !t.is_empty()) {
+        return Err(KmsError::new(
+            ErrorCode::AuthTokenFailure,
+            "temporary credentials (X-TC-Token) are not supported by this server",
+        ));
+    }
+    if !verified.action_signed {
+        state.replay.check(
+            &verified.secret_id,
+            &verified.signature,
+            &action,
+            verified.timestamp,
+            tc3::unix_now(),
+        )?;
+    }
+    let principal = state
+        .principals
+        .get(&verified.secret_id)
+        .ok_or_else(|| KmsError::new(ErrorCode::AuthSecretIdNotFound, "the principal is gone"))?;
+    principal.admit(Instant::now())?;
+    let params = if *method == Method::GET {
+        super::params_from_query(query)?
+    } else {
+        super::params_from_json(body)?
+    };
+    check_rights(principal, &action, &params)?;
+    let ctx = CallContext {
+        principal: verified.secret_id.clone(),
+        request_id: outcome.request_id.clone(),
+    };
+    let response = state.kms.call(&ctx, &action, &params)?;
+    // Decrypt and ReEncrypt name their key only inside the blob: check it now, and drop
+    // the response if the principal may not use that key.
+    if let Some(key) = response.get("KeyId").and_then(Value::as_str) {
+        if !principal.may_use_key(key) && !request_names_key(&params) {
+            return Err(unauthorized(principal, &action, Some(key)));
+        }
+    }
+    Ok(response)
+}
+
+fn unauthorized(principal: &Principal, action: &str, key: Option<&str>) -> KmsError {
+    let what = match key {
+        Some(k) => format!("{action} on key {k}"),
+        None => action.to_owned(),
+    };
+    KmsError::new(
+        ErrorCode::UnauthorizedOperation,
+        format!("the principal {} may not call {what}", principal.secret_id),
+    )
+}
+
+fn request_key_ids(params: &Value) -> Vec<&str> {
+    let mut keys = Vec::new();
+    for field in ["KeyId", "DestinationKeyId"] {
+        if let Some(k) = params.get(field).and_then(Value::as_str) {
+            keys.push(k);
+        }
+    }
+    if let Some(list) = params.get("KeyIds").and_then(Value::as_array) {
+        keys.extend(list.iter().filter_map(Value::as_str));
+    }
+    keys
+}
+
+fn request_names_key(params: &Value) -> bool {
+    !request_key_ids(params).is_empty()
+}
+
+fn check_rights(principal: &Principal, action: &str, params: &Value) -> KmsResult<()> {
+    if !principal.may_call(action) {
+        return Err(unauthorized(principal, action, None));
+    }
+    for key in request_key_ids(params) {
+        if !principal.may_use_key(key) {
+            return Err(unauthorized(principal, action, Some(key)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_under_another_action_is_refused_and_forgotten_after_the_window() {
+        let c = ReplayCache::default();
+        let now = 1_000_000;
+        c.check("A", "sig", "DescribeKey", now, now).unwrap();
+        c.check("A", "sig", "DescribeKey", now, now + 1).unwrap();
+        assert_eq!(
+            c.check("A", "sig", "DisableKey", now, now + 2)
+                .unwrap_err()
+                .code,
+            ErrorCode::AuthSignatureFailure
+        );
+        // A mutation first, then a read with the same signature: a legitimate pair.
+        c.check("A", "sig2", "DisableKey", now, now).unwrap();
+        c.check("A", "sig2", "DescribeKey", now, now).unwrap();
+        c.check("A", "sig2", "DisableKey", now, now).unwrap();
+        assert!(c.check("A", "sig2", "EnableKey", now, now).is_err());
+        // Another principal's identical signature is another entry.
+        c.check("B", "sig", "DisableKey", now, now + 2).unwrap();
+        // After the window the entry is pruned (the signature would be expired anyway).
+        let later = now + tc3::CLOCK_WINDOW_SECS + 20;
+        c.check("A", "sig", "DisableKey", later, later).unwrap();
+    }
+}

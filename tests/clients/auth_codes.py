@@ -1,0 +1,135 @@
+# -*- coding: utf-8 -*-
+# The exact Tencent error codes a kmsfs KMS server gives the real Python SDK
+# (tencentcloud-sdk-python) for requests it must refuse, plus a GET request and seed 002's
+# "Implementing Exponential Backoff" sample (Python 3) against a rate-limited principal.
+#
+# env: KMS_ENDPOINT=127.0.0.1:PORT, KMS_KEY_ID, TENCENTCLOUD_SECRET_ID/KEY (the admin),
+#      KMS_READER_ID/KEY (may only Describe*), KMS_SLOW_ID/KEY (rate-limited).
+# Prints "OK <case>" per case; exits 1 at the first wrong answer.
+import base64
+import math
+import os
+import sys
+import time
+from unittest import mock
+
+from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.kms.v20190118 import kms_client, models
+
+ENDPOINT = os.environ["KMS_ENDPOINT"]
+KEY_ID = os.environ["KMS_KEY_ID"]
+
+
+def client(secret_id, secret_key, method="POST"):
+    http = HttpProfile(endpoint=ENDPOINT, protocol="http", reqMethod=method)
+    return kms_client.KmsClient(
+        credential.Credential(secret_id, secret_key), "ap-guangzhou", ClientProfile(httpProfile=http)
+    )
+
+
+ADMIN = (os.environ["TENCENTCLOUD_SECRET_ID"], os.environ["TENCENTCLOUD_SECRET_KEY"])
+READER = (os.environ["KMS_READER_ID"], os.environ["KMS_READER_KEY"])
+SLOW = (os.environ["KMS_SLOW_ID"], os.environ["KMS_SLOW_KEY"])
+
+
+def describe(c):
+    req = models.DescribeKeyRequest()
+    req.KeyId = KEY_ID
+    return c.DescribeKey(req)
+
+
+def expect_code(case, want, fn):
+    try:
+        fn()
+    except TencentCloudSDKException as err:
+        if err.code != want:
+            sys.exit("%s: expected %s, got %s (%s)" % (case, want, err.code, err.message))
+        if not err.requestId:
+            sys.exit("%s: the error carries no RequestId" % case)
+        print("OK", case, err.code)
+        return
+    sys.exit("%s: expected %s, but the call succeeded" % (case, want))
+
+
+# Control: the admin's call works, with POST and with GET.
+rsp = describe(client(*ADMIN))
+assert rsp.KeyMetadata.KeyId == KEY_ID, rsp
+print("OK post", rsp.KeyMetadata.KeyState)
+rsp = describe(client(*ADMIN, method="GET"))
+assert rsp.KeyMetadata.KeyId == KEY_ID, rsp
+print("OK get", rsp.KeyMetadata.KeyState)
+
+expect_code("wrong-secret-key", "AuthFailure.SignatureFailure",
+            lambda: describe(client(ADMIN[0], ADMIN[1] + "x")))
+expect_code("unknown-secret-id", "AuthFailure.SecretIdNotFound",
+            lambda: describe(client("AKIDnobodyAtAll", "whatever")))
+
+real_time = time.time
+with mock.patch("tencentcloud.common.abstract_client.time.time", lambda: real_time() - 600):
+    expect_code("timestamp-10-min-old", "AuthFailure.SignatureExpire",
+                lambda: describe(client(*ADMIN)))
+
+
+def reader_disable():
+    req = models.DisableKeyRequest()
+    req.KeyId = KEY_ID
+    client(*READER).DisableKey(req)
+
+
+expect_code("principal-without-rights", "UnauthorizedOperation", reader_disable)
+print("OK reader-may-describe", describe(client(*READER)).KeyMetadata.KeyId == KEY_ID)
+
+
+def wrong_version():
+    c = client(*ADMIN)
+    c._apiVersion = "2017-03-12"
+    describe(c)
+
+
+expect_code("wrong-version", "NoSuchVersion", wrong_version)
+expect_code("unknown-action", "InvalidAction",
+            lambda: client(*ADMIN).call_json("NoSuchKmsAction", {}))
+expect_code("unknown-key", "ResourceUnavailable.CmkNotFound",
+            lambda: client(*ADMIN).call_json("Encrypt", {"KeyId": "00000000-0000-4000-8000-000000000000", "Plaintext": "aGk="}))
+
+
+# Seed 002, "Implementing Exponential Backoff", adapted to Python 3 (sleep in seconds,
+# bytes for base64), against the rate-limited principal: every Encrypt completes.
+def BackoffFunction(RetryCount):
+    InitDelayValue = 100
+    DelayTime = math.pow(2, RetryCount) * InitDelayValue
+    return DelayTime / 1000.0
+
+
+throttled = 0
+slow = client(*SLOW)
+for i in range(4):
+    plaintext = "abcdefg123456789abcdefg123456789abcdefg"
+    req = models.EncryptRequest()
+    req.KeyId = KEY_ID
+    req.Plaintext = base64.b64encode(plaintext.encode()).decode()
+    Retries = 0
+    MaxRetries = 10
+    rsp = None
+    while Retries < MaxRetries:
+        try:
+            Retries += 1
+            rsp = slow.Encrypt(req)  # Call the API `Encrypt`
+            break
+        except TencentCloudSDKException as err:
+            if err.code == 'InternalError' or err.code == 'RequestLimitExceeded':
+                throttled += 1
+                if Retries == MaxRetries:
+                    break
+                time.sleep(BackoffFunction(Retries + 1))
+                continue
+            else:
+                sys.exit("backoff sample: %s" % err)
+    if rsp is None or not rsp.CiphertextBlob:
+        sys.exit("backoff sample: Encrypt %d never succeeded" % i)
+if throttled == 0:
+    sys.exit("backoff sample: the rate limit never answered RequestLimitExceeded")
+print("OK backoff-sample throttled=%d" % throttled)

@@ -1,0 +1,395 @@
+//! The real Tencent Cloud clients (tccli, tencentcloud-sdk-python; installed by
+//! scripts/install-kms-clients.sh) against the real `kmsfs kms serve` on 127.0.0.1.
+//!
+//! These tests fail, not skip, when the clients are missing.
+
+mod kms_http_support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use kms_http_support::{
+    count_requests, repo, require_program, write_principals, ServerProc, SECRET_ID, SECRET_KEY,
+};
+use serde_json::Value;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// tccli in a temporary HOME, with the endpoint configured once as KMS-API.md says.
+struct Tccli<'a> {
+    home: &'a Path,
+}
+
+impl Tccli<'_> {
+    fn raw(&self, args: &[&str]) -> Output {
+        Command::new("tccli")
+            .args(args)
+            .env("HOME", self.home)
+            .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+            .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+            .env_remove("TENCENTCLOUD_REGION")
+            .output()
+            .expect("run tccli")
+    }
+
+    /// `tccli kms ACTION ARGS…`, which must succeed; its JSON output.
+    fn ok(&self, action: &str, args: &[&str]) -> Value {
+        let mut all = vec!["kms", action];
+        all.extend_from_slice(args);
+        let out = self.raw(&all);
+        assert!(
+            out.status.success(),
+            "tccli kms {action} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "tccli kms {action}: output is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `tccli kms ACTION ARGS…`, which must fail with `code`.
+    fn fails(&self, action: &str, args: &[&str], code: &str) {
+        let mut all = vec!["kms", action];
+        all.extend_from_slice(args);
+        let out = self.raw(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("code:{code} ")),
+            "tccli kms {action} {args:?}: expected {code}; status {:?}, stdout {}, stderr {stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+fn s<'v>(v: &'v Value, field: &str) -> &'v str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {field} in {v}"))
+}
+
+#[test]
+fn tccli_runs_the_seed_commands() {
+    require_program("tccli");
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+    );
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let t = Tccli { home: &home };
+    for args in [
+        ["configure", "set", "region", "ap-guangzhou"],
+        [
+            "configure",
+            "set",
+            "kms.endpoint",
+            &format!("http://{}", server.addr),
+        ],
+    ] {
+        assert!(t.raw(&args).status.success(), "tccli {args:?}");
+    }
+
+    // Seed 002: tccli kms CreateKey --Alias test …
+    let created = t.ok(
+        "CreateKey",
+        &["--Alias", "test", "--Description", "kmsfs http test"],
+    );
+    let key = s(&created, "KeyId").to_owned();
+    assert_eq!(s(&created, "Alias"), "test");
+    assert_eq!(s(&created, "KeyState"), "Enabled");
+    assert_eq!(s(&created, "KeyUsage"), "ENCRYPT_DECRYPT");
+    assert_eq!(s(&created, "RequestId").len(), 36);
+
+    let d = t.ok("DescribeKey", &["--KeyId", &key]);
+    assert_eq!(s(&d["KeyMetadata"], "KeyId"), key);
+    assert_eq!(s(&d["KeyMetadata"], "Alias"), "test");
+    assert_eq!(s(&d["KeyMetadata"], "Description"), "kmsfs http test");
+    assert_eq!(s(&d["KeyMetadata"], "KeyState"), "Enabled");
+
+    let other = s(&t.ok("CreateKey", &["--Alias", "test2"]), "KeyId").to_owned();
+    let l = t.ok("ListKeys", &["--Limit", "10"]);
+    assert_eq!(l["TotalCount"], 2, "{l}");
+    let ids: Vec<&str> = l["Keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| s(k, "KeyId"))
+        .collect();
+    assert!(
+        ids.contains(&key.as_str()) && ids.contains(&other.as_str()),
+        "{l}"
+    );
+
+    // Encrypt / Decrypt, with an encryption context that must match.
+    let plaintext = B64.encode("hello from tccli");
+    let e = t.ok(
+        "Encrypt",
+        &[
+            "--KeyId",
+            &key,
+            "--Plaintext",
+            &plaintext,
+            "--EncryptionContext",
+            r#"{"volume":"v1"}"#,
+        ],
+    );
+    let blob = s(&e, "CiphertextBlob").to_owned();
+    assert_eq!(s(&e, "KeyId"), key);
+    let dec = t.ok(
+        "Decrypt",
+        &[
+            "--CiphertextBlob",
+            &blob,
+            "--EncryptionContext",
+            r#"{"volume":"v1"}"#,
+        ],
+    );
+    assert_eq!(s(&dec, "Plaintext"), plaintext);
+    assert_eq!(s(&dec, "KeyId"), key);
+    t.fails(
+        "Decrypt",
+        &[
+            "--CiphertextBlob",
+            &blob,
+            "--EncryptionContext",
+            r#"{"volume":"v2"}"#,
+        ],
+        "InvalidParameterValue.InvalidCiphertext",
+    );
+
+    // GenerateDataKey: a 32-byte DEK whose blob decrypts to the same DEK.
+    let g = t.ok(
+        "GenerateDataKey",
+        &["--KeyId", &key, "--KeySpec", "AES_256"],
+    );
+    let dek = B64.decode(s(&g, "Plaintext")).unwrap();
+    assert_eq!(dek.len(), 32);
+    let dec = t.ok("Decrypt", &["--CiphertextBlob", s(&g, "CiphertextBlob")]);
+    assert_eq!(B64.decode(s(&dec, "Plaintext")).unwrap(), dek);
+
+    // DisableKey: Encrypt refused with the exact code; EnableKey brings it back.
+    t.ok("DisableKey", &["--KeyId", &key]);
+    assert_eq!(
+        s(
+            &t.ok("DescribeKey", &["--KeyId", &key])["KeyMetadata"],
+            "KeyState"
+        ),
+        "Disabled"
+    );
+    t.fails(
+        "Encrypt",
+        &["--KeyId", &key, "--Plaintext", &plaintext],
+        "ResourceUnavailable.CmkDisabled",
+    );
+    t.ok("EnableKey", &["--KeyId", &key]);
+    t.ok("Encrypt", &["--KeyId", &key, "--Plaintext", &plaintext]);
+
+    // ScheduleKeyDeletion needs a disabled key; CancelKeyDeletion leaves it disabled.
+    t.fails(
+        "ScheduleKeyDeletion",
+        &["--KeyId", &key, "--PendingWindowInDays", "7"],
+        "ResourceUnavailable.CmkShouldBeDisabled",
+    );
+    t.ok("DisableKey", &["--KeyId", &key]);
+    let sd = t.ok(
+        "ScheduleKeyDeletion",
+        &["--KeyId", &key, "--PendingWindowInDays", "7"],
+    );
+    assert_eq!(s(&sd, "KeyId"), key);
+    let deletion = sd["DeletionDate"].as_i64().expect("DeletionDate");
+    let now = kms_core::http::tc3::unix_now();
+    assert!(
+        (now + 7 * 86_400 - 120..=now + 7 * 86_400 + 120).contains(&deletion),
+        "DeletionDate {deletion} is not 7 days from {now}"
+    );
+    assert_eq!(
+        s(
+            &t.ok("DescribeKey", &["--KeyId", &key])["KeyMetadata"],
+            "KeyState"
+        ),
+        "PendingDelete"
+    );
+    let c = t.ok("CancelKeyDeletion", &["--KeyId", &key]);
+    assert_eq!(s(&c, "KeyId"), key);
+    assert_eq!(
+        s(
+            &t.ok("DescribeKey", &["--KeyId", &key])["KeyMetadata"],
+            "KeyState"
+        ),
+        "Disabled"
+    );
+
+    // --endpoint http://… on the command line: tccli sends `Host: http://127.0.0.1:PORT`
+    // and signs that literal value.
+    let out = t.raw(&[
+        "kms",
+        "DescribeKey",
+        "--KeyId",
+        &other,
+        "--endpoint",
+        &format!("http://{}", server.addr),
+    ]);
+    assert!(
+        out.status.success(),
+        "--endpoint http://: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server logged each request once, with the principal and outcome, and never a
+    // plaintext or a DEK.
+    let log = server.log_lines();
+    assert_eq!(count_requests(&log, "CreateKey", SECRET_ID, "OK"), 2);
+    assert_eq!(
+        count_requests(
+            &log,
+            "Encrypt",
+            SECRET_ID,
+            "ResourceUnavailable.CmkDisabled"
+        ),
+        1
+    );
+    let text = log.join("\n");
+    assert!(!text.contains(&plaintext) && !text.contains(s(&g, "Plaintext")));
+    assert!(!text.contains(SECRET_KEY));
+}
+
+fn python(script: &str, server: &ServerProc, envs: &[(&str, &str)]) -> String {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/clients").join(script))
+        .env("KMS_ENDPOINT", &server.addr)
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn require_sdk() {
+    require_program("python3");
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import tencentcloud.kms.v20190118.kms_client, Crypto.Cipher.AES",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "tencentcloud-sdk-python or pycryptodome is not installed: run scripts/install-kms-clients.sh"
+    );
+}
+
+fn create_key(server: &ServerProc, alias: &str) -> String {
+    let kms = kms_core::http::RemoteKms::new(kms_core::http::RemoteConfig::new(
+        &server.url,
+        SECRET_ID,
+        kms_core::http::tc3::SecretKey::new(SECRET_KEY),
+    ))
+    .unwrap();
+    use kms_core::Kms as _;
+    let ctx = kms_core::CallContext {
+        principal: String::new(),
+        request_id: String::new(),
+    };
+    let v = kms
+        .call(&ctx, "CreateKey", &serde_json::json!({ "Alias": alias }))
+        .unwrap();
+    s(&v, "KeyId").to_owned()
+}
+
+#[test]
+fn python_sdk_envelope_sample_from_seed_002() {
+    require_sdk();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+    );
+    let key = create_key(&server, "envelope");
+    let out = python("envelope_sample.py", &server, &[("KMS_KEY_ID", &key)]);
+    assert!(out.contains("ENVELOPE OK"), "{out}");
+    let log = server.log_lines();
+    assert_eq!(count_requests(&log, "GenerateDataKey", SECRET_ID, "OK"), 1);
+    assert_eq!(count_requests(&log, "Decrypt", SECRET_ID, "OK"), 1);
+}
+
+#[test]
+fn python_sdk_gets_the_exact_error_codes() {
+    require_sdk();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_principals(
+        tmp.path(),
+        r#"
+[[principal]]
+secret_id = "AKIDreader"
+secret_key = "reader-secret"
+actions = ["Describe*"]
+
+[[principal]]
+secret_id = "AKIDslow"
+secret_key = "slow-secret"
+actions = ["Encrypt"]
+rate = 1.0
+burst = 1
+"#,
+    );
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        Some(&config),
+        &tmp.path().join("server.log"),
+    );
+    let key = create_key(&server, "codes");
+    let out = python(
+        "auth_codes.py",
+        &server,
+        &[
+            ("KMS_KEY_ID", &key),
+            ("KMS_READER_ID", "AKIDreader"),
+            ("KMS_READER_KEY", "reader-secret"),
+            ("KMS_SLOW_ID", "AKIDslow"),
+            ("KMS_SLOW_KEY", "slow-secret"),
+        ],
+    );
+    for case in [
+        "OK post",
+        "OK get",
+        "OK wrong-secret-key AuthFailure.SignatureFailure",
+        "OK unknown-secret-id AuthFailure.SecretIdNotFound",
+        "OK timestamp-10-min-old AuthFailure.SignatureExpire",
+        "OK principal-without-rights UnauthorizedOperation",
+        "OK reader-may-describe True",
+        "OK wrong-version NoSuchVersion",
+        "OK unknown-action InvalidAction",
+        "OK unknown-key ResourceUnavailable.CmkNotFound",
+        "OK backoff-sample",
+    ] {
+        assert!(out.contains(case), "missing {case:?} in:\n{out}");
+    }
+    // Seen at the server: the reader's refusal, the slow principal's 4 Encrypts, and
+    // the throttled attempts that never reached the KMS.
+    let log = server.log_lines();
+    assert_eq!(
+        count_requests(&log, "DisableKey", "AKIDreader", "UnauthorizedOperation"),
+        1
+    );
+    assert_eq!(count_requests(&log, "Encrypt", "AKIDslow", "OK"), 4);
+    assert!(count_requests(&log, "Encrypt", "AKIDslow", "RequestLimitExceeded") >= 1);
+}
