@@ -277,6 +277,10 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let backing = backing_given
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", backing_given.display()))?;
+    if !a.mountpoint.exists() && !a.no_init {
+        std::fs::create_dir_all(&a.mountpoint)
+            .with_context(|| format!("cannot create mountpoint {}", a.mountpoint.display()))?;
+    }
     let mountpoint = a
         .mountpoint
         .canonicalize()

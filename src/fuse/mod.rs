@@ -1214,6 +1214,21 @@ impl Filesystem for KmsFs {
         }
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls (isatty() probes land here): "not a typewriter", without a log line.
+        reply.error(Errno::ENOTTY);
+    }
+
     fn fallocate(
         &self,
         _req: &Request,
