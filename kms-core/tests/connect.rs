@@ -1,4 +1,4 @@
-//! `connect`: a path, the XDG default, and URLs (not yet served).
+//! `connect`: a path, the XDG default, and URLs (a remote KMS needs credentials).
 //! One test, so the environment it changes is not shared with another thread.
 #![allow(clippy::unwrap_used)]
 
@@ -6,7 +6,7 @@ use kms_core::{connect, CallContext, ErrorCode};
 use serde_json::json;
 
 #[test]
-fn connect_opens_paths_and_defaults_and_refuses_urls_for_now() {
+fn connect_opens_paths_and_defaults_and_urls_with_credentials() {
     let d = tempfile::tempdir().unwrap();
     let explicit = d.path().join("explicit");
     let kms = connect(Some(explicit.to_str().unwrap())).unwrap();
@@ -16,10 +16,19 @@ fn connect_opens_paths_and_defaults_and_refuses_urls_for_now() {
     assert!(explicit.join("keys.kms").exists());
     assert!(explicit.join("root.key").exists());
 
+    std::env::remove_var("KMSFS_KMS_CREDENTIALS");
+    std::env::remove_var("TENCENTCLOUD_SECRET_ID");
+    std::env::remove_var("TENCENTCLOUD_SECRET_KEY");
     for url in ["http://127.0.0.1:1", "https://kms.example"] {
         let e = connect(Some(url)).err().unwrap();
-        assert_eq!(e.code, ErrorCode::UnsupportedOperation);
+        assert_eq!(e.code, ErrorCode::InvalidParameter);
+        assert!(e.message.contains("TENCENTCLOUD_SECRET_ID"), "{e}");
     }
+    std::env::set_var("TENCENTCLOUD_SECRET_ID", "AKIDconnecttest");
+    std::env::set_var("TENCENTCLOUD_SECRET_KEY", "connect-test-key");
+    assert!(connect(Some("http://127.0.0.1:1")).is_ok());
+    std::env::remove_var("TENCENTCLOUD_SECRET_ID");
+    std::env::remove_var("TENCENTCLOUD_SECRET_KEY");
 
     std::env::remove_var("KMSFS_KMS_PASSPHRASE");
     std::env::remove_var("KMSFS_KMS_ROOT_KEY");
