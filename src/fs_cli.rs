@@ -384,8 +384,23 @@ fn harden_process() {
         {
             tracing::warn!("mlockall failed; DEKs could be swapped out");
         }
+        // Every inode the kernel remembers holds an O_PATH fd: raise the fd limit as far
+        // as allowed (root: up to fs.nr_open).
         let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            if libc::geteuid() == 0 && nr_open > rl.rlim_max {
+                let want = libc::rlimit {
+                    rlim_cur: nr_open,
+                    rlim_max: nr_open,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    return;
+                }
+            }
             rl.rlim_cur = rl.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
