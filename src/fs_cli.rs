@@ -334,9 +334,12 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     config.clone_fd = a.threads > 1;
     // Block SIGINT/SIGTERM in every thread; one thread waits for them and unmounts.
     let set = block_signals();
+    let expiry = fs.key_expiry();
     let mut session = fuser::Session::new(fs, &mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
+    let notifier = session.notifier();
+    std::thread::spawn(move || expiry.run(notifier));
     tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), "mounted");
     if let Some(fd) = ready_fd {
         // SAFETY: our parent's pipe.

@@ -101,7 +101,7 @@ struct Handle {
 /// The filesystem.
 pub struct KmsFs {
     vol: Arc<Volume>,
-    inodes: RwLock<InodeTable>,
+    inodes: Arc<RwLock<InodeTable>>,
     next_ino: AtomicU64,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -186,12 +186,20 @@ impl KmsFs {
         t.by_ino.insert(root.ino, root);
         Ok(KmsFs {
             vol,
-            inodes: RwLock::new(t),
+            inodes: Arc::new(RwLock::new(t)),
             next_ino: AtomicU64::new(2),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
         })
+    }
+
+    /// A handle for the key-expiry thread (see [`KeyExpiry`]).
+    pub fn key_expiry(&self) -> KeyExpiry {
+        KeyExpiry {
+            inodes: self.inodes.clone(),
+            max_age: self.vol.cache.max_age(),
+        }
     }
 
     fn inode(&self, ino: INodeNo) -> FsResult<Arc<Inode>> {
@@ -809,6 +817,45 @@ impl KmsFs {
         let inode = self.inode(ino)?;
         let v = sys::getxattr_fd(inode.raw(), name, size as usize)?;
         Ok(v)
+    }
+}
+
+/// Enforces the DEK age bound on files that stay open: a file's derived key older than
+/// the DEK cache's maximum age is dropped (the next read or write asks the KMS again, and
+/// fails if the CMK was disabled) and the kernel's cached plaintext pages of that file are
+/// invalidated, so they are not served past the bound either.
+pub struct KeyExpiry {
+    inodes: Arc<RwLock<InodeTable>>,
+    max_age: Duration,
+}
+
+impl KeyExpiry {
+    /// Runs forever (a daemon thread), scanning every quarter of the maximum age.
+    pub fn run(self, notifier: fuser::Notifier) {
+        let period = (self.max_age / 4).max(Duration::from_millis(200));
+        loop {
+            std::thread::sleep(period);
+            let expired: Vec<u64> = {
+                let t = self.inodes.read();
+                t.by_ino
+                    .values()
+                    .filter(|i| {
+                        let mut g = i.ckey.lock();
+                        let old = g.as_ref().is_some_and(|c| c.at.elapsed() >= self.max_age);
+                        if old {
+                            *g = None;
+                        }
+                        old
+                    })
+                    .map(|i| i.ino)
+                    .collect()
+            };
+            for ino in expired {
+                if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                    tracing::debug!(ino, "page cache invalidation: {e}");
+                }
+            }
+        }
     }
 }
 
