@@ -287,6 +287,12 @@ fn namespace_operations() {
         File::create(m.p(&format!("big/file-with-a-longish-name-{i:05}"))).unwrap();
     }
     assert_eq!(fs::read_dir(m.p("big")).unwrap().count(), 3000);
+    // readdir's d_ino agrees with stat's st_ino.
+    for e in fs::read_dir(m.p("big")).unwrap().take(50) {
+        let e = e.unwrap();
+        use std::os::unix::fs::DirEntryExt;
+        assert_eq!(e.ino(), fs::symlink_metadata(e.path()).unwrap().ino());
+    }
 }
 
 #[test]

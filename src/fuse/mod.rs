@@ -187,7 +187,7 @@ impl KmsFs {
         Ok(KmsFs {
             vol,
             inodes: Arc::new(RwLock::new(t)),
-            next_ino: AtomicU64::new(2),
+            next_ino: AtomicU64::new(1 << 62),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
@@ -259,7 +259,13 @@ impl KmsFs {
                 return Ok((i.clone(), st));
             }
         }
-        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        // The backing inode number where it is free (stat and readdir then agree, and numbers
+        // are stable across mounts); otherwise one from a range no backing fs uses in practice.
+        let ino = if st.st_ino > 1 && !t.by_ino.contains_key(&st.st_ino) {
+            st.st_ino
+        } else {
+            self.next_ino.fetch_add(1, Ordering::Relaxed)
+        };
         let inode = Arc::new(Inode {
             ino,
             key,
