@@ -194,6 +194,7 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -277,6 +278,7 @@ mod tests {
 /// Throughput of the block AEAD, XAES-256-GCM against plain AES-256-GCM at 4 KiB:
 /// `cargo test --release --bin kmsfs -- --ignored aead_throughput --nocapture`.
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod bench {
     use super::*;
     use std::time::Instant;

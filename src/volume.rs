@@ -488,6 +488,7 @@ fn blob_key_id(_blob: &[u8], cmk: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! (tests/common/fs_decoder.py) decrypts files written through a real mount, given only
 //! the backing file, the volume config and the DEK (which the test gets from the KMS).
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 
@@ -34,6 +36,7 @@ fn python_decoder_reads_what_the_mount_wrote() {
     let f = OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .open(m.p("sparse"))
         .unwrap();
     f.write_all_at(b"start", 0).unwrap();

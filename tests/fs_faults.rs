@@ -1,6 +1,8 @@
 //! Bad input and faults: tampered blocks and headers, a refused key, a tampered or
 //! unknown config, a second mount, a full backing disk.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 

@@ -1,6 +1,8 @@
 //! DEK policies and the DEK cache, counted from outside the daemon: wrapped DEKs read
 //! from the backing files' headers, KMS calls read from the KMS's audit log.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 

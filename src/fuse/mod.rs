@@ -1108,11 +1108,14 @@ impl Filesystem for KmsFs {
         reply: ReplyEmpty,
     ) {
         let r = self.handle(fh).and_then(|h| match &h.kind {
-            HandleKind::File(f) => Ok(if datasync {
-                f.sync_data()?
-            } else {
-                f.sync_all()?
-            }),
+            HandleKind::File(f) => {
+                if datasync {
+                    f.sync_data()?;
+                } else {
+                    f.sync_all()?;
+                }
+                Ok(())
+            }
             HandleKind::Dir(_) => Ok(()),
         });
         match r {
