@@ -2042,14 +2042,16 @@ impl KmsService {
     /// Parses a signature Algorithm and checks it fits the key.
     fn sign_algorithm(rec: &KeyRecord, alg: &str) -> KmsResult<SignAlgorithm> {
         let a = SignAlgorithm::parse(alg);
-        let fits = match (rec.usage, a) {
+        let fits = matches!(
+            (rec.usage, a),
             (
                 KeyUsage::AsymmetricSignVerifyRsa2048,
                 Some(SignAlgorithm::RsaPssSha256 | SignAlgorithm::RsaPkcs1Sha256),
-            ) => true,
-            (KeyUsage::AsymmetricSignVerifyEcc, Some(SignAlgorithm::EccP256)) => true,
-            _ => false,
-        };
+            ) | (
+                KeyUsage::AsymmetricSignVerifyEcc,
+                Some(SignAlgorithm::EccP256)
+            )
+        );
         match a {
             Some(a) if fits => Ok(a),
             _ => Err(err(

@@ -522,8 +522,10 @@ fn open_wrapped(
     Some(Zeroizing::new(pt.to_vec()))
 }
 
-/// Unwrapped key material of one version.
+/// Unwrapped key material of one version (each lives in an `Arc`, so the
+/// variants' sizes do not matter).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Material {
     /// AES-GCM (128 or 256 bits).
     Aead(AeadKey),
