@@ -11,7 +11,7 @@
 //! One `tracing` line per request: action, principal SecretId, outcome code, latency.
 //! Bodies, parameters and secrets are never logged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most KMS calls run at once (the blocking thread pool's size).
     pub max_concurrent_calls: usize,
+    /// Most connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             principals,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_concurrent_calls: 32,
+            max_connections: 1024,
         }
     }
 }
@@ -103,8 +106,14 @@ pub struct ReplayCache {
 struct ReplayInner {
     /// (SecretId, signature) → (actions used, expiry).
     seen: HashMap<(String, String), (Vec<String>, i64)>,
-    next_prune: i64,
+    /// The keys of `seen` in insertion order, with their expiry: pruning pops the front.
+    order: VecDeque<(i64, (String, String))>,
 }
+
+/// Most signatures remembered. Past this the oldest are forgotten first: only a
+/// principal with valid credentials can fill the cache, and it gains nothing by
+/// weakening replay protection against its own requests.
+pub const REPLAY_CACHE_MAX: usize = 1 << 20;
 
 /// Actions that change nothing and release no secret: a replay of one is harmless.
 pub fn is_read_only(action: &str) -> bool {
@@ -130,15 +139,24 @@ impl ReplayCache {
         now: i64,
     ) -> KmsResult<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if now >= inner.next_prune {
-            inner.seen.retain(|_, (_, expires)| *expires >= now);
-            inner.next_prune = now + 10;
+        let inner = &mut *inner;
+        while let Some((expires, _)) = inner.order.front() {
+            if *expires >= now && inner.order.len() < REPLAY_CACHE_MAX {
+                break;
+            }
+            if let Some((_, key)) = inner.order.pop_front() {
+                inner.seen.remove(&key);
+            }
         }
         let expires = timestamp + tc3::CLOCK_WINDOW_SECS + 1;
-        let entry = inner
-            .seen
-            .entry((secret_id.to_owned(), signature.to_owned()))
-            .or_insert_with(|| (Vec::new(), expires));
+        let key = (secret_id.to_owned(), signature.to_owned());
+        let entry = match inner.seen.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                inner.order.push_back((expires, v.key().clone()));
+                v.insert((Vec::new(), expires))
+            }
+        };
         // The first action a signature served owns it: a replay may only repeat that
         // action or read.
         if !is_read_only(action) {
@@ -172,6 +190,7 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<State>,
     max_concurrent_calls: usize,
+    max_connections: usize,
 }
 
 /// A server error at startup.
@@ -235,6 +254,7 @@ impl Server {
                 max_body_bytes: config.max_body_bytes,
             }),
             max_concurrent_calls: config.max_concurrent_calls.max(1),
+            max_connections: config.max_connections.max(1),
         })
     }
 
@@ -325,8 +345,16 @@ impl Server {
         let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
         let state = self.state;
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         tokio::pin!(shutdown);
         loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                p = connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -344,6 +372,7 @@ impl Server {
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = service_fn(move |req| handle(state.clone(), peer, req));
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
