@@ -96,6 +96,40 @@ expect_code("unknown-key", "ResourceUnavailable.CmkNotFound",
             lambda: client(*ADMIN).call_json("Encrypt", {"KeyId": "00000000-0000-4000-8000-000000000000", "Plaintext": "aGk="}))
 
 
+# A captured DescribeKey (the SDK signs only content-type;host) replayed as DisableKey
+# with the same body and signature: refused, and the key stays enabled.
+def replay_as_disable():
+    import requests
+
+    c = client(*ADMIN)
+    captured = []
+    send = c.request.send_request
+
+    def capture(req):
+        captured.append((dict(req.header), req.data))
+        return send(req)
+
+    c.request.send_request = capture
+    describe(c)
+    if not captured:
+        sys.exit("replay: the SDK request was not captured")
+    headers, data = captured[-1]
+    headers["X-TC-Action"] = "DisableKey"
+    r = requests.post("http://%s/" % ENDPOINT, headers=headers, data=data)
+    if r.status_code != 200 or r.headers.get("Content-Type") != "application/json":
+        sys.exit("replay: HTTP %s %s" % (r.status_code, r.headers.get("Content-Type")))
+    err = r.json()["Response"].get("Error") or {}
+    if err.get("Code") != "AuthFailure.SignatureFailure":
+        sys.exit("replay: expected AuthFailure.SignatureFailure, got %r" % r.text)
+    state = describe(client(*ADMIN)).KeyMetadata.KeyState
+    if state != "Enabled":
+        sys.exit("replay: the key is %s after a refused DisableKey" % state)
+    print("OK replay-as-another-action", err["Code"])
+
+
+replay_as_disable()
+
+
 # Seed 002, "Implementing Exponential Backoff", adapted to Python 3 (sleep in seconds,
 # bytes for base64), against the rate-limited principal: every Encrypt completes.
 def BackoffFunction(RetryCount):
