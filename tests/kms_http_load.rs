@@ -310,6 +310,23 @@ fn https_with_a_private_ca() {
         .unwrap();
     assert_eq!(dk.plaintext.len(), 32);
 
+    // The Python SDK over HTTPS, trusting the CA.
+    let out = std::process::Command::new("python3")
+        .arg(kms_http_support::repo().join("tests/clients/https_sdk.py"))
+        .env("KMS_ENDPOINT", url.trim_start_matches("https://"))
+        .env("KMS_CA", &ca)
+        .env("KMS_KEY_ID", &k)
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+        .output()
+        .expect("python3 (scripts/install-kms-clients.sh installs the SDK)");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("HTTPS OK"),
+        "the Python SDK over HTTPS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Without the CA the client refuses the server (and does not retry a TLS failure
     // into a long wait).
     let mut cfg = RemoteConfig::new(&url, SECRET_ID, SecretKey::new(SECRET_KEY));
