@@ -371,6 +371,7 @@ burst = 1
     for case in [
         "OK post",
         "OK get",
+        "OK unsigned-payload",
         "OK wrong-secret-key AuthFailure.SignatureFailure",
         "OK unknown-secret-id AuthFailure.SecretIdNotFound",
         "OK timestamp-10-min-old AuthFailure.SignatureExpire",

@@ -23,11 +23,11 @@ ENDPOINT = os.environ["KMS_ENDPOINT"]
 KEY_ID = os.environ["KMS_KEY_ID"]
 
 
-def client(secret_id, secret_key, method="POST"):
+def client(secret_id, secret_key, method="POST", unsigned=False):
     http = HttpProfile(endpoint=ENDPOINT, protocol="http", reqMethod=method)
-    return kms_client.KmsClient(
-        credential.Credential(secret_id, secret_key), "ap-guangzhou", ClientProfile(httpProfile=http)
-    )
+    profile = ClientProfile(httpProfile=http)
+    profile.unsignedPayload = unsigned
+    return kms_client.KmsClient(credential.Credential(secret_id, secret_key), "ap-guangzhou", profile)
 
 
 ADMIN = (os.environ["TENCENTCLOUD_SECRET_ID"], os.environ["TENCENTCLOUD_SECRET_KEY"])
@@ -61,6 +61,9 @@ print("OK post", rsp.KeyMetadata.KeyState)
 rsp = describe(client(*ADMIN, method="GET"))
 assert rsp.KeyMetadata.KeyId == KEY_ID, rsp
 print("OK get", rsp.KeyMetadata.KeyState)
+rsp = describe(client(*ADMIN, unsigned=True))
+assert rsp.KeyMetadata.KeyId == KEY_ID, rsp
+print("OK unsigned-payload", rsp.KeyMetadata.KeyState)
 
 expect_code("wrong-secret-key", "AuthFailure.SignatureFailure",
             lambda: describe(client(ADMIN[0], ADMIN[1] + "x")))
