@@ -15,6 +15,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# pyca/cryptography: the independent Python decoders of docs/FORMAT.md use it.
+python3 -c "import cryptography.hazmat.primitives.ciphers.aead" 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check "cryptography>=41"
+
 # The real Tencent Cloud clients (tccli, tencentcloud-sdk-python) for the KMS server tests.
 if [ -x "$here/install-kms-clients.sh" ]; then
   "$here/install-kms-clients.sh"

@@ -190,6 +190,18 @@ fn cli_prints_tccli_style_json_and_errors() {
     }
     let o = kmsfs(&s.store(), &["--help"]);
     assert!(String::from_utf8(o.stdout).unwrap().contains("Decrypt"));
+
+    // The audit log of all these calls verifies; an edited one does not.
+    let o = kmsfs(&s.store(), &["verify-audit"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .contains("hash chain intact"));
+    let log = s.store().join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, text.replacen("\"DisableKey\"", "\"EnableKey\"", 1)).unwrap();
+    let o = kmsfs(&s.store(), &["verify-audit"]);
+    assert_eq!(o.status.code(), Some(1));
 }
 
 #[test]

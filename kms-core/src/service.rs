@@ -180,8 +180,9 @@ fn require<'a>(v: &'a Option<String>, name: &str) -> KmsResult<&'a str> {
 }
 
 /// Checks an alias: 1–60 of `[A-Za-z0-9_-]`, starting with a letter or digit,
-/// not `kms-…` (reserved), and not shaped like a key id (bare aliases are
-/// accepted wherever a KeyId is, so the two must never be confused).
+/// not `kms-…` (reserved). `alias/NAME` names the key wherever a KeyId is taken
+/// (an extension: Tencent's KeyId is the key id only); a bare alias is not
+/// accepted there, so an alias can never be mistaken for a key id.
 pub fn validate_alias(alias: &str) -> KmsResult<()> {
     let bad = |why: &str| {
         err(
@@ -203,9 +204,6 @@ pub fn validate_alias(alias: &str) -> KmsResult<()> {
     }
     if alias.starts_with("kms-") {
         return Err(bad("the prefix kms- is reserved"));
-    }
-    if uuid::Uuid::parse_str(alias).is_ok() {
-        return Err(bad("it must not look like a key id"));
     }
     Ok(())
 }
@@ -285,7 +283,7 @@ impl<'de> Deserialize<'de> for SecretString {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KeyIdRequest {
-    /// A key id, `alias/NAME` or a bare alias.
+    /// A key id or `alias/NAME`.
     pub key_id: Option<String>,
 }
 
@@ -454,8 +452,8 @@ pub struct GenerateRandomRequest {
 
 // --------------------------------------------------------------- responses
 
-/// An empty response (EnableKey, DisableKey, …).
-#[derive(Debug, Default, Serialize)]
+/// An empty request or response (EnableKey, DisableKey, …).
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Empty {}
 
 /// CreateKey's response.
@@ -666,6 +664,28 @@ pub struct GenerateDataKeyResponse {
     pub plaintext: SecretString,
     /// base64 of the wrapped data key.
     pub ciphertext_blob: String,
+}
+
+/// One algorithm a key usage supports (ListAlgorithms).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AlgorithmInfo {
+    /// The KeyUsage.
+    pub key_usage: String,
+    /// The algorithm.
+    pub algorithm: String,
+}
+
+/// ListAlgorithms' response: what this KMS supports today.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListAlgorithmsResponse {
+    /// Symmetric encryption.
+    pub symmetric_algorithms: Vec<AlgorithmInfo>,
+    /// Asymmetric encryption (none yet).
+    pub asymmetric_algorithms: Vec<AlgorithmInfo>,
+    /// Signatures (none yet).
+    pub asymmetric_sign_verify_algorithms: Vec<AlgorithmInfo>,
 }
 
 /// GenerateRandom's response.
@@ -1609,6 +1629,30 @@ impl KmsService {
         })
     }
 
+    /// ListAlgorithms: the key usages and algorithms this KMS supports.
+    ///
+    /// # Errors
+    /// None in practice.
+    pub fn list_algorithms(
+        &self,
+        ctx: &CallContext,
+        _req: Empty,
+    ) -> KmsResult<ListAlgorithmsResponse> {
+        self.audited(ctx, "ListAlgorithms", "", |_| {
+            Ok((
+                ListAlgorithmsResponse {
+                    symmetric_algorithms: vec![AlgorithmInfo {
+                        key_usage: KeyUsage::EncryptDecrypt.as_str().to_owned(),
+                        algorithm: "AES_256".to_owned(),
+                    }],
+                    asymmetric_algorithms: Vec::new(),
+                    asymmetric_sign_verify_algorithms: Vec::new(),
+                },
+                String::new(),
+            ))
+        })
+    }
+
     /// GenerateRandom: 1–1024 random bytes.
     ///
     /// # Errors
@@ -1694,6 +1738,7 @@ pub const ACTIONS: &[&str] = &[
     "ReEncrypt",
     "GenerateDataKey",
     "GenerateRandom",
+    "ListAlgorithms",
 ];
 
 impl KmsService {
@@ -1737,6 +1782,7 @@ impl KmsService {
             "ReEncrypt" => act!(re_encrypt),
             "GenerateDataKey" => act!(generate_data_key_action),
             "GenerateRandom" => act!(generate_random),
+            "ListAlgorithms" => act!(list_algorithms),
             _ => Err(self.refuse(
                 ctx,
                 action,

@@ -243,13 +243,13 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Finds a key by id, `alias/NAME`, or bare alias.
+    /// Finds a key by id or `alias/NAME`.
     pub fn find(&self, key: &str) -> Option<&LoadedKey> {
-        if let Some(&i) = self.by_id.get(key) {
-            return self.keys.get(i);
-        }
-        let alias = key.strip_prefix("alias/").unwrap_or(key);
-        self.by_alias.get(alias).and_then(|&i| self.keys.get(i))
+        let i = match key.strip_prefix("alias/") {
+            Some(alias) => self.by_alias.get(alias),
+            None => self.by_id.get(key),
+        };
+        i.and_then(|&i| self.keys.get(i))
     }
 
     /// Finds a key by exact id.
@@ -286,16 +286,12 @@ impl Txn<'_> {
         )
     }
 
-    /// Index of the key named by an id, `alias/NAME` or a bare alias.
+    /// Index of the key named by an id or `alias/NAME`.
     pub fn resolve(&self, key: &str) -> Option<usize> {
-        if let Some(i) = self.keys.iter().position(|k| k.key_id == key) {
-            return Some(i);
+        match key.strip_prefix("alias/") {
+            Some(alias) => self.keys.iter().position(|k| k.alias == alias),
+            None => self.keys.iter().position(|k| k.key_id == key),
         }
-        let alias = key.strip_prefix("alias/").unwrap_or(key);
-        if alias.is_empty() {
-            return None;
-        }
-        self.keys.iter().position(|k| k.alias == alias)
     }
 }
 

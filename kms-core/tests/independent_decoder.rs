@@ -2,8 +2,8 @@
 //! (tests/vectors/decode_store.py) reads a store this crate made and decrypts
 //! its blobs, with key material and plaintexts this test chose.
 //!
-//! Needs python3 with pyca/cryptography; without them the test says so and
-//! passes (the known-answer vectors in formats.rs still pin the bytes).
+//! Needs python3 with pyca/cryptography (scripts/install-deps.sh installs it);
+//! without them the test fails and says what to install.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -45,10 +45,10 @@ fn decode(dir: &std::path::Path, blob_b64: &str, ctx: &str) -> Vec<String> {
 
 #[test]
 fn python_decoder_reads_the_store_and_blobs() {
-    if !python_ok() {
-        eprintln!("SKIPPED: python3 with pyca/cryptography is not installed");
-        return;
-    }
+    assert!(
+        python_ok(),
+        "python3 with pyca/cryptography is needed: run scripts/install-deps.sh"
+    );
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let d = tempfile::tempdir().unwrap();

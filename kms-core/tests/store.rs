@@ -343,3 +343,62 @@ fn a_stuck_lock_holder_blocks_no_reader_and_the_audit_log_only_briefly() {
     let log = std::fs::read_to_string(d.path().join("audit.log")).unwrap();
     assert_eq!(log.lines().filter(|l| l.contains("\"Decrypt\"")).count(), 2);
 }
+
+/// The states a power loss can leave between the steps of a write (temp file
+/// written or half-written, rename not yet durable) all open to the old or the
+/// new store, and a leftover temp file is ignored and then overwritten.
+#[test]
+fn leftover_temp_files_from_an_interrupted_write_are_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(d.path());
+    let key = create(&kms, "t");
+    drop(kms);
+    let good = std::fs::read(d.path().join("keys.kms")).unwrap();
+    for leftover in [&good[..good.len() / 2], &good[..], b"garbage".as_slice()] {
+        std::fs::write(d.path().join("keys.kms.tmp"), leftover).unwrap();
+        std::fs::write(d.path().join(".root.key.tmp.12345"), b"half").unwrap();
+        let (kms, _) = open(d.path());
+        assert_eq!(
+            call(&kms, "DescribeKey", json!({"KeyId": key})).unwrap()["KeyMetadata"]["KeyId"],
+            json!(key)
+        );
+        create(&kms, &format!("n{}", leftover.len()));
+        assert!(!d.path().join("keys.kms.tmp").exists());
+    }
+    let (kms, _) = open(d.path());
+    assert_eq!(
+        call(&kms, "ListKeys", json!({})).unwrap()["TotalCount"],
+        json!(4)
+    );
+}
+
+#[test]
+fn a_torn_last_audit_line_is_terminated_and_chained_over() {
+    use std::io::Write as _;
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(d.path());
+    create(&kms, "a");
+    let path = d.path().join("audit.log");
+    let torn = br#"{"time":"2026-11-23T00:00:00.000Z","principal":"local:x","act"#;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(torn)
+        .unwrap();
+    let (other, _) = open(d.path()); // a fresh process-like writer
+    call(&other, "ListKeys", json!({})).unwrap();
+    let log = std::fs::read(&path).unwrap();
+    let lines: Vec<&[u8]> = log
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines[lines.len() - 2], &torn[..]);
+    let last: serde_json::Value = serde_json::from_slice(lines[lines.len() - 1]).unwrap();
+    assert_eq!(
+        last["prev"],
+        json!(kms_core::crypto::hex(&kms_core::crypto::sha256(torn)))
+    );
+    // The verifier reports the torn line.
+    assert_eq!(kms_core::audit::verify_chain(&log), Err(lines.len() - 1));
+}
