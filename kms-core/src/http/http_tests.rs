@@ -186,6 +186,11 @@ fn exact_error_codes_over_http() {
         code(&Raw::new("NoSuchThing", "{}").send(&server)),
         "InvalidAction"
     );
+    // Not an action name at all (and never logged as given).
+    assert_eq!(
+        code(&Raw::new("Describe principal=AKIDadmin", "{}").send(&server)),
+        "InvalidAction"
+    );
     assert_eq!(
         code(&Raw::new("DescribeKey", "{not json").send(&server)),
         "InvalidParameter"

@@ -535,7 +535,7 @@ async fn handle(
     }
     let (parts, body) = req.into_parts();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let action = header(&parts.headers, "x-tc-action").unwrap_or_default();
+    let action = action_of(&parts.headers);
     let body = match Limited::new(body, state.max_body_bytes).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(
@@ -619,9 +619,17 @@ struct HttpRequest {
     body: Bytes,
 }
 
+/// The `X-TC-Action` value when it looks like an action name (ASCII letters and digits,
+/// at most 64), else empty: an unauthenticated header never reaches the log verbatim.
+fn action_of(headers: &HeaderMap) -> String {
+    header(headers, "x-tc-action")
+        .filter(|a| a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_default()
+}
+
 fn process(state: &State, req: &HttpRequest, request_id: String) -> Outcome {
     let mut outcome = Outcome {
-        action: header(&req.headers, "x-tc-action").unwrap_or_default(),
+        action: action_of(&req.headers),
         principal: String::new(),
         request_id,
         result: Ok(Value::Null),
@@ -640,10 +648,16 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
     } = req;
     let action = outcome.action.clone();
     if action.is_empty() {
-        return Err(KmsError::new(
-            ErrorCode::MissingParameter,
-            "the X-TC-Action header is missing",
-        ));
+        return Err(match header(headers, "x-tc-action") {
+            None => KmsError::new(
+                ErrorCode::MissingParameter,
+                "the X-TC-Action header is missing",
+            ),
+            Some(_) => KmsError::new(
+                ErrorCode::InvalidAction,
+                "X-TC-Action is not an action name (letters and digits)",
+            ),
+        });
     }
     let version = header(headers, "x-tc-version").unwrap_or_default();
     if version != API_VERSION {
