@@ -743,15 +743,20 @@ fn unauthorized(principal: &Principal, action: &str, key: Option<&str>) -> KmsEr
     )
 }
 
-fn request_key_ids(params: &Value) -> Vec<&str> {
+/// The keys a request names: `KeyId`, `DestinationKeyId`, `KeyIds[]`, and `Alias`
+/// (CreateKey, UpdateAlias) as `alias/NAME`.
+fn request_key_ids(params: &Value) -> Vec<String> {
     let mut keys = Vec::new();
     for field in ["KeyId", "DestinationKeyId"] {
         if let Some(k) = params.get(field).and_then(Value::as_str) {
-            keys.push(k);
+            keys.push(k.to_owned());
         }
     }
     if let Some(list) = params.get("KeyIds").and_then(Value::as_array) {
-        keys.extend(list.iter().filter_map(Value::as_str));
+        keys.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    if let Some(alias) = params.get("Alias").and_then(Value::as_str) {
+        keys.push(format!("alias/{alias}"));
     }
     keys
 }
@@ -765,8 +770,8 @@ fn check_rights(principal: &Principal, action: &str, params: &Value) -> KmsResul
         return Err(unauthorized(principal, action, None));
     }
     for key in request_key_ids(params) {
-        if !principal.may_use_key(key) {
-            return Err(unauthorized(principal, action, Some(key)));
+        if !principal.may_use_key(&key) {
+            return Err(unauthorized(principal, action, Some(&key)));
         }
     }
     Ok(())
