@@ -724,9 +724,13 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
     let response = state.kms.call(&ctx, &action, &params)?;
     // Decrypt and ReEncrypt name their key only inside the blob: check it now, and drop
     // the response if the principal may not use that key.
-    if let Some(key) = response.get("KeyId").and_then(Value::as_str) {
-        if !principal.may_use_key(key) && !request_names_key(&params) {
-            return Err(unauthorized(principal, &action, Some(key)));
+    // (ReEncrypt's answer names the source key as SourceKeyId.)
+    let named = request_names_key(&params);
+    for (field, checked_before) in [("KeyId", named), ("SourceKeyId", false)] {
+        if let Some(key) = response.get(field).and_then(Value::as_str) {
+            if !checked_before && !principal.may_use_key(key) {
+                return Err(unauthorized(principal, &action, Some(key)));
+            }
         }
     }
     Ok(response)
