@@ -1,53 +1,550 @@
 //! `kmsfs init | mount | umount | stats`: the filesystem commands.
 
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
 use clap::Args;
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::format::{DEFAULT_BLOCK_SIZE, DEFAULT_HEADER_SIZE};
+use crate::fuse::{self, KmsFs};
+use crate::volume::{self, CacheOptions, DekPolicy, InitOptions, PolicyMode, Volume, CONFIG_NAME};
+
+/// Environment variable carrying the readiness pipe of a background mount.
+const READY_FD_ENV: &str = "KMSFS_READY_FD";
 
 /// `kmsfs init BACKING`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The backing directory that will hold the encrypted files.
-    pub backing: std::path::PathBuf,
+    /// The backing directory that will hold the encrypted files (created if missing).
+    pub backing: PathBuf,
+    #[command(flatten)]
+    pub init: InitFlags,
+}
+
+/// Options for making a volume.
+#[derive(Debug, Args, Clone)]
+pub struct InitFlags {
+    /// Use this existing CMK (key id or alias/NAME) instead of creating one.
+    #[arg(long, value_name = "KEY_ID|alias/NAME")]
+    pub key: Option<String>,
+    /// How new files get data keys: one DEK shared by many files (rotated by age and
+    /// count), or a fresh DEK per file.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub dek_policy: PolicyMode,
+    /// Shared policy: a DEK serves new files for at most this many seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub dek_max_age: u64,
+    /// Shared policy: a DEK serves at most this many new files.
+    #[arg(long, default_value_t = 100_000)]
+    pub dek_max_files: u64,
+}
+
+impl InitFlags {
+    fn options(&self) -> InitOptions {
+        InitOptions {
+            key: self.key.clone(),
+            policy: DekPolicy {
+                mode: self.dek_policy,
+                max_age_secs: self.dek_max_age,
+                max_files: self.dek_max_files,
+            },
+            block_size: DEFAULT_BLOCK_SIZE,
+            header_size: DEFAULT_HEADER_SIZE,
+        }
+    }
 }
 
 /// `kmsfs mount BACKING MOUNTPOINT`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
-    /// The backing directory.
-    pub backing: std::path::PathBuf,
+    /// The backing directory (a new or empty one is initialised first).
+    pub backing: PathBuf,
     /// Where the plaintext view appears.
-    pub mountpoint: std::path::PathBuf,
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground (log to stderr) instead of serving in the background.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: allow_other (implies default_permissions), ro,
+    /// suid, dev, exec/noexec, atime/noatime, sync, fsname=…, and other FUSE options.
+    /// Default: nosuid,nodev,default_permissions.
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Log file of a background daemon (default: none).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// DEK cache capacity (entries).
+    #[arg(long, default_value_t = 1024)]
+    pub dek_cache_size: usize,
+    /// Maximum age of a cached DEK, in seconds: after it, the KMS is asked again (so a
+    /// disabled CMK locks files within this time).
+    #[arg(long, default_value_t = 300)]
+    pub dek_cache_max_age: u64,
+    /// Refuse to initialise a new volume (as a mount helper must).
+    #[arg(long)]
+    pub no_init: bool,
+    #[command(flatten)]
+    pub init: InitFlags,
 }
 
 /// `kmsfs umount MOUNTPOINT`.
 #[derive(Debug, Args)]
 pub struct UmountArgs {
     /// The mountpoint.
-    pub mountpoint: std::path::PathBuf,
+    pub mountpoint: PathBuf,
 }
 
 /// `kmsfs stats MOUNTPOINT`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// The mountpoint.
-    pub mountpoint: std::path::PathBuf,
+    pub mountpoint: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
+    kms_core::connect(kms).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))
 }
 
 /// Runs `kmsfs init`.
-pub fn init(_kms: Option<&str>, _a: InitArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("kmsfs init: not built yet")
+pub fn init(kms: Option<&str>, a: InitArgs) -> anyhow::Result<i32> {
+    std::fs::create_dir_all(&a.backing)
+        .with_context(|| format!("cannot create {}", a.backing.display()))?;
+    if !dir_is_empty(&a.backing)? {
+        bail!(
+            "{} is not empty; a new volume needs an empty directory",
+            a.backing.display()
+        );
+    }
+    let k = connect(kms)?;
+    let cfg = volume::init_volume(k.as_ref(), kms, &a.backing, &a.init.options())?;
+    println!(
+        "kmsfs: initialised volume {} in {} (CMK {}, DEK policy {:?})",
+        cfg.uuid,
+        a.backing.display(),
+        cfg.cmk,
+        cfg.dek_policy.mode
+    );
+    Ok(0)
+}
+
+fn dir_is_empty(p: &Path) -> anyhow::Result<bool> {
+    Ok(std::fs::read_dir(p)
+        .with_context(|| format!("cannot read {}", p.display()))?
+        .next()
+        .is_none())
+}
+
+/// Parsed `-o` options.
+struct MountOpts {
+    fuse: Vec<MountOption>,
+    acl: SessionACL,
+    read_only: bool,
+}
+
+fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
+    let mut suid = false;
+    let mut dev = false;
+    let mut fuse = vec![
+        MountOption::FSName(format!("kmsfs:{}", backing.display())),
+        MountOption::Subtype("kmsfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    let mut acl = SessionACL::Owner;
+    let mut read_only = false;
+    for o in list
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        match o {
+            "allow_other" => acl = SessionACL::All,
+            "allow_root" => acl = SessionACL::RootAndOwner,
+            "default_permissions" => {}
+            "ro" => {
+                read_only = true;
+                fuse.push(MountOption::RO);
+            }
+            "rw" => fuse.push(MountOption::RW),
+            "suid" => suid = true,
+            "nosuid" => suid = false,
+            "dev" => dev = true,
+            "nodev" => dev = false,
+            "exec" => fuse.push(MountOption::Exec),
+            "noexec" => fuse.push(MountOption::NoExec),
+            "atime" => fuse.push(MountOption::Atime),
+            "noatime" => fuse.push(MountOption::NoAtime),
+            "sync" => fuse.push(MountOption::Sync),
+            "async" => fuse.push(MountOption::Async),
+            "dirsync" => fuse.push(MountOption::DirSync),
+            x if x.starts_with("fsname=") => {
+                fuse.retain(|m| !matches!(m, MountOption::FSName(_)));
+                fuse.push(MountOption::FSName(x[7..].into()))
+            }
+            x if x.starts_with("subtype=") => {
+                fuse.retain(|m| !matches!(m, MountOption::Subtype(_)));
+                fuse.push(MountOption::Subtype(x[8..].into()))
+            }
+            x => fuse.push(MountOption::CUSTOM(x.into())),
+        }
+    }
+    fuse.push(if suid {
+        MountOption::Suid
+    } else {
+        MountOption::NoSuid
+    });
+    fuse.push(if dev {
+        MountOption::Dev
+    } else {
+        MountOption::NoDev
+    });
+    MountOpts {
+        fuse,
+        acl,
+        read_only,
+    }
 }
 
 /// Runs `kmsfs mount`.
-pub fn mount(_kms: Option<&str>, _a: MountArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("kmsfs mount: not built yet")
+pub fn mount(kms: Option<&str>, a: MountArgs) -> anyhow::Result<i32> {
+    if !a.foreground {
+        return spawn_background(kms, &a);
+    }
+    // Foreground (or the re-executed background child, which reports over READY_FD).
+    let ready_fd: Option<RawFd> = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok());
+    std::env::remove_var(READY_FD_ENV);
+    let r = serve(kms, &a, ready_fd);
+    if let (Err(e), Some(fd)) = (&r, ready_fd) {
+        // SAFETY: the fd was handed to us by our parent for this purpose.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = write!(f, "error: {e:#}");
+        return Ok(1);
+    }
+    r
+}
+
+fn init_logging_to(file: Option<&Path>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KMSFS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    match file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    }) {
+        Some(f) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init();
+        }
+        None => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    }
+}
+
+fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::Result<i32> {
+    init_logging_to(a.log_file.as_deref());
+    let backing_given = &a.backing;
+    if !backing_given.exists() {
+        if a.no_init {
+            bail!("{} does not exist", backing_given.display());
+        }
+        std::fs::create_dir_all(backing_given)
+            .with_context(|| format!("cannot create {}", backing_given.display()))?;
+    }
+    let backing = backing_given
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", backing_given.display()))?;
+    let mountpoint = a
+        .mountpoint
+        .canonicalize()
+        .with_context(|| format!("mountpoint {} does not exist", a.mountpoint.display()))?;
+    if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
+        bail!("the mountpoint and the backing directory must not contain each other");
+    }
+    let k = connect(kms)?;
+    let mut init_msg = String::new();
+    if !backing.join(CONFIG_NAME).exists() {
+        if a.no_init {
+            bail!(
+                "{} is not a kmsfs volume (no {CONFIG_NAME}); refusing to initialise",
+                backing.display()
+            );
+        }
+        if !dir_is_empty(&backing)? {
+            bail!(
+                "{} is neither a kmsfs volume nor empty; use an empty directory for a new volume",
+                backing.display()
+            );
+        }
+        let cfg = volume::init_volume(k.as_ref(), kms, &backing, &a.init.options())?;
+        let msg = format!(
+            "kmsfs: {} is a new volume {}; created CMK {} in the KMS ({})",
+            backing.display(),
+            cfg.uuid,
+            cfg.cmk,
+            kms.unwrap_or("default embedded store")
+        );
+        eprintln!("{msg}");
+        init_msg = msg;
+    }
+    let vol = Arc::new(Volume::open(
+        k,
+        kms,
+        &backing,
+        CacheOptions {
+            capacity: a.dek_cache_size,
+            max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
+        },
+    )?);
+    harden_process();
+    let opts = parse_opts(&a.options, &backing);
+    let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fs = KmsFs::new(vol, root, opts.read_only).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = Config::default();
+    config.mount_options = opts.fuse;
+    config.acl = opts.acl;
+    config.n_threads = Some(a.threads.max(1));
+    config.clone_fd = a.threads > 1;
+    // Block SIGINT/SIGTERM in every thread; one thread waits for them and unmounts.
+    let set = block_signals();
+    let mut session = fuser::Session::new(fs, &mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), "mounted");
+    if let Some(fd) = ready_fd {
+        // SAFETY: our parent's pipe.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = write!(f, "ready\n{init_msg}");
+        drop(f);
+        detach_stdio();
+    }
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: set is a valid sigset; sig receives the signal number.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        tracing::info!(signal = sig, "unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!("unmount failed: {e}");
+        }
+    });
+    session.run().context("FUSE session failed")?;
+    tracing::info!("unmounted, exiting");
+    Ok(0)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on this thread (inherited
+    // by threads spawned later).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// DEK plaintext stays out of swap and core dumps: no dumps, locked memory (as root).
+fn harden_process() {
+    // SAFETY: plain prctl/umask/mlockall/setrlimit calls with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::umask(0);
+        if libc::geteuid() == 0
+            && libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) != 0
+        {
+            tracing::warn!("mlockall failed; DEKs could be swapped out");
+        }
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+fn detach_stdio() {
+    // SAFETY: dup2 of /dev/null over 0, 1 (and 2 unless logging goes there).
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::close(fd);
+        }
+    }
+}
+
+fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    let exe = std::env::current_exe().context("cannot find the kmsfs executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("mount")
+        .arg("-f")
+        .arg(&a.backing)
+        .arg(&a.mountpoint);
+    for o in &a.options {
+        cmd.arg("-o").arg(o);
+    }
+    if let Some(l) = &a.log_file {
+        cmd.arg("--log-file").arg(l);
+    }
+    cmd.arg("--threads").arg(a.threads.to_string());
+    cmd.arg("--dek-cache-size")
+        .arg(a.dek_cache_size.to_string());
+    cmd.arg("--dek-cache-max-age")
+        .arg(a.dek_cache_max_age.to_string());
+    if a.no_init {
+        cmd.arg("--no-init");
+    }
+    if let Some(k) = &a.init.key {
+        cmd.arg("--key").arg(k);
+    }
+    cmd.arg("--dek-policy").arg(match a.init.dek_policy {
+        PolicyMode::Shared => "shared",
+        PolicyMode::PerFile => "per-file",
+    });
+    cmd.arg("--dek-max-age").arg(a.init.dek_max_age.to_string());
+    cmd.arg("--dek-max-files")
+        .arg(a.init.dek_max_files.to_string());
+    if let Some(k) = kms {
+        cmd.env("KMSFS_KMS", k);
+    }
+    cmd.env(READY_FD_ENV, wr.to_string());
+    // The daemon must not hold our stdout/stderr: callers wait for their EOF. Its
+    // errors before readiness come back over the pipe; later ones go to --log-file.
+    cmd.stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::null());
+    // SAFETY: in the child between fork and exec: only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            // Keep the write end across exec.
+            let fl = libc::fcntl(wr, libc::F_GETFD);
+            libc::fcntl(wr, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the kmsfs daemon")?;
+    // SAFETY: we own both ends; close our write end so EOF arrives if the child dies.
+    unsafe { libc::close(wr) };
+    // SAFETY: read end owned here.
+    let mut r = unsafe { std::fs::File::from_raw_fd(rd) };
+    let mut msg = String::new();
+    let _ = r.read_to_string(&mut msg);
+    if let Some(info) = msg.strip_prefix("ready") {
+        if !info.trim().is_empty() {
+            eprintln!("{}", info.trim());
+        }
+        return Ok(0);
+    }
+    let status = child.try_wait().ok().flatten();
+    if let Some(e) = msg.strip_prefix("error: ") {
+        bail!("{e}");
+    }
+    bail!("the kmsfs daemon exited before the mount was ready ({status:?})")
+}
+
+fn getxattr_path(p: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let c = CString::new(p.as_os_str().as_bytes())?;
+    let n = CString::new(name)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        bail!("{} is not a kmsfs mount ({e})", p.display());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
 }
 
 /// Runs `kmsfs umount`.
-pub fn umount(_a: UmountArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("kmsfs umount: not built yet")
+pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
+    let mp = a.mountpoint.canonicalize().unwrap_or(a.mountpoint.clone());
+    let pid: Option<i32> = getxattr_path(&mp, fuse::PID_XATTR)
+        .ok()
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok());
+    let ok = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        let c = CString::new(mp.as_os_str().as_bytes())?;
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            bail!(
+                "cannot unmount {}: {}",
+                mp.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    if let Some(pid) = pid {
+        let t0 = Instant::now();
+        // SAFETY: kill with signal 0 only probes.
+        while unsafe { libc::kill(pid, 0) } == 0 && is_kmsfs(pid) {
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("unmounted, but the daemon (pid {pid}) has not exited after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(0)
+}
+
+fn is_kmsfs(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
 }
 
 /// Runs `kmsfs stats`.
-pub fn stats(_a: StatsArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("kmsfs stats: not built yet")
+pub fn stats(a: StatsArgs) -> anyhow::Result<i32> {
+    let raw = getxattr_path(&a.mountpoint, fuse::STATS_XATTR)?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).context("bad stats from the daemon")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if let Some(o) = v.as_object() {
+        for (k, val) in o {
+            println!("{k:<20} {val}");
+        }
+    }
+    Ok(0)
 }

@@ -29,7 +29,7 @@ const KEY: (&str, Kind, bool) = ("KeyId", Kind::Str, true);
 const SPECS: &[Spec] = &[
     (
         "CreateKey",
-        "Create a key (ENCRYPT_DECRYPT).",
+        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC; Type 2: EXTERNAL).",
         &[
             ("Alias", Kind::Str, true),
             ("Description", Kind::Str, false),
@@ -160,6 +160,65 @@ const SPECS: &[Spec] = &[
         "ListAlgorithms",
         "List the key usages and algorithms this KMS supports.",
         &[],
+    ),
+    (
+        "GetPublicKey",
+        "Show an asymmetric key's public key (base64 DER and PEM).",
+        &[KEY],
+    ),
+    (
+        "AsymmetricRsaDecrypt",
+        "Decrypt with an RSA key (Algorithm RSAES_OAEP_SHA_256|RSAES_OAEP_SHA_1|RSAES_PKCS1_V1_5).",
+        &[
+            KEY,
+            ("Ciphertext", Kind::Str, true),
+            ("Algorithm", Kind::Str, true),
+        ],
+    ),
+    (
+        "SignByAsymmetricKey",
+        "Sign a message (RAW, up to 4096 bytes) or its SHA-256 (DIGEST), in base64.",
+        &[
+            ("Algorithm", Kind::Str, true),
+            ("Message", Kind::Str, true),
+            KEY,
+            ("MessageType", Kind::Str, false),
+        ],
+    ),
+    (
+        "VerifyByAsymmetricKey",
+        "Check a signature of a message or digest.",
+        &[
+            KEY,
+            ("SignatureValue", Kind::Str, true),
+            ("Message", Kind::Str, true),
+            ("Algorithm", Kind::Str, true),
+            ("MessageType", Kind::Str, false),
+        ],
+    ),
+    (
+        "GetParametersForImport",
+        "Get a wrapping public key and import token for an EXTERNAL key (valid 24 h).",
+        &[
+            KEY,
+            ("WrappingAlgorithm", Kind::Str, true),
+            ("WrappingKeySpec", Kind::Str, false),
+        ],
+    ),
+    (
+        "ImportKeyMaterial",
+        "Import wrapped 128- or 256-bit key material into an EXTERNAL key (ValidTo 0 = never).",
+        &[
+            ("EncryptedKeyMaterial", Kind::Str, true),
+            ("ImportToken", Kind::Str, true),
+            KEY,
+            ("ValidTo", Kind::Int, false),
+        ],
+    ),
+    (
+        "DeleteImportedKeyMaterial",
+        "Delete an EXTERNAL key's material: it refuses to work until the same is imported.",
+        &[KEY],
     ),
 ];
 

@@ -3,9 +3,15 @@
 //! This file only parses the command line, sets up logging and dispatches; each
 //! subcommand lives in its own module.
 
+mod aead;
+mod dek_cache;
+mod format;
 mod fs_cli;
+mod fs_error;
+mod fuse;
 mod kms_cli;
 mod serve_cli;
+mod volume;
 
 use clap::{Parser, Subcommand};
 

@@ -1,4 +1,4 @@
-//! The one crypto seam of kms-core: AES-256-GCM, HMAC-SHA256, SHA-256 and the
+//! The symmetric crypto seam of kms-core (asymmetric keys are in [`crate::asym`]): AES-GCM, HMAC-SHA256, SHA-256 and the
 //! system random number generator, all from `ring`.
 //!
 //! Every other module goes through these functions, so swapping the
@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::{ErrorCode, KmsError, KmsResult};
@@ -38,7 +38,15 @@ impl AeadKey {
         }
     }
 
-    /// AES-256-GCM\[key\](nonce, ad, buf): encrypts `buf` in place and appends the tag.
+    /// Makes an AES-128-GCM key from 16 raw bytes (imported 128-bit material).
+    pub fn new_128(bytes: &[u8; 16]) -> Self {
+        match UnboundKey::new(&AES_128_GCM, bytes) {
+            Ok(k) => AeadKey(LessSafeKey::new(k)),
+            Err(_) => unreachable!("AES-128-GCM takes a 16-byte key"),
+        }
+    }
+
+    /// AES-GCM\[key\](nonce, ad, buf): encrypts `buf` in place and appends the tag.
     ///
     /// # Security
     /// A (key, nonce) pair **MUST NOT** be used twice; callers draw nonces at random.

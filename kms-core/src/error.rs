@@ -101,6 +101,8 @@ pub enum ErrorCode {
     ResourceUnavailableKeyDisabled,
     /// The key is pending deletion.
     ResourceUnavailableKeyPendingDelete,
+    /// The ImportToken is not the latest one, or it expired (ImportKeyMaterial).
+    ResourceUnavailableTokenExpired,
     /// External keys cannot be rotated.
     UnsupportedOperationExternalCmkCanNotRotate,
     /// The operation needs an EXTERNAL (Type 2) key.
@@ -250,6 +252,10 @@ impl ErrorCode {
         (
             ErrorCode::ResourceUnavailableKeyPendingDelete,
             "ResourceUnavailable.KeyPendingDelete",
+        ),
+        (
+            ErrorCode::ResourceUnavailableTokenExpired,
+            "ResourceUnavailable.TokenExpired",
         ),
         (
             ErrorCode::UnsupportedOperationExternalCmkCanNotRotate,

@@ -1,9 +1,8 @@
 //! The key model: a CMK's metadata, state and versions of key material.
 //!
-//! Built for more than this crate implements today: [`KeyUsage`] lists the
-//! asymmetric usages of the API, [`Origin`] covers EXTERNAL (BYOK) keys, and each
-//! [`KeyVersionRecord`] names its [`MaterialKind`], so RSA/ECC material and
-//! imported material fit without a new store format.
+//! [`KeyUsage`] lists the usages of the API (RSA-2048 and ECC P-256 are built, SM2
+//! and P-384 are not), [`Origin`] covers EXTERNAL (BYOK) keys, and each
+//! [`KeyVersionRecord`] names its [`MaterialKind`].
 
 use serde::{Deserialize, Serialize};
 
@@ -138,9 +137,18 @@ impl KeyState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MaterialKind {
-    /// A 256-bit AES-GCM key.
+    /// A 256-bit AES-GCM key (made by the KMS, or imported 256-bit material).
     #[serde(rename = "AES_256")]
     Aes256,
+    /// A 128-bit AES-GCM key (imported 128-bit material only). Store format 2.
+    #[serde(rename = "AES_128")]
+    Aes128,
+    /// An RSA-2048 private key, PKCS#8 DER. Store format 2.
+    #[serde(rename = "RSA_2048")]
+    Rsa2048,
+    /// An ECDSA P-256 private key, PKCS#8 DER. Store format 2.
+    #[serde(rename = "EC_P256")]
+    EcP256,
 }
 
 impl MaterialKind {
@@ -148,8 +156,26 @@ impl MaterialKind {
     pub fn as_str(self) -> &'static str {
         match self {
             MaterialKind::Aes256 => "AES_256",
+            MaterialKind::Aes128 => "AES_128",
+            MaterialKind::Rsa2048 => "RSA_2048",
+            MaterialKind::EcP256 => "EC_P256",
         }
     }
+}
+
+/// The parameters of the last GetParametersForImport of an EXTERNAL key: only
+/// this pair is valid, until `valid_to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportParams {
+    /// `RSAES_PKCS1_V1_5`, `RSAES_OAEP_SHA_1` or `RSAES_OAEP_SHA_256`.
+    pub wrapping_algorithm: String,
+    /// Hex SHA-256 of the ImportToken (the token itself is not stored).
+    pub token_sha256: String,
+    /// Unix seconds after which token and wrapping key are refused.
+    pub valid_to: u64,
+    /// The RSA-2048 wrapping private key, wrapped like material of version 0
+    /// (docs/FORMAT.md).
+    pub wrapped_key: String,
 }
 
 /// One version of a key's material, as stored: wrapped under the root key.
@@ -207,6 +233,14 @@ pub struct KeyRecord {
     /// The material versions, oldest first; version `n` is at index `n - 1`.
     #[serde(default)]
     pub versions: Vec<KeyVersionRecord>,
+    /// EXTERNAL keys, once material was imported: hex HMAC of the material under a
+    /// root-derived key, kept after the material is deleted or expires, so that
+    /// only the same material can be imported again. Store format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_check: Option<String>,
+    /// EXTERNAL keys: the current import parameters. Store format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportParams>,
 }
 
 impl KeyRecord {

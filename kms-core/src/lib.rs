@@ -49,6 +49,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod asym;
 pub mod audit;
 pub mod blob;
 pub mod clock;

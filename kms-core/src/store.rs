@@ -28,8 +28,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::asym::{EcKey, RsaKey};
 use crate::crypto::{self, AeadKey, KEY_LEN, NONCE_LEN};
-use crate::key::{KeyRecord, KeyState, KeyVersionRecord, MaterialKind};
+use crate::key::{KeyRecord, KeyState, KeyVersionRecord, MaterialKind, Origin};
 use crate::{ErrorCode, KmsError, KmsResult};
 
 /// The key-store file in the store directory.
@@ -44,8 +45,13 @@ const TMP_FILE: &str = "keys.kms.tmp";
 
 /// First 8 bytes of `keys.kms`.
 pub const STORE_MAGIC: [u8; 8] = *b"kmsfs-ks";
-/// The store format version this crate writes and reads.
-pub const STORE_FORMAT_VERSION: u16 = 1;
+/// The store format version this crate writes. Version 2 adds material kinds
+/// (`AES_128`, `RSA_2048`, `EC_P256`) and the `material_check` and `import` fields
+/// of a key record; a version-1 store opens as it is and is written as version 2
+/// by the first change.
+pub const STORE_FORMAT_VERSION: u16 = 2;
+/// The oldest store format version this crate reads.
+pub const STORE_FORMAT_MIN_VERSION: u16 = 1;
 /// First 8 bytes of `root.key`.
 pub const ROOT_KEY_MAGIC: [u8; 8] = *b"kmsfs-rk";
 /// The root-key file format version.
@@ -68,8 +74,13 @@ pub const LABEL_CHECK: &[u8] = b"kmsfs-kms root-check v1";
 pub const LABEL_MAC: &[u8] = b"kmsfs-kms store-mac v1";
 /// HMAC label: the key that wraps key material.
 pub const LABEL_WRAP: &[u8] = b"kmsfs-kms material-wrap v1";
+/// HMAC label: the key of imported material's check value (`material_check`).
+pub const LABEL_MATERIAL_CHECK: &[u8] = b"kmsfs-kms material-check v1";
 /// Prefix of the associated data of wrapped material.
 pub const MATERIAL_AD_PREFIX: &[u8] = b"kmsfs-kms material v1\0";
+/// The version number under which a BYOK wrapping key is wrapped (never a real
+/// material version, which start at 1).
+pub const IMPORT_KEY_VERSION: u32 = 0;
 
 /// scrypt parameters for new passphrase stores: N = 2^15, r = 8, p = 1.
 const SCRYPT_LOG_N: u8 = 15;
@@ -105,6 +116,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> KmsError {
 pub(crate) struct RootKeys {
     wrap: AeadKey,
     mac: Zeroizing<[u8; 32]>,
+    material_check: Zeroizing<[u8; 32]>,
     check: [u8; 16],
 }
 
@@ -118,6 +130,7 @@ impl RootKeys {
         RootKeys {
             wrap: AeadKey::new(&wrap),
             mac,
+            material_check: Zeroizing::new(crypto::hmac_sha256(root, LABEL_MATERIAL_CHECK)),
             check,
         }
     }
@@ -137,6 +150,7 @@ pub fn material_ad(key_id: &str, version: u32, kind: MaterialKind) -> Vec<u8> {
 /// The parsed fixed header of `keys.kms`.
 #[derive(Clone, Copy, Debug)]
 struct Header {
+    version: u16,
     source: u8,
     log_n: u8,
     r: u16,
@@ -150,7 +164,7 @@ impl Header {
     fn encode(&self, body_len: u64) -> [u8; STORE_HEADER_LEN] {
         let mut h = [0u8; STORE_HEADER_LEN];
         h[0..8].copy_from_slice(&STORE_MAGIC);
-        h[8..10].copy_from_slice(&STORE_FORMAT_VERSION.to_be_bytes());
+        h[8..10].copy_from_slice(&self.version.to_be_bytes());
         h[10] = self.source;
         h[11] = self.log_n;
         h[12..14].copy_from_slice(&self.r.to_be_bytes());
@@ -177,9 +191,10 @@ impl Header {
             )));
         }
         let version = u16::from_be_bytes([bytes[8], bytes[9]]);
-        if version != STORE_FORMAT_VERSION {
+        if !(STORE_FORMAT_MIN_VERSION..=STORE_FORMAT_VERSION).contains(&version) {
             return Err(internal(format!(
-                "key store {p} has format version {version}; this kmsfs reads version {STORE_FORMAT_VERSION}"
+                "key store {p} has format version {version}; this kmsfs reads versions \
+                 {STORE_FORMAT_MIN_VERSION} to {STORE_FORMAT_VERSION} (a newer kmsfs wrote it?)"
             )));
         }
         let be64 = |o: usize| {
@@ -192,6 +207,7 @@ impl Header {
         let mut check = [0u8; 16];
         check.copy_from_slice(&bytes[32..48]);
         let h = Header {
+            version,
             source: bytes[10],
             log_n: bytes[11],
             r: u16::from_be_bytes([bytes[12], bytes[13]]),
@@ -224,7 +240,7 @@ struct Body {
 pub(crate) struct LoadedKey {
     pub rec: KeyRecord,
     /// Material of version `n` at index `n - 1`.
-    pub material: Vec<Arc<AeadKey>>,
+    pub material: Vec<Arc<Material>>,
 }
 
 /// The store as one process sees it at one moment.
@@ -286,6 +302,69 @@ impl Txn<'_> {
         )
     }
 
+    /// Wraps the PKCS#8 DER of a new asymmetric key as `key_id` version `version`.
+    pub fn new_asym_version(
+        &self,
+        key_id: &str,
+        version: u32,
+        kind: MaterialKind,
+        pkcs8_der: &[u8],
+    ) -> KmsResult<KeyVersionRecord> {
+        wrap_material(self.root, key_id, version, kind, pkcs8_der, self.now)
+    }
+
+    /// Wraps imported material (16 or 32 bytes) as `key_id` version 1; returns it
+    /// with its `material_check`.
+    pub fn imported_version(
+        &self,
+        key_id: &str,
+        material: &[u8],
+    ) -> KmsResult<(KeyVersionRecord, String)> {
+        let kind = match material.len() {
+            16 => MaterialKind::Aes128,
+            32 => MaterialKind::Aes256,
+            _ => return Err(internal("imported material must be 16 or 32 bytes")),
+        };
+        let v = wrap_material(self.root, key_id, 1, kind, material, self.now)?;
+        Ok((v, material_check(self.root, key_id, material)))
+    }
+
+    /// The `material_check` of `material` for `key_id`.
+    pub fn material_check(&self, key_id: &str, material: &[u8]) -> String {
+        material_check(self.root, key_id, material)
+    }
+
+    /// Wraps a BYOK wrapping key (PKCS#8 DER) for `key_id`.
+    pub fn wrap_import_key(&self, key_id: &str, pkcs8_der: &[u8]) -> KmsResult<String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        crypto::random_bytes(&mut nonce)?;
+        wrap_with_nonce(
+            self.root,
+            key_id,
+            IMPORT_KEY_VERSION,
+            MaterialKind::Rsa2048,
+            pkcs8_der,
+            &nonce,
+        )
+    }
+
+    /// Unwraps the BYOK wrapping key of `key_id`.
+    pub fn unwrap_import_key(&self, key_id: &str, wrapped: &str) -> KmsResult<RsaKey> {
+        open_wrapped(
+            self.root,
+            key_id,
+            IMPORT_KEY_VERSION,
+            MaterialKind::Rsa2048,
+            wrapped,
+        )
+        .and_then(|der| RsaKey::from_pkcs8_der(&der))
+        .ok_or_else(|| {
+            internal(format!(
+                "key store: the import wrapping key of key {key_id} does not authenticate (damaged store)"
+            ))
+        })
+    }
+
     /// Index of the key named by an id or `alias/NAME`.
     pub fn resolve(&self, key: &str) -> Option<usize> {
         match key.strip_prefix("alias/") {
@@ -341,9 +420,8 @@ pub fn test_vector_wrap(
     material: &[u8],
     nonce: &[u8; NONCE_LEN],
 ) -> KmsResult<String> {
-    let root = RootKeys::derive(root_key);
-    wrap_with_nonce(
-        &root,
+    test_vector_wrap_kind(
+        root_key,
         key_id,
         version,
         MaterialKind::Aes256,
@@ -352,11 +430,48 @@ pub fn test_vector_wrap(
     )
 }
 
-/// Known-answer tests and docs/FORMAT.md: a whole `keys.kms` of a root-key-file
-/// store with this body (the JSON document) and generation.
+/// As [`test_vector_wrap`], for material of any kind.
+///
+/// # Security
+/// Only for test vectors: the store always draws the nonce at random.
+pub fn test_vector_wrap_kind(
+    root_key: &[u8; KEY_LEN],
+    key_id: &str,
+    version: u32,
+    kind: MaterialKind,
+    material: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> KmsResult<String> {
+    let root = RootKeys::derive(root_key);
+    wrap_with_nonce(&root, key_id, version, kind, material, nonce)
+}
+
+/// Known-answer tests and docs/FORMAT.md: the `material_check` of imported
+/// material for a given root key.
+pub fn test_vector_material_check(
+    root_key: &[u8; KEY_LEN],
+    key_id: &str,
+    material: &[u8],
+) -> String {
+    material_check(&RootKeys::derive(root_key), key_id, material)
+}
+
+/// Known-answer tests and docs/FORMAT.md: a whole version-1 `keys.kms` of a
+/// root-key-file store with this body (the JSON document) and generation.
 pub fn test_vector_store_file(root_key: &[u8; KEY_LEN], generation: u64, body: &[u8]) -> Vec<u8> {
+    test_vector_store_file_version(root_key, 1, generation, body)
+}
+
+/// As [`test_vector_store_file`], with the format version in the header.
+pub fn test_vector_store_file_version(
+    root_key: &[u8; KEY_LEN],
+    version: u16,
+    generation: u64,
+    body: &[u8],
+) -> Vec<u8> {
     let root = RootKeys::derive(root_key);
     let h = Header {
+        version,
         source: SOURCE_FILE,
         log_n: 0,
         r: 0,
@@ -368,6 +483,16 @@ pub fn test_vector_store_file(root_key: &[u8; KEY_LEN], generation: u64, body: &
     encode_file(&root, &h, body)
 }
 
+/// `material_check` of imported material: hex HMAC-SHA256(check key,
+/// `u8 len(key_id) ‖ key_id ‖ material`).
+fn material_check(root: &RootKeys, key_id: &str, material: &[u8]) -> String {
+    let mut m = Zeroizing::new(Vec::with_capacity(1 + key_id.len() + material.len()));
+    m.push(key_id.len() as u8);
+    m.extend_from_slice(key_id.as_bytes());
+    m.extend_from_slice(material);
+    crypto::hex(&crypto::hmac_sha256(&root.material_check[..], &m))
+}
+
 fn encode_file(root: &RootKeys, h: &Header, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + body.len() + STORE_MAC_LEN);
     bytes.extend_from_slice(&h.encode(body.len() as u64));
@@ -377,7 +502,48 @@ fn encode_file(root: &RootKeys, h: &Header, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<Arc<AeadKey>>> {
+/// Opens one wrapped blob of `kind` for (key id, version).
+fn open_wrapped(
+    root: &RootKeys,
+    key_id: &str,
+    version: u32,
+    kind: MaterialKind,
+    wrapped: &str,
+) -> Option<Zeroizing<Vec<u8>>> {
+    let raw = Zeroizing::new(B64.decode(wrapped).ok()?);
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&raw[..NONCE_LEN]);
+    let mut sealed = Zeroizing::new(raw[NONCE_LEN..].to_vec());
+    let ad = material_ad(key_id, version, kind);
+    let pt = root.wrap.open(&nonce, &ad, &mut sealed)?;
+    Some(Zeroizing::new(pt.to_vec()))
+}
+
+/// Unwrapped key material of one version.
+#[derive(Debug)]
+pub(crate) enum Material {
+    /// AES-GCM (128 or 256 bits).
+    Aead(AeadKey),
+    /// RSA-2048.
+    Rsa(RsaKey),
+    /// ECDSA P-256.
+    Ec(EcKey),
+}
+
+impl Material {
+    /// The AES-GCM key, if this is symmetric material.
+    pub fn aead(&self) -> Option<&AeadKey> {
+        match self {
+            Material::Aead(k) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<Arc<Material>>> {
     let mut out = Vec::with_capacity(rec.versions.len());
     for (i, v) in rec.versions.iter().enumerate() {
         let bad = || {
@@ -391,21 +557,20 @@ fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<V
         if v.version as usize != i + 1 {
             return Err(bad());
         }
-        let raw = Zeroizing::new(B64.decode(&v.wrapped).map_err(|_| bad())?);
-        if raw.len() < NONCE_LEN {
-            return Err(bad());
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&raw[..NONCE_LEN]);
-        let mut sealed = Zeroizing::new(raw[NONCE_LEN..].to_vec());
-        let ad = material_ad(&rec.key_id, v.version, v.kind);
-        let pt = root.wrap.open(&nonce, &ad, &mut sealed).ok_or_else(bad)?;
-        match v.kind {
+        let pt = open_wrapped(root, &rec.key_id, v.version, v.kind, &v.wrapped).ok_or_else(bad)?;
+        let m = match v.kind {
             MaterialKind::Aes256 => {
-                let key: &[u8; KEY_LEN] = (&*pt).try_into().map_err(|_| bad())?;
-                out.push(Arc::new(AeadKey::new(key)));
+                let key: &[u8; KEY_LEN] = (&pt[..]).try_into().map_err(|_| bad())?;
+                Material::Aead(AeadKey::new(key))
             }
-        }
+            MaterialKind::Aes128 => {
+                let key: &[u8; 16] = (&pt[..]).try_into().map_err(|_| bad())?;
+                Material::Aead(AeadKey::new_128(key))
+            }
+            MaterialKind::Rsa2048 => Material::Rsa(RsaKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
+            MaterialKind::EcP256 => Material::Ec(EcKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
+        };
+        out.push(Arc::new(m));
     }
     Ok(out)
 }
@@ -664,6 +829,7 @@ impl Store {
             (root, h)
         } else {
             let mut h = Header {
+                version: STORE_FORMAT_VERSION,
                 source: SOURCE_FILE,
                 log_n: 0,
                 r: 0,
@@ -801,6 +967,9 @@ impl Store {
             if rec.rotation_enabled && rec.state == KeyState::Enabled && rec.next_rotate_time > 0 {
                 next_due = next_due.min(rec.next_rotate_time);
             }
+            if imported_material_expires(&rec) {
+                next_due = next_due.min(rec.valid_to);
+            }
             keys.push(LoadedKey { rec, material });
         }
         Ok(Snapshot {
@@ -821,6 +990,7 @@ impl Store {
         let json =
             serde_json::to_vec(&body).map_err(|e| internal(format!("serialise store: {e}")))?;
         let mut h = self.header;
+        h.version = STORE_FORMAT_VERSION;
         h.generation = generation + 1;
         let bytes = encode_file(&self.root, &h, &json);
         let tmp = self.dir.join(TMP_FILE);
@@ -883,12 +1053,39 @@ impl Store {
     }
 }
 
-/// Purges keys whose deletion date has passed and rotates keys whose rotation
-/// is due.
+/// An EXTERNAL key whose material has a `ValidTo`.
+fn imported_material_expires(rec: &KeyRecord) -> bool {
+    rec.origin == Origin::External && rec.valid_to > 0 && !rec.versions.is_empty()
+}
+
+/// Whether the imported material of `rec` has expired at `now` (it is then
+/// treated as deleted, even before a write removes it).
+pub(crate) fn imported_material_expired(rec: &KeyRecord, now: u64) -> bool {
+    imported_material_expires(rec) && rec.valid_to <= now
+}
+
+/// Removes the material of an EXTERNAL key (DeleteImportedKeyMaterial, or its
+/// `ValidTo` passed): the key goes to PendingImport (a key pending deletion
+/// stays so); `material_check` is kept.
+pub(crate) fn delete_imported_material(rec: &mut KeyRecord) {
+    rec.versions.clear();
+    rec.valid_to = 0;
+    if rec.state != KeyState::PendingDelete {
+        rec.state = KeyState::PendingImport;
+    }
+}
+
+/// Purges keys whose deletion date has passed, deletes imported material whose
+/// `ValidTo` has passed, and rotates keys whose rotation is due.
 fn maintain(txn: &mut Txn<'_>) -> KmsResult<()> {
     let now = txn.now;
     txn.keys
         .retain(|k| !(k.state == KeyState::PendingDelete && k.deletion_date <= now));
+    for k in txn.keys.iter_mut() {
+        if imported_material_expired(k, now) {
+            delete_imported_material(k);
+        }
+    }
     for i in 0..txn.keys.len() {
         let k = &txn.keys[i];
         if k.rotation_enabled

@@ -29,7 +29,7 @@ def main():
     root = rk[10:]
 
     f = open(f"{store}/keys.kms", "rb").read()
-    assert f[:8] == b"kmsfs-ks" and f[8:10] == b"\x00\x01", "store magic/version"
+    assert f[:8] == b"kmsfs-ks" and f[8:10] in (b"\x00\x01", b"\x00\x02"), "store magic/version"
     assert f[10] == 1, "root key source: file"
     assert f[32:48] == H(root, b"kmsfs-kms root-check v1")[:16], "root check"
     (body_len,) = struct.unpack(">Q", f[56:64])
@@ -48,12 +48,12 @@ def main():
 
     rec = next(k for k in body["keys"] if k["key_id"] == key_id)
     v = rec["versions"][version - 1]
-    assert v["version"] == version and v["kind"] == "AES_256"
+    assert v["version"] == version and v["kind"] in ("AES_256", "AES_128")
     w = base64.b64decode(v["wrapped"])
     ad = (b"kmsfs-kms material v1\x00" + bytes([len(key_id)]) + key_id.encode()
           + struct.pack(">I", version) + v["kind"].encode())
     material = AESGCM(wrap).decrypt(w[:12], w[12:], ad)
-    assert len(material) == 32
+    assert len(material) == {"AES_256": 32, "AES_128": 16}[v["kind"]]
 
     canon = b""
     for k, val in sorted(ctx.items(), key=lambda kv: kv[0].encode()):

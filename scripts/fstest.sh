@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# POSIX conformance: runs pjdfstest (the crates.io port) against a fresh kmsfs mount
+# (allow_other + default_permissions, as root) and prints
+#   pjdfstest: N passed, M failed, K skipped
+# With --peer gocryptfs it runs the same suite, same config, on a fresh gocryptfs
+# mount (-allow_other) instead, for comparison.
+#
+# Exit status (kmsfs only): non-zero when more tests fail than the threshold in
+# scripts/fstest.threshold (or --max-failures N), so CI catches regressions.
+#
+# Usage: scripts/fstest.sh [--peer gocryptfs] [--max-failures N] [--keep] [TEST_FILTER…]
+# Needs root and /dev/fuse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+peer=kmsfs
+max_failures=""
+keep=0
+filters=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --peer) peer="$2"; shift 2 ;;
+    --max-failures) max_failures="$2"; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) filters+=("$1"); shift ;;
+  esac
+done
+case "$peer" in kmsfs|gocryptfs) ;; *) echo "fstest: unknown --peer $peer (kmsfs|gocryptfs)" >&2; exit 2 ;; esac
+if [ -z "$max_failures" ]; then
+  max_failures=$(grep -v '^#' "$root/scripts/fstest.threshold" 2>/dev/null | head -n1 | tr -dc 0-9)
+  max_failures=${max_failures:-0}
+fi
+[ "$(id -u)" -eq 0 ] || { echo "fstest: run as root (pjdfstest switches users; allow_other)" >&2; exit 2; }
+
+# --- what the suite needs -----------------------------------------------------------
+apt_pkgs=(fuse3)
+[ "$peer" = gocryptfs ] && apt_pkgs+=(gocryptfs)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "fstest: apt-get install ${missing[*]}"
+  apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v pjdfstest >/dev/null; then
+  echo "fstest: cargo install --locked pjdfstest (about 2 minutes)"
+  cargo install --locked --quiet pjdfstest
+fi
+# The users of the dummy_auth section, each with its primary group.
+getent group nogroup >/dev/null || groupadd nogroup
+id nobody >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin -g nogroup nobody
+getent group tests >/dev/null || groupadd tests
+id tests >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin -g tests tests
+
+# --- a fresh mount ------------------------------------------------------------------
+work=$(mktemp -d /tmp/fstest.XXXXXX)
+cross=$(mktemp -d /dev/shm/fstest-cross.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work/backing" "$work/mnt"
+daemon_pid=""
+cleanup() {
+  if grep -q " $work/mnt " /proc/mounts; then
+    fusermount3 -u "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null || true
+  fi
+  if [ -n "$daemon_pid" ]; then
+    for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$cross"
+  if [ "$keep" = 1 ]; then echo "fstest: kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+if [ "$peer" = kmsfs ]; then
+  cargo build --quiet --bin kmsfs
+  bin="$root/target/debug/kmsfs"
+  KMSFS_KMS="$work/kms" "$bin" mount -o allow_other --log-file "$work/daemon.log" \
+    "$work/backing" "$work/mnt"
+  daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$work/mnt")
+else
+  printf 'fstest-password\n' > "$work/pw"
+  gocryptfs -init -q -passfile "$work/pw" "$work/backing" >/dev/null
+  gocryptfs -q -allow_other -passfile "$work/pw" "$work/backing" "$work/mnt"
+fi
+grep " $work/mnt " /proc/mounts
+
+cat > "$work/pjdfstest.toml" <<'EOF'
+[features]
+posix_fallocate = {}
+rename_ctime = {}
+utime_now = {}
+utimensat = {}
+[settings]
+naptime = 0.01
+allow_remount = false
+expected_failures = []
+[dummy_auth]
+entries = [["nobody","nogroup"],["tests","tests"]]
+EOF
+
+# --- run ----------------------------------------------------------------------------
+set +e
+(cd "$work/mnt" && pjdfstest -c "$work/pjdfstest.toml" -p "$work/mnt" -s "$cross" "${filters[@]}") \
+  > "$work/pjdfstest.log" 2>&1
+set -e
+# Show every test that did not pass, with pjdfstest's reason lines.
+grep -vE " ok$|^Summary:|^$" "$work/pjdfstest.log" | head -80 || true
+summary=$(grep -E "^Summary:" "$work/pjdfstest.log" | tail -n1)
+if [ -z "$summary" ]; then
+  echo "fstest: pjdfstest printed no summary; last lines:" >&2
+  tail -n 30 "$work/pjdfstest.log" >&2
+  exit 1
+fi
+failed=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$summary")
+skipped=$(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$summary")
+passed=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$summary")
+echo "$summary"
+echo "pjdfstest ($peer): $passed passed, $failed failed, $skipped skipped"
+echo "pjdfstest: $passed passed, $failed failed, $skipped skipped"
+if [ "$peer" = kmsfs ] && [ "$failed" -gt "$max_failures" ]; then
+  echo "fstest: $failed failures, more than the allowed $max_failures (scripts/fstest.threshold)" >&2
+  exit 1
+fi

@@ -1,0 +1,246 @@
+//! Reading and writing a file's plaintext through its backing file: block
+//! decryption, read-modify-write of partial blocks, truncation. Callers hold the
+//! inode's content lock (shared for reads, exclusive for writes and truncates).
+
+use std::fs::File;
+
+use crate::format::{BlockNo, ContentKey, Geometry};
+use crate::fs_error::{FsError, FsResult};
+use crate::fuse::sys;
+
+/// Where a block failed, for the log line.
+#[derive(Debug)]
+pub struct BadBlock(pub u64);
+
+/// Backing length of an open file.
+pub fn backing_len(f: &File) -> FsResult<u64> {
+    Ok(f.metadata()?.len())
+}
+
+/// Reads and decrypts blocks `first..=last` (clipped to the backing length) into plaintext.
+/// An error names the first block that failed.
+fn read_blocks(
+    f: &File,
+    key: &ContentKey,
+    geo: &Geometry,
+    blen: u64,
+    first: u64,
+    last: u64,
+) -> Result<Vec<u8>, Result<BadBlock, FsError>> {
+    let start = geo
+        .block_offset(BlockNo(first))
+        .ok_or(Err(FsError::TooBig))?;
+    let end = geo
+        .block_offset(BlockNo(last + 1))
+        .ok_or(Err(FsError::TooBig))?
+        .min(blen);
+    if end <= start {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; (end - start) as usize];
+    let n = sys::pread_full(f, &mut buf, start).map_err(|e| Err(FsError::Io(e)))?;
+    buf.truncate(n);
+    let sb = geo.stored_block() as usize;
+    let mut out = Vec::with_capacity(buf.len());
+    for (i, chunk) in buf.chunks(sb).enumerate() {
+        let b = first + i as u64;
+        key.open_block(BlockNo(b), chunk, &mut out)
+            .map_err(|_| Ok(BadBlock(b)))?;
+    }
+    Ok(out)
+}
+
+/// Outcome of a content operation that may hit a bad block.
+pub type ContentResult<T> = Result<T, Result<BadBlock, FsError>>;
+
+/// Reads up to `size` plaintext bytes at `off`.
+pub fn read(
+    f: &File,
+    key: Option<&ContentKey>,
+    geo: &Geometry,
+    off: u64,
+    size: u32,
+) -> ContentResult<Vec<u8>> {
+    let blen = backing_len(f).map_err(Err)?;
+    let plain = geo.plain_size_lossy(blen);
+    if off >= plain || size == 0 {
+        return Ok(Vec::new());
+    }
+    let Some(key) = key else {
+        return Err(Err(FsError::Errno(libc::EIO)));
+    };
+    let end = off.saturating_add(size as u64).min(plain);
+    let bs = geo.block_size;
+    let first = off / bs;
+    let last = (end - 1) / bs;
+    let data = read_blocks(f, key, geo, blen, first, last)?;
+    let lo = (off - first * bs) as usize;
+    let hi = ((end - first * bs) as usize).min(data.len());
+    if lo >= hi {
+        return Ok(Vec::new());
+    }
+    Ok(data[lo..hi].to_vec())
+}
+
+/// Plaintext of one block (empty beyond EOF).
+fn read_block(
+    f: &File,
+    key: &ContentKey,
+    geo: &Geometry,
+    blen: u64,
+    b: u64,
+) -> ContentResult<Vec<u8>> {
+    read_blocks(f, key, geo, blen, b, b)
+}
+
+/// Seals one block at its place.
+fn write_block(
+    f: &File,
+    key: &ContentKey,
+    geo: &Geometry,
+    b: u64,
+    plain: &[u8],
+) -> ContentResult<()> {
+    let mut out = Vec::with_capacity(plain.len() + 40);
+    key.seal_block(BlockNo(b), plain, &mut out)
+        .map_err(|_| Err(FsError::Errno(libc::EIO)))?;
+    let off = geo.block_offset(BlockNo(b)).ok_or(Err(FsError::TooBig))?;
+    sys::pwrite_all(f, &out, off).map_err(|e| Err(FsError::Io(e)))
+}
+
+/// Writes `data` at plaintext offset `off`. `header` is `Some(bytes)` when the file is
+/// empty on disk and this write creates its header (written in the same pwrite as
+/// block 0 when the write touches block 0).
+pub fn write(
+    f: &File,
+    key: &ContentKey,
+    geo: &Geometry,
+    header: Option<&[u8]>,
+    off: u64,
+    data: &[u8],
+) -> ContentResult<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let end = off
+        .checked_add(data.len() as u64)
+        .ok_or(Err(FsError::TooBig))?;
+    geo.backing_size(end).ok_or(Err(FsError::TooBig))?;
+    let blen = if header.is_some() {
+        0
+    } else {
+        backing_len(f).map_err(Err)?
+    };
+    let plain = match geo.plain_size(blen) {
+        Some(p) => p,
+        None => return Err(Err(FsError::Integrity("torn last block".into()))),
+    };
+    let bs = geo.block_size;
+    let first = off / bs;
+    let last = (end - 1) / bs;
+    // A partial last block that the write leaves behind as an interior block is
+    // padded to a full block first (its tail becomes zeros).
+    if plain % bs != 0 && plain / bs < first {
+        let b = plain / bs;
+        let mut p = read_block(f, key, geo, blen, b)?;
+        p.resize(bs as usize, 0);
+        write_block(f, key, geo, b, &p)?;
+    }
+    let mut out = Vec::with_capacity(
+        header.map_or(0, |h| h.len()) + ((last - first + 1) * geo.stored_block()) as usize,
+    );
+    let start_off = if let (Some(h), 0) = (header, first) {
+        out.extend_from_slice(h);
+        0
+    } else {
+        if let Some(h) = header {
+            // Header first: a file never holds blocks without a header.
+            sys::pwrite_all(f, h, 0).map_err(|e| Err(FsError::Io(e)))?;
+        }
+        geo.block_offset(BlockNo(first))
+            .ok_or(Err(FsError::TooBig))?
+    };
+    let mut plainbuf = Vec::with_capacity(bs as usize);
+    for b in first..=last {
+        let bstart = b * bs;
+        let lo = (off.max(bstart) - bstart) as usize;
+        let hi = (end.min(bstart + bs) - bstart) as usize;
+        let old_end = plain.saturating_sub(bstart).min(bs) as usize; // plaintext bytes already in the block
+        plainbuf.clear();
+        let covers_old = lo == 0 && hi >= old_end;
+        if !covers_old && old_end > 0 {
+            plainbuf = read_block(f, key, geo, blen, b)?;
+        }
+        if plainbuf.len() < hi {
+            plainbuf.resize(hi, 0);
+        }
+        let src = &data[(bstart + lo as u64 - off) as usize..(bstart + hi as u64 - off) as usize];
+        plainbuf[lo..hi].copy_from_slice(src);
+        key.seal_block(BlockNo(b), &plainbuf, &mut out)
+            .map_err(|_| Err(FsError::Errno(libc::EIO)))?;
+    }
+    sys::pwrite_all(f, &out, start_off).map_err(|e| Err(FsError::Io(e)))
+}
+
+/// Sets the plaintext size. `key` must be `Some` when the file is not empty or grows
+/// (for an empty file that grows, `header` holds the new header).
+pub fn truncate(
+    f: &File,
+    key: Option<&ContentKey>,
+    geo: &Geometry,
+    header: Option<&[u8]>,
+    new: u64,
+) -> ContentResult<()> {
+    let nb = geo.backing_size(new).ok_or(Err(FsError::TooBig))?;
+    let blen = backing_len(f).map_err(Err)?;
+    let bs = geo.block_size;
+    if new == 0 {
+        return f.set_len(0).map_err(|e| Err(FsError::Io(e)));
+    }
+    let Some(key) = key else {
+        return Err(Err(FsError::Errno(libc::EIO)));
+    };
+    if blen == 0 {
+        let h = header.ok_or(Err(FsError::Errno(libc::EIO)))?;
+        sys::pwrite_all(f, h, 0).map_err(|e| Err(FsError::Io(e)))?;
+        return f.set_len(nb).map_err(|e| Err(FsError::Io(e)));
+    }
+    let plain = geo
+        .plain_size(blen)
+        .ok_or(Err(FsError::Integrity("torn last block".into())))?;
+    if new == plain {
+        return Ok(());
+    }
+    if new < plain {
+        if new % bs != 0 {
+            let b = new / bs;
+            let mut p = read_block(f, key, geo, blen, b)?;
+            p.truncate((new % bs) as usize);
+            f.set_len(nb).map_err(|e| Err(FsError::Io(e)))?;
+            write_block(f, key, geo, b, &p)?;
+            return Ok(());
+        }
+        return f.set_len(nb).map_err(|e| Err(FsError::Io(e)));
+    }
+    // Grow: re-seal a partial last block to its new length, the rest are holes.
+    if plain % bs != 0 {
+        let b = plain / bs;
+        let mut p = read_block(f, key, geo, blen, b)?;
+        let want = (new - b * bs).min(bs) as usize;
+        p.resize(want, 0);
+        write_block(f, key, geo, b, &p)?;
+    }
+    f.set_len(nb).map_err(|e| Err(FsError::Io(e)))
+}
+
+/// Reads the header bytes of a non-empty file.
+pub fn read_header(f: &File, geo: &Geometry) -> FsResult<Vec<u8>> {
+    let mut h = vec![0u8; geo.header_size as usize];
+    let n = sys::pread_full(f, &mut h, 0)?;
+    if n != h.len() {
+        return Err(FsError::Integrity(format!(
+            "file is {n} bytes, shorter than its header"
+        )));
+    }
+    Ok(h)
+}

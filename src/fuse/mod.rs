@@ -1,0 +1,1275 @@
+//! The FUSE daemon: `impl fuser::Filesystem` over a backing directory.
+//!
+//! Every handler calls an inner function returning [`FsResult`] and replies once;
+//! [`errno`] is the only place an errno is made. Inodes hold an `O_PATH|O_NOFOLLOW`
+//! fd of their backing file (virtiofsd style), so renames need no path tracking and
+//! no symlink planted in the backing directory is ever followed.
+
+pub mod content;
+pub mod sys;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::format::ContentKey;
+use crate::fs_error::{FsError, FsResult};
+use crate::volume::{Volume, CONFIG_NAME};
+use content::BadBlock;
+
+/// Virtual xattr on the mount root: the daemon's counters as JSON.
+pub const STATS_XATTR: &str = "user.kmsfs.stats";
+/// Virtual xattr on the mount root: the daemon's pid.
+pub const PID_XATTR: &str = "user.kmsfs.pid";
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// The one place errno is made.
+pub fn errno(e: &FsError) -> Errno {
+    match e {
+        FsError::Io(io) => Errno::from_i32(io.raw_os_error().unwrap_or(libc::EIO)),
+        FsError::Integrity(_) | FsError::Header(_) | FsError::Kms(_) => Errno::EIO,
+        FsError::KeyDenied { .. } => Errno::EACCES,
+        FsError::TooBig => Errno::EFBIG,
+        FsError::Errno(n) => Errno::from_i32(*n),
+    }
+}
+
+fn err(n: i32) -> FsError {
+    FsError::Errno(n)
+}
+
+/// An inode: the backing file's `O_PATH` fd and its per-file state.
+pub struct Inode {
+    ino: u64,
+    key: (u64, u64),
+    fd: OwnedFd,
+    lookups: AtomicU64,
+    /// Held shared by reads, exclusive by writes/truncates (read-modify-write).
+    content: RwLock<()>,
+    /// The content key, once the header was read (or written), when, and the header bytes.
+    ckey: Mutex<Option<CachedKey>>,
+}
+
+impl Inode {
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+struct CachedKey {
+    key: Arc<ContentKey>,
+    at: Instant,
+    header: Vec<u8>,
+}
+
+#[derive(Default)]
+struct InodeTable {
+    by_ino: HashMap<u64, Arc<Inode>>,
+    by_key: HashMap<(u64, u64), u64>,
+}
+
+struct DirEntryRec {
+    ino: u64,
+    kind: FileType,
+    name: OsString,
+}
+
+enum HandleKind {
+    File(File),
+    Dir(Vec<DirEntryRec>),
+}
+
+struct Handle {
+    inode: Arc<Inode>,
+    kind: HandleKind,
+}
+
+/// The filesystem.
+pub struct KmsFs {
+    vol: Arc<Volume>,
+    inodes: RwLock<InodeTable>,
+    next_ino: AtomicU64,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    read_only: bool,
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn ts(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn to_timespec(t: TimeOrNow) -> libc::timespec {
+    match t {
+        TimeOrNow::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = -(d.subsec_nanos() as i64);
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                libc::timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec,
+                }
+            }
+        },
+    }
+}
+
+fn is_reserved(parent: u64, name: &OsStr) -> bool {
+    parent == INodeNo::ROOT.0
+        && (name.as_bytes() == CONFIG_NAME.as_bytes()
+            || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes())
+}
+
+fn owned_name_ok(name: &OsStr) -> FsResult<()> {
+    if name.len() > 255 {
+        return Err(err(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+impl KmsFs {
+    /// A filesystem over `backing` (an `O_PATH` directory fd) for volume `vol`.
+    pub fn new(vol: Arc<Volume>, backing_root: OwnedFd, read_only: bool) -> FsResult<Self> {
+        let st = sys::fstat(backing_root.as_raw_fd())?;
+        let root = Arc::new(Inode {
+            ino: INodeNo::ROOT.0,
+            key: (st.st_dev, st.st_ino),
+            fd: backing_root,
+            lookups: AtomicU64::new(1 << 40),
+            content: RwLock::new(()),
+            ckey: Mutex::new(None),
+        });
+        let mut t = InodeTable::default();
+        t.by_key.insert(root.key, root.ino);
+        t.by_ino.insert(root.ino, root);
+        Ok(KmsFs {
+            vol,
+            inodes: RwLock::new(t),
+            next_ino: AtomicU64::new(2),
+            handles: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            read_only,
+        })
+    }
+
+    fn inode(&self, ino: INodeNo) -> FsResult<Arc<Inode>> {
+        self.inodes
+            .read()
+            .by_ino
+            .get(&ino.0)
+            .cloned()
+            .ok_or(err(libc::ESTALE))
+    }
+
+    fn handle(&self, fh: FileHandle) -> FsResult<Arc<Handle>> {
+        self.handles
+            .read()
+            .get(&fh.0)
+            .cloned()
+            .ok_or(err(libc::EBADF))
+    }
+
+    fn attr_of(&self, ino: u64, st: &libc::stat) -> FileAttr {
+        let kind = kind_of(st.st_mode);
+        let geo = &self.vol.geo;
+        let (size, blocks) = if kind == FileType::RegularFile {
+            let size = geo.plain_size_lossy(st.st_size as u64);
+            let blocks = (st.st_blocks as u64).saturating_mul(geo.block_size) / geo.stored_block();
+            (size, blocks.min(size.div_ceil(512)))
+        } else {
+            (st.st_size as u64, st.st_blocks as u64)
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks,
+            atime: ts(st.st_atime, st.st_atime_nsec),
+            mtime: ts(st.st_mtime, st.st_mtime_nsec),
+            ctime: ts(st.st_ctime, st.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: geo.block_size as u32,
+            flags: 0,
+        }
+    }
+
+    /// Registers (or finds) the inode of `fd` and counts one lookup.
+    fn remember(&self, fd: OwnedFd) -> FsResult<(Arc<Inode>, libc::stat)> {
+        let st = sys::fstat(fd.as_raw_fd())?;
+        let key = (st.st_dev, st.st_ino);
+        let mut t = self.inodes.write();
+        if let Some(ino) = t.by_key.get(&key) {
+            if let Some(i) = t.by_ino.get(ino) {
+                i.lookups.fetch_add(1, Ordering::Relaxed);
+                return Ok((i.clone(), st));
+            }
+        }
+        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        let inode = Arc::new(Inode {
+            ino,
+            key,
+            fd,
+            lookups: AtomicU64::new(1),
+            content: RwLock::new(()),
+            ckey: Mutex::new(None),
+        });
+        t.by_key.insert(key, ino);
+        t.by_ino.insert(ino, inode.clone());
+        Ok((inode, st))
+    }
+
+    fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> FsResult<FileAttr> {
+        if is_reserved(parent.0, name) {
+            return Err(err(libc::ENOENT));
+        }
+        owned_name_ok(name)?;
+        let p = self.inode(parent)?;
+        let fd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let (inode, st) = self.remember(fd)?;
+        Ok(self.attr_of(inode.ino, &st))
+    }
+
+    fn drop_if_unused(&self, ino: u64) {
+        let mut t = self.inodes.write();
+        let remove = match t.by_ino.get(&ino) {
+            Some(i) => {
+                ino != INodeNo::ROOT.0
+                    && i.lookups.load(Ordering::Relaxed) == 0
+                    && Arc::strong_count(i) == 1
+            }
+            None => false,
+        };
+        if remove {
+            if let Some(i) = t.by_ino.remove(&ino) {
+                if t.by_key.get(&i.key) == Some(&ino) {
+                    t.by_key.remove(&i.key);
+                }
+            }
+        }
+    }
+
+    fn do_forget(&self, ino: u64, n: u64) {
+        if let Some(i) = self.inodes.read().by_ino.get(&ino) {
+            let _ = i
+                .lookups
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(n))
+                });
+        }
+        self.drop_if_unused(ino);
+    }
+
+    fn getattr_ino(&self, inode: &Inode) -> FsResult<FileAttr> {
+        let st = sys::fstat(inode.raw())?;
+        Ok(self.attr_of(inode.ino, &st))
+    }
+
+    /// Chowns a just-created entry to the caller (setgid directories pass their group).
+    fn owner_for(&self, req: &Request, parent: &Inode) -> FsResult<(u32, u32)> {
+        let pst = sys::fstat(parent.raw())?;
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            pst.st_gid
+        } else {
+            req.gid()
+        };
+        Ok((req.uid(), gid))
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.read_only {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
+    }
+
+    fn do_mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<FileAttr> {
+        self.check_writable()?;
+        if is_reserved(parent.0, name) {
+            return Err(err(libc::EPERM));
+        }
+        let p = self.inode(parent)?;
+        let (uid, gid) = self.owner_for(req, &p)?;
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => sys::mkdirat(p.raw(), name, mode & 0o7777)?,
+            _ => sys::mknodat(p.raw(), name, mode, rdev as u64)?,
+        }
+        let fd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        if let Err(e) = sys::fchown_fd(fd.as_raw_fd(), uid, gid) {
+            let _ = sys::unlinkat(
+                p.raw(),
+                name,
+                if mode & libc::S_IFMT == libc::S_IFDIR {
+                    libc::AT_REMOVEDIR
+                } else {
+                    0
+                },
+            );
+            return Err(e.into());
+        }
+        // chown clears set-id bits on non-directories: put the requested mode back.
+        if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR {
+            let _ = sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777);
+        }
+        let (inode, st) = self.remember(fd)?;
+        Ok(self.attr_of(inode.ino, &st))
+    }
+
+    /// The content key of an open regular file, reading the header if needed.
+    /// `None` for a file that is empty on disk.
+    /// With `verify`, the header is read again and compared with the cached one (on open).
+    fn content_key(
+        &self,
+        inode: &Inode,
+        f: &File,
+        verify: bool,
+    ) -> FsResult<Option<Arc<ContentKey>>> {
+        let max_age = self.vol.cache.max_age();
+        let mut reread: Option<Vec<u8>> = None;
+        {
+            let g = inode.ckey.lock();
+            if let Some(c) = g.as_ref() {
+                if c.at.elapsed() < max_age {
+                    if !verify {
+                        return Ok(Some(c.key.clone()));
+                    }
+                    if content::backing_len(f)? == 0 {
+                        drop(g);
+                        *inode.ckey.lock() = None;
+                        return Ok(None);
+                    }
+                    let h = content::read_header(f, &self.vol.geo)?;
+                    if h == c.header {
+                        return Ok(Some(c.key.clone()));
+                    }
+                    reread = Some(h);
+                }
+            }
+        }
+        let hdr = match reread {
+            Some(h) => h,
+            None => {
+                let blen = content::backing_len(f)?;
+                if blen == 0 {
+                    *inode.ckey.lock() = None;
+                    return Ok(None);
+                }
+                content::read_header(f, &self.vol.geo)
+                    .inspect_err(|e| {
+                        self.vol.count_integrity_failure();
+                        tracing::error!(file = %sys::fd_path(inode.raw()), "cannot open file header: {e}");
+                    })?
+            }
+        };
+        let key = match self.vol.open_header(&hdr) {
+            Ok(k) => Arc::new(k),
+            Err(e) => {
+                let path = sys::fd_path(inode.raw());
+                match &e {
+                    FsError::KeyDenied {
+                        key_id,
+                        code,
+                        message,
+                    } => tracing::error!(
+                        file = %path, key_id = %key_id, reason = %code,
+                        "the KMS refused this file's data key: {message}"
+                    ),
+                    other => tracing::error!(file = %path, "cannot open file header: {other}"),
+                }
+                return Err(e);
+            }
+        };
+        *inode.ckey.lock() = Some(CachedKey {
+            key: key.clone(),
+            at: Instant::now(),
+            header: hdr,
+        });
+        Ok(Some(key))
+    }
+
+    fn log_bad_block(&self, inode: &Inode, r: Result<BadBlock, FsError>) -> FsError {
+        match r {
+            Ok(BadBlock(b)) => {
+                self.vol.count_integrity_failure();
+                tracing::error!(
+                    file = %sys::fd_path(inode.raw()),
+                    block = b,
+                    "block failed authentication (tampered, truncated or corrupt); returning EIO"
+                );
+                err(libc::EIO)
+            }
+            Err(e) => {
+                if matches!(e, FsError::Integrity(_)) {
+                    self.vol.count_integrity_failure();
+                    tracing::error!(file = %sys::fd_path(inode.raw()), "integrity: {e}");
+                }
+                e
+            }
+        }
+    }
+
+    fn new_handle(&self, inode: Arc<Inode>, kind: HandleKind) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .insert(fh, Arc::new(Handle { inode, kind }));
+        fh
+    }
+
+    fn open_backing(&self, inode: &Inode, flags: i32) -> FsResult<File> {
+        let acc = flags & libc::O_ACCMODE;
+        let want = if self.read_only {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR // O_WRONLY too: partial-block writes must read
+        };
+        match sys::reopen(inode.raw(), want) {
+            Ok(f) => Ok(f),
+            Err(e) if acc == libc::O_RDONLY && want != libc::O_RDONLY => {
+                let _ = e;
+                Ok(sys::reopen(inode.raw(), libc::O_RDONLY)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn do_open(&self, ino: INodeNo, flags: i32) -> FsResult<u64> {
+        let inode = self.inode(ino)?;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        let f = self.open_backing(&inode, flags)?;
+        if flags & libc::O_TRUNC != 0 {
+            let _g = inode.content.write();
+            f.set_len(0)?;
+            *inode.ckey.lock() = None;
+        } else {
+            // A bad header or a refused key fails the open.
+            self.content_key(&inode, &f, true)?;
+        }
+        Ok(self.new_handle(inode, HandleKind::File(f)))
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(FileAttr, u64)> {
+        self.check_writable()?;
+        if is_reserved(parent.0, name) {
+            return Err(err(libc::EPERM));
+        }
+        owned_name_ok(name)?;
+        let p = self.inode(parent)?;
+        let (uid, gid) = self.owner_for(req, &p)?;
+        let (file, created): (File, bool) = match sys::openat(
+            p.raw(),
+            name,
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+            mode & 0o7777,
+        ) {
+            Ok(fd) => (fd.into(), true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                (sys::openat(p.raw(), name, libc::O_RDWR, 0)?.into(), false)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if created {
+            if let Err(e) = sys::fchown_fd(file.as_raw_fd(), uid, gid) {
+                let _ = sys::unlinkat(p.raw(), name, 0);
+                return Err(e.into());
+            }
+            if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                let _ = sys::chmod_fd(file.as_raw_fd(), mode & 0o7777);
+            }
+        }
+        let pfd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let (inode, st) = self.remember(pfd)?;
+        if flags & libc::O_TRUNC != 0 {
+            let _g = inode.content.write();
+            file.set_len(0)?;
+            *inode.ckey.lock() = None;
+        }
+        let attr = self.attr_of(inode.ino, &st);
+        let fh = self.new_handle(inode, HandleKind::File(file));
+        Ok((attr, fh))
+    }
+
+    fn do_read(&self, fh: FileHandle, off: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let HandleKind::File(f) = &h.kind else {
+            return Err(err(libc::EISDIR));
+        };
+        let _g = h.inode.content.read();
+        let key = self.content_key(&h.inode, f, false)?;
+        content::read(f, key.as_deref(), &self.vol.geo, off, size)
+            .map_err(|r| self.log_bad_block(&h.inode, r))
+    }
+
+    /// The key for a write: the existing one, or a new header for an empty file.
+    fn key_for_write(
+        &self,
+        inode: &Inode,
+        f: &File,
+    ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>)> {
+        match self.content_key(inode, f, false)? {
+            Some(k) => Ok((k, None)),
+            None => {
+                let (hdr, key) = self.vol.new_file().inspect_err(|e| {
+                    if let FsError::KeyDenied {
+                        key_id,
+                        code,
+                        message,
+                    } = e
+                    {
+                        tracing::error!(file = %sys::fd_path(inode.raw()), key_id = %key_id,
+                            reason = %code, "the KMS refused a new data key: {message}");
+                    }
+                })?;
+                Ok((Arc::new(key), Some(hdr)))
+            }
+        }
+    }
+
+    fn do_write(&self, fh: FileHandle, off: u64, data: &[u8]) -> FsResult<u32> {
+        self.check_writable()?;
+        let h = self.handle(fh)?;
+        let HandleKind::File(f) = &h.kind else {
+            return Err(err(libc::EISDIR));
+        };
+        let _g = h.inode.content.write();
+        let (key, hdr) = self.key_for_write(&h.inode, f)?;
+        content::write(f, &key, &self.vol.geo, hdr.as_deref(), off, data)
+            .map_err(|r| self.log_bad_block(&h.inode, r))?;
+        if let Some(header) = hdr {
+            *h.inode.ckey.lock() = Some(CachedKey {
+                key,
+                at: Instant::now(),
+                header,
+            });
+        }
+        Ok(data.len() as u32)
+    }
+
+    fn truncate_file(&self, inode: &Inode, f: &File, size: u64) -> FsResult<()> {
+        let _g = inode.content.write();
+        if size == 0 {
+            f.set_len(0)?;
+            *inode.ckey.lock() = None;
+            return Ok(());
+        }
+        let (key, hdr) = self.key_for_write(inode, f)?;
+        content::truncate(f, Some(&key), &self.vol.geo, hdr.as_deref(), size)
+            .map_err(|r| self.log_bad_block(inode, r))?;
+        if let Some(header) = hdr {
+            *inode.ckey.lock() = Some(CachedKey {
+                key,
+                at: Instant::now(),
+                header,
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> FsResult<FileAttr> {
+        let inode = self.inode(ino)?;
+        if mode.is_some()
+            || uid.is_some()
+            || gid.is_some()
+            || size.is_some()
+            || atime.is_some()
+            || mtime.is_some()
+        {
+            self.check_writable()?;
+        }
+        if let Some(size) = size {
+            let st = sys::fstat(inode.raw())?;
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFREG => {}
+                libc::S_IFDIR => return Err(err(libc::EISDIR)),
+                _ => return Err(err(libc::EINVAL)),
+            }
+            let h = fh.and_then(|fh| self.handle(fh).ok());
+            match h.as_ref().map(|h| &h.kind) {
+                Some(HandleKind::File(f)) => self.truncate_file(&inode, f, size)?,
+                _ => {
+                    let f = sys::reopen(inode.raw(), libc::O_RDWR)?;
+                    self.truncate_file(&inode, &f, size)?;
+                }
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            sys::fchown_fd(
+                inode.raw(),
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = mode {
+            sys::chmod_fd(inode.raw(), mode & 0o7777)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            sys::utimens_fd(inode.raw(), atime.map(to_timespec), mtime.map(to_timespec))?;
+        }
+        self.getattr_ino(&inode)
+    }
+
+    fn do_opendir(&self, ino: INodeNo) -> FsResult<u64> {
+        let inode = self.inode(ino)?;
+        let dir = sys::reopen(inode.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let mut entries = vec![
+            DirEntryRec {
+                ino: inode.ino,
+                kind: FileType::Directory,
+                name: ".".into(),
+            },
+            DirEntryRec {
+                ino: inode.ino,
+                kind: FileType::Directory,
+                name: "..".into(),
+            },
+        ];
+        let rd = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+        for e in rd {
+            let e = e?;
+            let name = e.file_name();
+            if is_reserved(inode.ino, &name) {
+                continue;
+            }
+            let kind = match e.file_type() {
+                Ok(t) => FileType::from_std(t).unwrap_or(FileType::RegularFile),
+                Err(_) => FileType::RegularFile,
+            };
+            let bino = std::os::unix::fs::DirEntryExt::ino(&e);
+            entries.push(DirEntryRec {
+                ino: bino.max(2),
+                kind,
+                name,
+            });
+        }
+        drop(dir);
+        Ok(self.new_handle(inode, HandleKind::Dir(entries)))
+    }
+
+    fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        if is_reserved(parent.0, name) || is_reserved(newparent.0, newname) {
+            return Err(err(libc::EPERM));
+        }
+        owned_name_ok(newname)?;
+        let p = self.inode(parent)?;
+        let np = self.inode(newparent)?;
+        sys::renameat2(p.raw(), name, np.raw(), newname, flags)?;
+        Ok(())
+    }
+
+    fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> FsResult<FileAttr> {
+        self.check_writable()?;
+        if is_reserved(newparent.0, newname) {
+            return Err(err(libc::EPERM));
+        }
+        owned_name_ok(newname)?;
+        let inode = self.inode(ino)?;
+        let np = self.inode(newparent)?;
+        sys::linkat_fd(inode.raw(), np.raw(), newname)?;
+        inode.lookups.fetch_add(1, Ordering::Relaxed);
+        self.getattr_ino(&inode)
+    }
+
+    fn do_symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> FsResult<FileAttr> {
+        self.check_writable()?;
+        if is_reserved(parent.0, name) {
+            return Err(err(libc::EPERM));
+        }
+        owned_name_ok(name)?;
+        let p = self.inode(parent)?;
+        let (uid, gid) = self.owner_for(req, &p)?;
+        sys::symlinkat(target, p.raw(), name)?;
+        if let Err(e) = sys::lchownat(p.raw(), name, uid, gid) {
+            let _ = sys::unlinkat(p.raw(), name, 0);
+            return Err(e.into());
+        }
+        let fd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let (inode, st) = self.remember(fd)?;
+        Ok(self.attr_of(inode.ino, &st))
+    }
+
+    fn do_statfs(&self) -> FsResult<libc::statvfs> {
+        let root = self.inode(INodeNo::ROOT)?;
+        Ok(sys::statvfs_fd(root.raw())?)
+    }
+
+    fn stats_json(&self) -> Vec<u8> {
+        let s = self.vol.cache.snapshot();
+        let mut v = serde_json::to_value(&s).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("volume".into(), self.vol.config.uuid.clone().into());
+            o.insert("cmk".into(), self.vol.config.cmk.clone().into());
+            o.insert(
+                "open_handles".into(),
+                (self.handles.read().len() as u64).into(),
+            );
+            o.insert(
+                "inodes".into(),
+                (self.inodes.read().by_ino.len() as u64).into(),
+            );
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    fn do_getxattr(&self, ino: INodeNo, name: &OsStr, size: u32) -> FsResult<Vec<u8>> {
+        if ino == INodeNo::ROOT {
+            if name.as_bytes() == STATS_XATTR.as_bytes() {
+                return Ok(self.stats_json());
+            }
+            if name.as_bytes() == PID_XATTR.as_bytes() {
+                return Ok(std::process::id().to_string().into_bytes());
+            }
+        }
+        let inode = self.inode(ino)?;
+        let v = sys::getxattr_fd(inode.raw(), name, size as usize)?;
+        Ok(v)
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+impl Filesystem for KmsFs {
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.do_lookup(parent, name) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.do_forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inode(ino).and_then(|i| self.getattr_ino(&i)) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .inode(ino)
+            .and_then(|i| sys::readlink_fd(i.raw()).map_err(FsError::from))
+        {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mknod(req, parent, name, mode, rdev) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mknod(req, parent, name, libc::S_IFDIR | (mode & 0o7777), 0) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.check_writable().and_then(|_| {
+            if is_reserved(parent.0, name) {
+                return Err(err(libc::ENOENT));
+            }
+            let p = self.inode(parent)?;
+            Ok(sys::unlinkat(p.raw(), name, 0)?)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.check_writable().and_then(|_| {
+            let p = self.inode(parent)?;
+            Ok(sys::unlinkat(p.raw(), name, libc::AT_REMOVEDIR)?)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        match self.do_symlink(req, parent, link_name, target.as_os_str()) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_rename(parent, name, newparent, newname, flags.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.do_link(ino, newparent, newname) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(ino, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.do_read(fh, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.do_write(fh, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.write().remove(&fh.0);
+        self.drop_if_unused(ino.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.handle(fh).and_then(|h| match &h.kind {
+            HandleKind::File(f) => Ok(if datasync {
+                f.sync_data()?
+            } else {
+                f.sync_all()?
+            }),
+            HandleKind::Dir(_) => Ok(()),
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_opendir(ino) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let HandleKind::Dir(entries) = &h.kind else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e.ino), (i + 1) as u64, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.write().remove(&fh.0);
+        self.drop_if_unused(ino.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.inode(ino).and_then(|i| {
+            let d = sys::reopen(i.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            Ok(d.sync_all()?)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.do_statfs() {
+            Ok(s) => {
+                let g = &self.vol.geo;
+                let scale = |n: u64| n.saturating_mul(g.block_size) / g.stored_block();
+                reply.statfs(
+                    scale(s.f_blocks),
+                    scale(s.f_bfree),
+                    scale(s.f_bavail),
+                    s.f_files,
+                    s.f_ffree,
+                    s.f_bsize as u32,
+                    s.f_namemax as u32,
+                    s.f_frsize as u32,
+                )
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.check_writable().and_then(|_| {
+            let i = self.inode(ino)?;
+            Ok(sys::setxattr_fd(i.raw(), name, value, flags)?)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, self.do_getxattr(ino, name, size));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self
+            .inode(ino)
+            .and_then(|i| Ok(sys::listxattr_fd(i.raw(), size as usize)?));
+        reply_xattr(reply, size, r);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.check_writable().and_then(|_| {
+            let i = self.inode(ino)?;
+            Ok(sys::removexattr_fd(i.raw(), name)?)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Mounted with default_permissions: the kernel checks permissions.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.do_create(req, parent, name, mode, flags) {
+            Ok((a, fh)) => {
+                reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.check_writable().and_then(|_| {
+            let h = self.handle(fh)?;
+            let HandleKind::File(f) = &h.kind else {
+                return Err(err(libc::EISDIR));
+            };
+            if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+                return Err(err(libc::EOPNOTSUPP));
+            }
+            let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
+            let blen = content::backing_len(f)?;
+            let plain = self.vol.geo.plain_size_lossy(blen);
+            if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > plain {
+                self.truncate_file(&h.inode, f, end)?;
+            }
+            // Reserve the backing space (best effort; tmpfs and others may not support it).
+            if let Some(bend) = self.vol.geo.backing_size(end) {
+                match sys::fallocate(f, libc::FALLOC_FL_KEEP_SIZE, 0, bend) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                return Err(FsError::TooBig);
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// Opens the backing root as an `O_PATH` directory fd.
+pub fn open_root(path: &std::path::Path) -> FsResult<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err(libc::EINVAL))?;
+    // SAFETY: valid C string; fd owned on success.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(FsError::last_os());
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { std::os::unix::io::FromRawFd::from_raw_fd(fd) })
+}

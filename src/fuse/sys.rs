@@ -1,0 +1,332 @@
+//! Thin, safe wrappers over the `*at` system calls the daemon uses on the backing
+//! directory. Every path is one name relative to a directory fd, opened with
+//! `O_NOFOLLOW`; an fd's own file is reached through `/proc/self/fd/N`.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The `/proc/self/fd/N` path of an fd.
+pub fn proc_path(fd: RawFd) -> CString {
+    // A decimal number never contains NUL.
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`.
+pub fn openat(dir: RawFd, name: &OsStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string; the returned fd is owned by us.
+    let fd = check(unsafe {
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reopens an `O_PATH` fd with real access `flags` (via /proc/self/fd).
+pub fn reopen(fd: RawFd, flags: i32) -> io::Result<File> {
+    let p = proc_path(fd);
+    // SAFETY: valid C string.
+    let r = check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { File::from_raw_fd(r) })
+}
+
+/// `fstatat(fd, "", AT_EMPTY_PATH)`: works on `O_PATH` fds.
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st is writable memory for one stat.
+    check(unsafe {
+        libc::fstatat(
+            fd,
+            c"".as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: initialised by a successful fstatat.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `mkdirat`.
+pub fn mkdirat(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mkdirat(dir, c.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// `mknodat`.
+pub fn mknodat(dir: RawFd, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mknodat(dir, c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) })
+        .map(|_| ())
+}
+
+/// `symlinkat(target, dir, name)`.
+pub fn symlinkat(target: &OsStr, dir: RawFd, name: &OsStr) -> io::Result<()> {
+    let t = cstr(target)?;
+    let c = cstr(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir, c.as_ptr()) }).map(|_| ())
+}
+
+/// `unlinkat(dir, name, flags)`.
+pub fn unlinkat(dir: RawFd, name: &OsStr, flags: i32) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::unlinkat(dir, c.as_ptr(), flags) }).map(|_| ())
+}
+
+/// `renameat2`.
+pub fn renameat2(
+    olddir: RawFd,
+    old: &OsStr,
+    newdir: RawFd,
+    new: &OsStr,
+    flags: u32,
+) -> io::Result<()> {
+    let o = cstr(old)?;
+    let n = cstr(new)?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            olddir,
+            o.as_ptr(),
+            newdir,
+            n.as_ptr(),
+            flags,
+        ) as libc::c_int
+    })
+    .map(|_| ())
+}
+
+/// Hard link of an fd's file as `newdir/name`.
+pub fn linkat_fd(fd: RawFd, newdir: RawFd, name: &OsStr) -> io::Result<()> {
+    let p = proc_path(fd);
+    let c = cstr(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            newdir,
+            c.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `readlinkat(fd, "")` of an `O_PATH` fd on a symlink.
+pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buf is writable for its length.
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The backing path of an fd, for log lines.
+pub fn fd_path(fd: RawFd) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| format!("fd {fd}"))
+}
+
+/// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH)`; `u32::MAX` leaves one unchanged.
+pub fn fchown_fd(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: empty C string.
+    check(unsafe {
+        libc::fchownat(
+            fd,
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
+pub fn lchownat(dir: RawFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::fchownat(dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+        .map(|_| ())
+}
+
+/// chmod of an fd's file.
+pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
+    let p = proc_path(fd);
+    // SAFETY: valid C string.
+    check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// utimensat of an fd's file; `None` leaves a time unchanged.
+pub fn utimens_fd(
+    fd: RawFd,
+    atime: Option<libc::timespec>,
+    mtime: Option<libc::timespec>,
+) -> io::Result<()> {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let ts = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    // SAFETY: ts is two timespecs; empty path with AT_EMPTY_PATH acts on the fd itself.
+    check(unsafe {
+        libc::utimensat(
+            fd,
+            c"".as_ptr(),
+            ts.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `pread` the whole range (short only at EOF).
+pub fn pread_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// `pwrite` all of `buf`.
+pub fn pwrite_all(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(buf, off)
+}
+
+/// `fstatvfs`.
+pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: writable statvfs.
+    check(unsafe { libc::fstatvfs(fd, st.as_mut_ptr()) })?;
+    // SAFETY: initialised.
+    Ok(unsafe { st.assume_init() })
+}
+
+fn xattr_path(fd: RawFd) -> CString {
+    proc_path(fd)
+}
+
+/// getxattr of an fd's file into a buffer of `size` (0: ask for the size).
+pub fn getxattr_fd(fd: RawFd, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
+    let p = xattr_path(fd);
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; size];
+    // SAFETY: buf writable for size bytes (null when 0 is allowed: size 0 queries).
+    let n = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            c.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if size == 0 {
+        return Ok(vec![0u8; n as usize]).map(|v| v); // caller only wants the length
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// listxattr of an fd's file.
+pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<Vec<u8>> {
+    let p = xattr_path(fd);
+    let mut buf = vec![0u8; size];
+    // SAFETY: as getxattr.
+    let n = unsafe {
+        libc::listxattr(
+            p.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if size == 0 {
+        return Ok(vec![0u8; n as usize]);
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// setxattr of an fd's file.
+pub fn setxattr_fd(fd: RawFd, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let p = xattr_path(fd);
+    let c = cstr(name)?;
+    // SAFETY: valid pointers and lengths.
+    check(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            c.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(|_| ())
+}
+
+/// removexattr of an fd's file.
+pub fn removexattr_fd(fd: RawFd, name: &OsStr) -> io::Result<()> {
+    let p = xattr_path(fd);
+    let c = cstr(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::removexattr(p.as_ptr(), c.as_ptr()) }).map(|_| ())
+}
+
+/// `fallocate` on a real fd.
+pub fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an owned fd.
+    check(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
+        .map(|_| ())
+}
