@@ -39,6 +39,11 @@ impl ServerProc {
     /// Starts the server on `store` with an optional principals config; `log` receives
     /// stderr (appended, so a restarted server adds to it).
     pub fn start(store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
+        ServerProc::start_on("127.0.0.1:0", store, config, log)
+    }
+
+    /// As [`ServerProc::start`], listening on `listen` (e.g. the port a killed server had).
+    pub fn start_on(listen: &str, store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -47,7 +52,7 @@ impl ServerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
         cmd.arg("--kms")
             .arg(store)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+            .args(["kms", "serve", "--listen", listen])
             .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
             .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info")
@@ -160,4 +165,109 @@ pub fn require_program(name: &str) {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `p` is a mountpoint now.
+pub fn is_mounted(p: &Path) -> bool {
+    let want = p.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A kmsfs mount in the foreground whose KMS is a server URL; dropping it unmounts and
+/// stops the daemon, also when the test fails.
+pub struct RemoteMount {
+    child: Option<Child>,
+    /// The mountpoint.
+    pub mnt: PathBuf,
+    /// The daemon's stderr.
+    pub log: PathBuf,
+}
+
+impl RemoteMount {
+    /// `kmsfs --kms URL mount -f BACKING MNT EXTRA…` with the test principal's credentials
+    /// in its environment; waits until the mount is live.
+    pub fn start(url: &str, backing: &Path, mnt: &Path, extra: &[&str], log: &Path) -> RemoteMount {
+        std::fs::create_dir_all(mnt).expect("mountpoint");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
+            .args(["--kms", url, "mount", "-f"])
+            .arg(backing)
+            .arg(mnt)
+            .args(extra)
+            .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+            .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+            .env_remove("KMSFS_KMS_CREDENTIALS")
+            .env("KMSFS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start kmsfs mount");
+        let mut m = RemoteMount {
+            child: Some(child),
+            mnt: mnt.to_owned(),
+            log: log.to_owned(),
+        };
+        let t = Instant::now();
+        while !is_mounted(mnt) {
+            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || t.elapsed() > Duration::from_secs(30) {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                drop(m);
+                panic!("kmsfs mount via {url} did not come up ({exited:?}); its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// A path inside the mount.
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts and waits (at most 10 s) for the daemon to exit.
+    pub fn unmount(&mut self) {
+        if is_mounted(&self.mnt) {
+            let ok = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RemoteMount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
 }
