@@ -4,12 +4,29 @@
 //! (its request log), not from the daemons' own counters. Needs /dev/fuse and root,
 //! like the other mount tests.
 
+#[path = "common/fsmount.rs"]
+mod fsmount;
 mod kms_http_support;
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kms_http_support::{count_requests, RemoteMount, ServerProc, SECRET_ID};
+use fsmount::Mounted;
+use kms_http_support::{count_requests, ServerProc, SECRET_ID, SECRET_KEY};
+
+/// A daemon on `backing` whose KMS is the server at `url` (credentials from the
+/// environment, as a host would give them); unmounted on drop.
+fn mount(url: &str, backing: &Path, extra: &[&str]) -> Mounted {
+    static CREDENTIALS: std::sync::Once = std::sync::Once::new();
+    CREDENTIALS.call_once(|| {
+        std::env::remove_var("KMSFS_KMS_CREDENTIALS");
+        std::env::set_var("TENCENTCLOUD_SECRET_ID", SECRET_ID);
+        std::env::set_var("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
+    });
+    Mounted::existing(Path::new(url), backing, extra)
+        .unwrap_or_else(|e| panic!("kmsfs mount via {url}: {e}"))
+}
 
 #[test]
 fn daemons_share_one_server_and_read_what_the_others_wrote() {
@@ -20,11 +37,12 @@ fn daemons_share_one_server_and_read_what_the_others_wrote() {
         &tmp.path().join("server.log"),
     );
     let (ba, bb) = (tmp.path().join("backing-a"), tmp.path().join("backing-b"));
-    let log = tmp.path().join("daemons.log");
+    fs::create_dir_all(&ba).unwrap();
+    fs::create_dir_all(&bb).unwrap();
 
     // Two daemons at once, two volumes, one server.
-    let mut a = RemoteMount::start(&server.url, &ba, &tmp.path().join("mnt-a"), &[], &log);
-    let b = RemoteMount::start(&server.url, &bb, &tmp.path().join("mnt-b"), &[], &log);
+    let mut a = mount(&server.url, &ba, &[]);
+    let b = mount(&server.url, &bb, &[]);
     fs::write(a.p("a.txt"), b"written by daemon A").unwrap();
     fs::write(b.p("b.txt"), b"written by daemon B").unwrap();
     assert_eq!(fs::read(a.p("a.txt")).unwrap(), b"written by daemon A");
@@ -38,7 +56,7 @@ fn daemons_share_one_server_and_read_what_the_others_wrote() {
     // what A wrote, through Decrypt at the server, and writes for A to read.
     a.unmount();
     let decrypts_before = count_requests(&server.log_lines(), "Decrypt", SECRET_ID, "OK");
-    let mut c = RemoteMount::start(&server.url, &ba, &tmp.path().join("mnt-c"), &[], &log);
+    let mut c = mount(&server.url, &ba, &[]);
     assert_eq!(fs::read(c.p("a.txt")).unwrap(), b"written by daemon A");
     fs::write(c.p("c.txt"), b"written by daemon C").unwrap();
     let decrypts_after = count_requests(&server.log_lines(), "Decrypt", SECRET_ID, "OK");
@@ -47,9 +65,9 @@ fn daemons_share_one_server_and_read_what_the_others_wrote() {
         "daemon C read A's file without a Decrypt at the server"
     );
     c.unmount();
-    let a2 = RemoteMount::start(&server.url, &ba, &tmp.path().join("mnt-a"), &[], &log);
-    assert_eq!(fs::read(a2.p("c.txt")).unwrap(), b"written by daemon C");
-    assert_eq!(fs::read(a2.p("a.txt")).unwrap(), b"written by daemon A");
+    a.mount(&[]).unwrap();
+    assert_eq!(fs::read(a.p("c.txt")).unwrap(), b"written by daemon C");
+    assert_eq!(fs::read(a.p("a.txt")).unwrap(), b"written by daemon A");
     drop(b);
 }
 
@@ -60,19 +78,16 @@ fn cached_deks_keep_serving_while_the_server_is_down() {
     let slog = tmp.path().join("server.log");
     let mut server = ServerProc::start(&store, None, &slog);
     let addr = server.addr.clone();
-    let (backing, mnt, dlog) = (
-        tmp.path().join("backing"),
-        tmp.path().join("mnt"),
-        tmp.path().join("daemon.log"),
-    );
+    let backing = tmp.path().join("backing");
+    fs::create_dir_all(&backing).unwrap();
     // A DEK per file; written by one daemon, then read by a fresh one (empty DEK cache)
     // that opens only f2 before the server goes away.
     let args = ["--dek-policy", "per-file"];
-    let mut first = RemoteMount::start(&server.url, &backing, &mnt, &args, &dlog);
+    let mut first = mount(&server.url, &backing, &args);
     fs::write(first.p("f1"), b"one").unwrap();
     fs::write(first.p("f2"), b"two").unwrap();
     first.unmount();
-    let m = RemoteMount::start(&server.url, &backing, &mnt, &args, &dlog);
+    let m = mount(&server.url, &backing, &args);
     assert_eq!(fs::read(m.p("f2")).unwrap(), b"two");
 
     server.kill9();
