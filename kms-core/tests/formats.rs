@@ -120,3 +120,90 @@ fn random_garbage_is_invalid_ciphertext() {
         );
     }
 }
+
+// ---- store format 2 (docs/FORMAT.md): imported 128-bit material of an EXTERNAL key.
+
+const WRAPPED_AES_128: &str = "RERERERERERERERECCSUnZL+4DM+zAKog313rb06SZC6ffJtQy6XmQYE4pg=";
+const MATERIAL_CHECK: &str = "ec1741fbd8be75d0bbb0b6bb5df115d08ac686a92fd16b8a8150363406bc3b76";
+const BODY2: &str = r#"{"keys":[{"key_id":"6f1f0c8e-2b7a-4b8e-9c1d-1234567890ab","alias":"golden2","description":"","create_time":1795392000,"state":"Enabled","usage":"ENCRYPT_DECRYPT","origin":"EXTERNAL","creator":"local:test","rotation_enabled":false,"rotate_days":0,"next_rotate_time":0,"last_rotate_time":0,"deletion_date":0,"valid_to":0,"versions":[{"version":1,"created":1795392000,"kind":"AES_128","wrapped":"RERERERERERERERECCSUnZL+4DM+zAKog313rb06SZC6ffJtQy6XmQYE4pg="}],"material_check":"ec1741fbd8be75d0bbb0b6bb5df115d08ac686a92fd16b8a8150363406bc3b76"}]}"#;
+const STORE2_SHA256: &str = "7dc52a183964c05d544dd6c500275e8385b67d7aef6a4dd6a89913e4defff682";
+const BLOB_AES_128_HEX: &str = "4b4d012436663166306338652d326237612d346238652d396331642d31323334353637383930616200000001000102030405060708090a0bb457109ffc3c4ddf7376fe7525cd7a410b380fbd7d7366edea539796dff620b75c";
+
+fn write_store(dir: &std::path::Path, file: &[u8]) {
+    let mut rk = b"kmsfs-rk\x00\x01".to_vec();
+    rk.extend_from_slice(&ROOT);
+    std::fs::write(dir.join("root.key"), &rk).unwrap();
+    std::fs::write(dir.join("keys.kms"), file).unwrap();
+}
+
+#[test]
+fn store_format_2_known_answer_imported_128_bit_material() {
+    use kms_core::key::MaterialKind;
+    let w = store::test_vector_wrap_kind(
+        &ROOT,
+        KEY_ID,
+        1,
+        MaterialKind::Aes128,
+        &[0x22; 16],
+        &[0x44; 12],
+    )
+    .unwrap();
+    assert_eq!(w, WRAPPED_AES_128);
+    assert_eq!(
+        store::test_vector_material_check(&ROOT, KEY_ID, &[0x22; 16]),
+        MATERIAL_CHECK
+    );
+    let file = store::test_vector_store_file_version(&ROOT, 2, 8, BODY2.as_bytes());
+    assert_eq!(hex(&sha256(&file)), STORE2_SHA256);
+    assert_eq!(file.len(), 639);
+    let key = AeadKey::new_128(&[0x22; 16]);
+    let nonce: [u8; 12] = core::array::from_fn(|i| i as u8);
+    let ctx = blob::canonical_context(&vector_context());
+    let b = blob::seal(&key, KEY_ID, 1, &nonce, b"kmsfs test vector", &ctx).unwrap();
+    assert_eq!(hex(&b), BLOB_AES_128_HEX);
+
+    let d = tempfile::tempdir().unwrap();
+    write_store(d.path(), &file);
+    let (kms, _) = common::open(d.path());
+    let c = kms_core::CallContext::local();
+    let dk = kms
+        .decrypt_data_key(&c, &unhex(BLOB_AES_128_HEX), &vector_context())
+        .unwrap();
+    assert_eq!(&dk.plaintext[..], b"kmsfs test vector");
+    let md = common::call(&kms, "DescribeKey", serde_json::json!({"KeyId": KEY_ID})).unwrap();
+    assert_eq!(md["KeyMetadata"]["Origin"], "EXTERNAL");
+    assert_eq!(std::fs::read(d.path().join("keys.kms")).unwrap(), file);
+}
+
+/// A store written by format version 1 opens; the first change writes it as
+/// version 2, which still holds the old key and opens again; a version this
+/// crate does not know is refused with a message that names it.
+#[test]
+fn a_version_1_store_opens_and_is_upgraded_by_the_first_write() {
+    let d = tempfile::tempdir().unwrap();
+    let v1 = store::test_vector_store_file(&ROOT, 7, BODY.as_bytes());
+    assert_eq!(&v1[8..10], &[0, 1]);
+    write_store(d.path(), &v1);
+    let (kms, _) = common::open(d.path());
+    common::create(&kms, "after-upgrade");
+    drop(kms);
+    let v2 = std::fs::read(d.path().join("keys.kms")).unwrap();
+    assert_eq!(&v2[8..10], &store::STORE_FORMAT_VERSION.to_be_bytes());
+    assert_eq!(store::STORE_FORMAT_VERSION, 2);
+    let (kms, _) = common::open(d.path());
+    let dk = kms
+        .decrypt_data_key(
+            &kms_core::CallContext::local(),
+            &unhex(BLOB_HEX),
+            &vector_context(),
+        )
+        .unwrap();
+    assert_eq!(&dk.plaintext[..], b"kmsfs test vector");
+    drop(kms);
+
+    let v3 = store::test_vector_store_file_version(&ROOT, 3, 7, BODY.as_bytes());
+    let d3 = tempfile::tempdir().unwrap();
+    write_store(d3.path(), &v3);
+    let e = kms_core::KmsService::open(d3.path()).unwrap_err();
+    assert!(e.message.contains("format version 3"), "{}", e.message);
+}

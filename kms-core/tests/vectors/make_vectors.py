@@ -27,3 +27,18 @@ f = h + body
 f += H(mac, f)
 print("STORE_SHA256", hashlib.sha256(f).hexdigest(), len(f))
 print("MAC", f[-32:].hex())
+# ---- store format 2: an EXTERNAL key with imported 128-bit material (docs/FORMAT.md)
+mat16 = bytes([0x22]*16)
+ad16 = b"kmsfs-kms material v1\0" + bytes([len(kid)]) + kid + struct.pack(">I", 1) + b"AES_128"
+wrapped16 = base64.b64encode(mnonce + AESGCM(wrap).encrypt(mnonce, mat16, ad16)).decode()
+print("WRAPPED_AES_128", wrapped16)
+mcheck = H(H(root, b"kmsfs-kms material-check v1"), bytes([len(kid)]) + kid + mat16).hex()
+print("MATERIAL_CHECK", mcheck)
+body2 = json.dumps({"keys":[{"key_id":kid.decode(),"alias":"golden2","description":"","create_time":1795392000,"state":"Enabled","usage":"ENCRYPT_DECRYPT","origin":"EXTERNAL","creator":"local:test","rotation_enabled":False,"rotate_days":0,"next_rotate_time":0,"last_rotate_time":0,"deletion_date":0,"valid_to":0,"versions":[{"version":1,"created":1795392000,"kind":"AES_128","wrapped":wrapped16}],"material_check":mcheck}]}, separators=(",",":")).encode()
+print("BODY2", body2.decode())
+h2 = b"kmsfs-ks" + struct.pack(">H", 2) + bytes([1, 0]) + struct.pack(">HH", 0, 0) + bytes(16) + check + struct.pack(">Q", 8) + struct.pack(">Q", len(body2))
+f2 = h2 + body2
+f2 += H(mac, f2)
+print("STORE2_SHA256", hashlib.sha256(f2).hexdigest(), len(f2))
+blob16 = hdr + AESGCM(mat16).encrypt(nonce, pt, hdr + canon)
+print("BLOB_AES_128", blob16.hex())
