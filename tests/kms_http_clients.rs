@@ -403,4 +403,22 @@ burst = 1
         ),
         1
     );
+    // The store's own audit log records the refusals of authenticated principals too.
+    let audit = std::fs::read_to_string(tmp.path().join("store/audit.log")).unwrap();
+    let audited = |action: &str, principal: &str, outcome: &str| {
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["action"] == action && v["principal"] == principal && v["outcome"] == outcome
+            })
+            .count()
+    };
+    assert_eq!(audited("Encrypt", "AKIDslow", "Success"), 4);
+    assert_eq!(
+        audited("DisableKey", "AKIDreader", "UnauthorizedOperation"),
+        1,
+        "{audit}"
+    );
+    assert!(audited("Encrypt", "AKIDslow", "RequestLimitExceeded") >= 1);
 }

@@ -710,26 +710,32 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
         .principals
         .get(&verified.secret_id)
         .ok_or_else(|| KmsError::new(ErrorCode::AuthSecretIdNotFound, "the principal is gone"))?;
-    principal.admit(Instant::now())?;
+    let ctx = CallContext {
+        principal: verified.secret_id.clone(),
+        request_id: outcome.request_id.clone(),
+    };
+    // Refusals of an authenticated principal go to the KMS's audit log too.
+    let refuse = |e: KmsError, key: &str| {
+        state.kms.audit_refusal(&ctx, &action, key, &e);
+        e
+    };
+    principal.admit(Instant::now()).map_err(|e| refuse(e, ""))?;
     let params = if *method == Method::GET {
         super::params_from_query(query)?
     } else {
         super::params_from_json(body)?
     };
-    check_rights(principal, &action, &params)?;
-    let ctx = CallContext {
-        principal: verified.secret_id.clone(),
-        request_id: outcome.request_id.clone(),
-    };
+    check_rights(principal, &action, &params).map_err(|(e, key)| refuse(e, &key))?;
     let response = state.kms.call(&ctx, &action, &params)?;
     // Decrypt and ReEncrypt name their key only inside the blob: check it now, and drop
-    // the response if the principal may not use that key.
+    // the response if the principal may not use that key (the service has audited the
+    // call; the refusal line follows it).
     // (ReEncrypt's answer names the source key as SourceKeyId.)
     let named = request_names_key(&params);
     for (field, checked_before) in [("KeyId", named), ("SourceKeyId", false)] {
         if let Some(key) = response.get(field).and_then(Value::as_str) {
             if !checked_before && !principal.may_use_key(key) {
-                return Err(unauthorized(principal, &action, Some(key)));
+                return Err(refuse(unauthorized(principal, &action, Some(key)), key));
             }
         }
     }
@@ -769,13 +775,19 @@ fn request_names_key(params: &Value) -> bool {
     !request_key_ids(params).is_empty()
 }
 
-fn check_rights(principal: &Principal, action: &str, params: &Value) -> KmsResult<()> {
+/// Whether `principal` may call `action` on the keys `params` name; a refusal comes
+/// with the key it concerns (empty when the action itself is refused).
+fn check_rights(
+    principal: &Principal,
+    action: &str,
+    params: &Value,
+) -> Result<(), (KmsError, String)> {
     if !principal.may_call(action) {
-        return Err(unauthorized(principal, action, None));
+        return Err((unauthorized(principal, action, None), String::new()));
     }
     for key in request_key_ids(params) {
         if !principal.may_use_key(&key) {
-            return Err(unauthorized(principal, action, Some(&key)));
+            return Err((unauthorized(principal, action, Some(&key)), key));
         }
     }
     Ok(())
