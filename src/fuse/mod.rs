@@ -1,9 +1,14 @@
 //! The FUSE daemon: `impl fuser::Filesystem` over a backing directory.
 //!
 //! Every handler calls an inner function returning [`FsResult`] and replies once;
-//! [`errno`] is the only place an errno is made. Inodes hold an `O_PATH|O_NOFOLLOW`
-//! fd of their backing file (virtiofsd style), so renames need no path tracking and
-//! no symlink planted in the backing directory is ever followed.
+//! [`errno`] is the only place an errno is made. Directory inodes hold an
+//! `O_PATH|O_NOFOLLOW` fd of their backing directory (virtiofsd style), so renames need
+//! no path tracking and no symlink planted in the backing directory is ever followed.
+//! Other inodes hold a Linux file handle (`name_to_handle_at`, virtiofsd's
+//! `--inode-file-handles`) and open an fd only for the duration of an operation: the
+//! kernel keeps far more inodes alive than RLIMIT_NOFILE allows fds. Where the backing
+//! fs has no file handles (or `open_by_handle_at` is not permitted) every inode holds
+//! its fd, as directories do.
 
 pub mod content;
 pub mod sys;
@@ -14,7 +19,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -52,11 +57,22 @@ fn err(n: i32) -> FsError {
     FsError::Errno(n)
 }
 
-/// An inode: the backing file's `O_PATH` fd and its per-file state.
+/// How an inode reaches its backing file.
+enum Anchor {
+    /// An `O_PATH|O_NOFOLLOW` fd, held while the kernel remembers the inode.
+    Fd(OwnedFd),
+    /// A file handle on the backing mount; an fd is opened per operation.
+    Handle(sys::FileHandle),
+}
+
+/// An inode: how to reach the backing file, and its per-file state.
 pub struct Inode {
     ino: u64,
     key: (u64, u64),
-    fd: OwnedFd,
+    anchor: Anchor,
+    /// The FUSE file handles open on this inode (pruned as new ones open): their fds
+    /// still reach a file that was unlinked while open, which a file handle no longer opens.
+    open: Mutex<Vec<Weak<Handle>>>,
     lookups: AtomicU64,
     /// Held shared by reads, exclusive by writes/truncates (read-modify-write).
     content: RwLock<()>,
@@ -64,10 +80,36 @@ pub struct Inode {
     ckey: Mutex<Option<CachedKey>>,
 }
 
-impl Inode {
+/// The backing file of an inode, for one operation.
+enum InodeFd<'a> {
+    /// The inode's own `O_PATH` fd.
+    Held(&'a OwnedFd),
+    /// An `O_PATH` fd opened from the inode's file handle, closed on drop.
+    Opened(OwnedFd),
+    /// The fd of a FUSE file handle open on the inode.
+    Open(Arc<Handle>),
+}
+
+impl InodeFd<'_> {
     fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        match self {
+            InodeFd::Held(fd) => fd.as_raw_fd(),
+            InodeFd::Opened(fd) => fd.as_raw_fd(),
+            InodeFd::Open(h) => match &h.kind {
+                HandleKind::File(f) => f.as_raw_fd(),
+                // Never stored: only file handles are remembered in `Inode::open`.
+                HandleKind::Dir(_) => -1,
+            },
+        }
     }
+}
+
+/// File handles of the backing mount, when usable.
+struct HandleMount {
+    /// A real (not `O_PATH`) fd of the backing root: `open_by_handle_at`'s mount fd.
+    fd: OwnedFd,
+    /// The backing root's mount id: handles from other mounts are not kept.
+    mount_id: i32,
 }
 
 struct CachedKey {
@@ -106,6 +148,8 @@ pub struct KmsFs {
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     read_only: bool,
+    /// `None`: every inode holds an fd (no file handles on this backing fs).
+    handle_mount: Option<HandleMount>,
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -173,10 +217,12 @@ impl KmsFs {
     /// A filesystem over `backing` (an `O_PATH` directory fd) for volume `vol`.
     pub fn new(vol: Arc<Volume>, backing_root: OwnedFd, read_only: bool) -> FsResult<Self> {
         let st = sys::fstat(backing_root.as_raw_fd())?;
+        let handle_mount = handle_mount(&backing_root);
         let root = Arc::new(Inode {
             ino: INodeNo::ROOT.0,
             key: (st.st_dev, st.st_ino),
-            fd: backing_root,
+            anchor: Anchor::Fd(backing_root),
+            open: Mutex::new(Vec::new()),
             lookups: AtomicU64::new(1 << 40),
             content: RwLock::new(()),
             ckey: Mutex::new(None),
@@ -191,7 +237,52 @@ impl KmsFs {
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
+            handle_mount,
         })
+    }
+
+    /// The backing file of `inode` for one operation (`ESTALE` once it was deleted).
+    fn fd_of<'a>(&self, inode: &'a Inode) -> FsResult<InodeFd<'a>> {
+        let h = match &inode.anchor {
+            Anchor::Fd(fd) => return Ok(InodeFd::Held(fd)),
+            Anchor::Handle(h) => h,
+        };
+        let Some(m) = &self.handle_mount else {
+            return Err(err(libc::ESTALE));
+        };
+        match sys::open_by_handle(m.fd.as_raw_fd(), h, libc::O_PATH | libc::O_NOFOLLOW) {
+            Ok(fd) => Ok(InodeFd::Opened(fd)),
+            Err(e) => {
+                // Unlinked but still open through the mount: reach it through that open file.
+                if let Some(open) = inode.open.lock().iter().find_map(Weak::upgrade) {
+                    return Ok(InodeFd::Open(open));
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The backing path of `inode`, for log lines.
+    fn path_of(&self, inode: &Inode) -> String {
+        match self.fd_of(inode) {
+            Ok(fd) => sys::fd_path(fd.raw()),
+            Err(_) => format!("inode {}", inode.ino),
+        }
+    }
+
+    /// How a just-opened `O_PATH` fd is kept: as a file handle when it names a
+    /// non-directory on the backing mount and handles work there, else the fd itself.
+    fn anchor_for(&self, fd: OwnedFd, st: &libc::stat) -> Anchor {
+        let Some(m) = &self.handle_mount else {
+            return Anchor::Fd(fd);
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Anchor::Fd(fd);
+        }
+        match sys::name_to_handle_fd(fd.as_raw_fd()) {
+            Ok((h, mount_id)) if mount_id == m.mount_id => Anchor::Handle(h),
+            _ => Anchor::Fd(fd),
+        }
     }
 
     /// A handle for the key-expiry thread (see [`KeyExpiry`]).
@@ -252,11 +343,16 @@ impl KmsFs {
     fn remember(&self, fd: OwnedFd) -> FsResult<(Arc<Inode>, libc::stat)> {
         let st = sys::fstat(fd.as_raw_fd())?;
         let key = (st.st_dev, st.st_ino);
+        let anchor = self.anchor_for(fd, &st);
         let mut t = self.inodes.write();
         if let Some(ino) = t.by_key.get(&key) {
             if let Some(i) = t.by_ino.get(ino) {
-                i.lookups.fetch_add(1, Ordering::Relaxed);
-                return Ok((i.clone(), st));
+                // An inode known by a file handle holds no fd, so its backing file may have
+                // been deleted and its number reused: that is another file.
+                if same_file(&i.anchor, &anchor) {
+                    i.lookups.fetch_add(1, Ordering::Relaxed);
+                    return Ok((i.clone(), st));
+                }
             }
         }
         // The backing inode number where it is free (stat and readdir then agree, and numbers
@@ -269,7 +365,8 @@ impl KmsFs {
         let inode = Arc::new(Inode {
             ino,
             key,
-            fd,
+            anchor,
+            open: Mutex::new(Vec::new()),
             lookups: AtomicU64::new(1),
             content: RwLock::new(()),
             ckey: Mutex::new(None),
@@ -285,7 +382,7 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
-        let fd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let fd = sys::openat(self.fd_of(&p)?.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(fd)?;
         Ok(self.attr_of(inode.ino, &st))
     }
@@ -321,13 +418,13 @@ impl KmsFs {
     }
 
     fn getattr_ino(&self, inode: &Inode) -> FsResult<FileAttr> {
-        let st = sys::fstat(inode.raw())?;
+        let st = sys::fstat(self.fd_of(inode)?.raw())?;
         Ok(self.attr_of(inode.ino, &st))
     }
 
     /// Chowns a just-created entry to the caller (setgid directories pass their group).
     fn owner_for(&self, req: &Request, parent: &Inode) -> FsResult<(u32, u32)> {
-        let pst = sys::fstat(parent.raw())?;
+        let pst = sys::fstat(self.fd_of(parent)?.raw())?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
@@ -356,15 +453,16 @@ impl KmsFs {
             return Err(err(libc::EPERM));
         }
         let p = self.inode(parent)?;
+        let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         match mode & libc::S_IFMT {
-            libc::S_IFDIR => sys::mkdirat(p.raw(), name, mode & 0o7777)?,
-            _ => sys::mknodat(p.raw(), name, mode, rdev as u64)?,
+            libc::S_IFDIR => sys::mkdirat(pdir.raw(), name, mode & 0o7777)?,
+            _ => sys::mknodat(pdir.raw(), name, mode, rdev as u64)?,
         }
-        let fd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let fd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         if let Err(e) = sys::fchown_fd(fd.as_raw_fd(), uid, gid) {
             let _ = sys::unlinkat(
-                p.raw(),
+                pdir.raw(),
                 name,
                 if mode & libc::S_IFMT == libc::S_IFDIR {
                     libc::AT_REMOVEDIR
@@ -421,17 +519,16 @@ impl KmsFs {
                     *inode.ckey.lock() = None;
                     return Ok(None);
                 }
-                content::read_header(f, &self.vol.geo)
-                    .inspect_err(|e| {
-                        self.vol.count_integrity_failure();
-                        tracing::error!(file = %sys::fd_path(inode.raw()), "cannot open file header: {e}");
-                    })?
+                content::read_header(f, &self.vol.geo).inspect_err(|e| {
+                    self.vol.count_integrity_failure();
+                    tracing::error!(file = %self.path_of(inode), "cannot open file header: {e}");
+                })?
             }
         };
         let key = match self.vol.open_header(&hdr) {
             Ok(k) => Arc::new(k),
             Err(e) => {
-                let path = sys::fd_path(inode.raw());
+                let path = self.path_of(inode);
                 match &e {
                     FsError::KeyDenied {
                         key_id,
@@ -459,7 +556,7 @@ impl KmsFs {
             Ok(BadBlock(b)) => {
                 self.vol.count_integrity_failure();
                 tracing::error!(
-                    file = %sys::fd_path(inode.raw()),
+                    file = %self.path_of(inode),
                     block = b,
                     "block failed authentication (tampered, truncated or corrupt); returning EIO"
                 );
@@ -468,7 +565,7 @@ impl KmsFs {
             Err(e) => {
                 if matches!(e, FsError::Integrity(_)) {
                     self.vol.count_integrity_failure();
-                    tracing::error!(file = %sys::fd_path(inode.raw()), "integrity: {e}");
+                    tracing::error!(file = %self.path_of(inode), "integrity: {e}");
                 }
                 e
             }
@@ -477,9 +574,14 @@ impl KmsFs {
 
     fn new_handle(&self, inode: Arc<Inode>, kind: HandleKind) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .write()
-            .insert(fh, Arc::new(Handle { inode, kind }));
+        let is_file = matches!(kind, HandleKind::File(_));
+        let h = Arc::new(Handle { inode, kind });
+        if is_file {
+            let mut open = h.inode.open.lock();
+            open.retain(|w| w.strong_count() > 0);
+            open.push(Arc::downgrade(&h));
+        }
+        self.handles.write().insert(fh, h);
         fh
     }
 
@@ -490,14 +592,27 @@ impl KmsFs {
         } else {
             libc::O_RDWR // O_WRONLY too: partial-block writes must read
         };
-        match sys::reopen(inode.raw(), want) {
+        match self.reopen_inode(inode, want) {
             Ok(f) => Ok(f),
-            Err(e) if acc == libc::O_RDONLY && want != libc::O_RDONLY => {
-                let _ = e;
-                Ok(sys::reopen(inode.raw(), libc::O_RDONLY)?)
+            Err(_) if acc == libc::O_RDONLY && want != libc::O_RDONLY => {
+                self.reopen_inode(inode, libc::O_RDONLY)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// `inode`'s backing file opened with real access `flags`: straight from its file
+    /// handle when it has one, else by reopening its `O_PATH` fd.
+    fn reopen_inode(&self, inode: &Inode, flags: i32) -> FsResult<File> {
+        if let (Anchor::Handle(h), Some(m)) = (&inode.anchor, &self.handle_mount) {
+            match sys::open_by_handle(m.fd.as_raw_fd(), h, flags | libc::O_NOFOLLOW) {
+                Ok(fd) => return Ok(fd.into()),
+                // Unlinked but open: `fd_of` reaches it through the open file.
+                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(sys::reopen(self.fd_of(inode)?.raw(), flags)?)
     }
 
     fn do_open(&self, ino: INodeNo, flags: i32) -> FsResult<u64> {
@@ -531,29 +646,31 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
+        let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let (file, created): (File, bool) = match sys::openat(
-            p.raw(),
+            pdir.raw(),
             name,
             libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
             mode & 0o7777,
         ) {
             Ok(fd) => (fd.into(), true),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                (sys::openat(p.raw(), name, libc::O_RDWR, 0)?.into(), false)
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => (
+                sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into(),
+                false,
+            ),
             Err(e) => return Err(e.into()),
         };
         if created {
             if let Err(e) = sys::fchown_fd(file.as_raw_fd(), uid, gid) {
-                let _ = sys::unlinkat(p.raw(), name, 0);
+                let _ = sys::unlinkat(pdir.raw(), name, 0);
                 return Err(e.into());
             }
             if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
                 let _ = sys::chmod_fd(file.as_raw_fd(), mode & 0o7777);
             }
         }
-        let pfd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd)?;
         if flags & libc::O_TRUNC != 0 {
             let _g = inode.content.write();
@@ -592,7 +709,7 @@ impl KmsFs {
                         message,
                     } = e
                     {
-                        tracing::error!(file = %sys::fd_path(inode.raw()), key_id = %key_id,
+                        tracing::error!(file = %self.path_of(inode), key_id = %key_id,
                             reason = %code, "the KMS refused a new data key: {message}");
                     }
                 })?;
@@ -663,8 +780,10 @@ impl KmsFs {
         {
             self.check_writable()?;
         }
+        // One backing fd for the whole request.
+        let fd = self.fd_of(&inode)?;
         if let Some(size) = size {
-            let st = sys::fstat(inode.raw())?;
+            let st = sys::fstat(fd.raw())?;
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFREG => {}
                 libc::S_IFDIR => return Err(err(libc::EISDIR)),
@@ -674,30 +793,30 @@ impl KmsFs {
             match h.as_ref().map(|h| &h.kind) {
                 Some(HandleKind::File(f)) => self.truncate_file(&inode, f, size)?,
                 _ => {
-                    let f = sys::reopen(inode.raw(), libc::O_RDWR)?;
+                    let f = sys::reopen(fd.raw(), libc::O_RDWR)?;
                     self.truncate_file(&inode, &f, size)?;
                 }
             }
         }
         if uid.is_some() || gid.is_some() {
-            sys::fchown_fd(
-                inode.raw(),
-                uid.unwrap_or(u32::MAX),
-                gid.unwrap_or(u32::MAX),
-            )?;
+            sys::fchown_fd(fd.raw(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
         }
         if let Some(mode) = mode {
-            sys::chmod_fd(inode.raw(), mode & 0o7777)?;
+            sys::chmod_fd(fd.raw(), mode & 0o7777)?;
         }
         if atime.is_some() || mtime.is_some() {
-            sys::utimens_fd(inode.raw(), atime.map(to_timespec), mtime.map(to_timespec))?;
+            sys::utimens_fd(fd.raw(), atime.map(to_timespec), mtime.map(to_timespec))?;
         }
-        self.getattr_ino(&inode)
+        let st = sys::fstat(fd.raw())?;
+        Ok(self.attr_of(inode.ino, &st))
     }
 
     fn do_opendir(&self, ino: INodeNo) -> FsResult<u64> {
         let inode = self.inode(ino)?;
-        let dir = sys::reopen(inode.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let dir = sys::reopen(
+            self.fd_of(&inode)?.raw(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        )?;
         let mut entries = vec![
             DirEntryRec {
                 ino: inode.ino,
@@ -747,7 +866,13 @@ impl KmsFs {
         owned_name_ok(newname)?;
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
-        sys::renameat2(p.raw(), name, np.raw(), newname, flags)?;
+        sys::renameat2(
+            self.fd_of(&p)?.raw(),
+            name,
+            self.fd_of(&np)?.raw(),
+            newname,
+            flags,
+        )?;
         Ok(())
     }
 
@@ -759,7 +884,7 @@ impl KmsFs {
         owned_name_ok(newname)?;
         let inode = self.inode(ino)?;
         let np = self.inode(newparent)?;
-        sys::linkat_fd(inode.raw(), np.raw(), newname)?;
+        sys::linkat_fd(self.fd_of(&inode)?.raw(), self.fd_of(&np)?.raw(), newname)?;
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
     }
@@ -777,20 +902,21 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
+        let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        sys::symlinkat(target, p.raw(), name)?;
-        if let Err(e) = sys::lchownat(p.raw(), name, uid, gid) {
-            let _ = sys::unlinkat(p.raw(), name, 0);
+        sys::symlinkat(target, pdir.raw(), name)?;
+        if let Err(e) = sys::lchownat(pdir.raw(), name, uid, gid) {
+            let _ = sys::unlinkat(pdir.raw(), name, 0);
             return Err(e.into());
         }
-        let fd = sys::openat(p.raw(), name, libc::O_PATH, 0)?;
+        let fd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(fd)?;
         Ok(self.attr_of(inode.ino, &st))
     }
 
     fn do_statfs(&self) -> FsResult<libc::statvfs> {
         let root = self.inode(INodeNo::ROOT)?;
-        Ok(sys::statvfs_fd(root.raw())?)
+        Ok(sys::statvfs_fd(self.fd_of(&root)?.raw())?)
     }
 
     fn stats_json(&self) -> Vec<u8> {
@@ -821,7 +947,7 @@ impl KmsFs {
             }
         }
         let inode = self.inode(ino)?;
-        let v = sys::getxattr_fd(inode.raw(), name, size as usize)?;
+        let v = sys::getxattr_fd(self.fd_of(&inode)?.raw(), name, size as usize)?;
         Ok(v)
     }
 }
@@ -924,7 +1050,7 @@ impl Filesystem for KmsFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self
             .inode(ino)
-            .and_then(|i| sys::readlink_fd(i.raw()).map_err(FsError::from))
+            .and_then(|i| sys::readlink_fd(self.fd_of(&i)?.raw()).map_err(FsError::from))
         {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -968,7 +1094,7 @@ impl Filesystem for KmsFs {
                 return Err(err(libc::ENOENT));
             }
             let p = self.inode(parent)?;
-            Ok(sys::unlinkat(p.raw(), name, 0)?)
+            Ok(sys::unlinkat(self.fd_of(&p)?.raw(), name, 0)?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -979,7 +1105,11 @@ impl Filesystem for KmsFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.check_writable().and_then(|_| {
             let p = self.inode(parent)?;
-            Ok(sys::unlinkat(p.raw(), name, libc::AT_REMOVEDIR)?)
+            Ok(sys::unlinkat(
+                self.fd_of(&p)?.raw(),
+                name,
+                libc::AT_REMOVEDIR,
+            )?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1176,7 +1306,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEmpty,
     ) {
         let r = self.inode(ino).and_then(|i| {
-            let d = sys::reopen(i.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let d = sys::reopen(self.fd_of(&i)?.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
             Ok(d.sync_all()?)
         });
         match r {
@@ -1217,7 +1347,7 @@ impl Filesystem for KmsFs {
     ) {
         let r = self.check_writable().and_then(|_| {
             let i = self.inode(ino)?;
-            Ok(sys::setxattr_fd(i.raw(), name, value, flags)?)
+            Ok(sys::setxattr_fd(self.fd_of(&i)?.raw(), name, value, flags)?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1232,14 +1362,14 @@ impl Filesystem for KmsFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = self
             .inode(ino)
-            .and_then(|i| Ok(sys::listxattr_fd(i.raw(), size as usize)?));
+            .and_then(|i| Ok(sys::listxattr_fd(self.fd_of(&i)?.raw(), size as usize)?));
         reply_xattr(reply, size, r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.check_writable().and_then(|_| {
             let i = self.inode(ino)?;
-            Ok(sys::removexattr_fd(i.raw(), name)?)
+            Ok(sys::removexattr_fd(self.fd_of(&i)?.raw(), name)?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1324,6 +1454,44 @@ impl Filesystem for KmsFs {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// Whether a remembered inode's `known` anchor and a fresh `new` one with the same
+/// (st_dev, st_ino) reach the same file, not a later file that reused the number.
+fn same_file(known: &Anchor, new: &Anchor) -> bool {
+    match (known, new) {
+        // A held fd keeps the backing inode, so its number cannot be reused.
+        (Anchor::Fd(_), _) => true,
+        // Handles carry the inode generation.
+        (Anchor::Handle(a), Anchor::Handle(b)) => a == b,
+        (Anchor::Handle(a), Anchor::Fd(fd)) => {
+            sys::name_to_handle_fd(fd.as_raw_fd()).is_ok_and(|(b, _)| *a == b)
+        }
+    }
+}
+
+/// File handles on the backing mount of `root`, if the backing fs makes them and
+/// `open_by_handle_at` is permitted (it needs `CAP_DAC_READ_SEARCH`).
+fn handle_mount(root: &OwnedFd) -> Option<HandleMount> {
+    let probe = || -> std::io::Result<HandleMount> {
+        let fd: OwnedFd = sys::reopen(root.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?.into();
+        let (h, mount_id) = sys::name_to_handle_fd(root.as_raw_fd())?;
+        let back = sys::open_by_handle(fd.as_raw_fd(), &h, libc::O_PATH)?;
+        let (a, b) = (sys::fstat(root.as_raw_fd())?, sys::fstat(back.as_raw_fd())?);
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+            return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        Ok(HandleMount { fd, mount_id })
+    };
+    match probe() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::info!(
+                "file handles unusable on the backing fs ({e}): one fd per inode, bounded by RLIMIT_NOFILE"
+            );
+            None
         }
     }
 }

@@ -330,3 +330,88 @@ pub fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> io::Result<()> {
     check(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
         .map(|_| ())
 }
+
+/// The largest file handle the kernel hands out (`MAX_HANDLE_SZ`).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawFileHandle {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// A Linux file handle (`name_to_handle_at`): names a backing file without holding an fd.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileHandle {
+    handle_type: libc::c_int,
+    bytes: Box<[u8]>,
+}
+
+impl std::fmt::Debug for FileHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileHandle")
+            .field("type", &self.handle_type)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// `name_to_handle_at(fd, "", AT_EMPTY_PATH)`: the handle of an fd's own file and the id
+/// of the mount it was reached through. Symlinks are never followed.
+pub fn name_to_handle_fd(fd: RawFd) -> io::Result<(FileHandle, i32)> {
+    let mut raw = RawFileHandle {
+        handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `raw` is a `struct file_handle` whose `handle_bytes` says how much room
+    // follows; the empty path with AT_EMPTY_PATH names the fd itself.
+    check(unsafe {
+        libc::name_to_handle_at(
+            fd,
+            c"".as_ptr(),
+            (&mut raw as *mut RawFileHandle).cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    let len = raw.handle_bytes as usize;
+    if len > MAX_HANDLE_SZ {
+        return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
+    }
+    Ok((
+        FileHandle {
+            handle_type: raw.handle_type,
+            bytes: raw.f_handle[..len].into(),
+        },
+        mount_id,
+    ))
+}
+
+/// `open_by_handle_at(mount_fd, handle, flags | O_CLOEXEC)`. A file deleted since the
+/// handle was made gives `ESTALE`. Needs `CAP_DAC_READ_SEARCH` (else `EPERM`).
+pub fn open_by_handle(mount_fd: RawFd, h: &FileHandle, flags: i32) -> io::Result<OwnedFd> {
+    if h.bytes.len() > MAX_HANDLE_SZ {
+        return Err(io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    let mut raw = RawFileHandle {
+        handle_bytes: h.bytes.len() as libc::c_uint,
+        handle_type: h.handle_type,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    raw.f_handle[..h.bytes.len()].copy_from_slice(&h.bytes);
+    // SAFETY: `raw` is a valid `struct file_handle` of `handle_bytes` bytes; the fd is ours.
+    let fd = check(unsafe {
+        libc::open_by_handle_at(
+            mount_fd,
+            (&mut raw as *mut RawFileHandle).cast::<libc::file_handle>(),
+            flags | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd was just returned by open_by_handle_at.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
