@@ -47,6 +47,22 @@ impl Rng {
     }
 }
 
+/// The test's seed: `KMSFS_CRASH_SEED` to replay a failure, else from the clock.
+fn seeded(test: &str) -> (u64, Rng) {
+    let seed = std::env::var("KMSFS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                ^ std::process::id() as u64
+        });
+    eprintln!("{test} seed {seed} (replay: KMSFS_CRASH_SEED={seed})");
+    (seed, Rng(seed | 1))
+}
+
 /// What the test knows about one file.
 #[derive(Clone, Debug)]
 struct Model {
@@ -320,14 +336,7 @@ fn open_all(m: &Mounted, models: &[Model]) -> Vec<File> {
 #[test]
 fn kill9_during_writes_loses_no_fsynced_block_and_fsck_names_the_torn_ones() {
     let rounds = 20;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        ^ std::process::id() as u64
-        ^ 0x9e37;
-    eprintln!("kill9 seed {seed}");
-    let mut rng = Rng(seed | 1);
+    let (seed, mut rng) = seeded("kill9");
     let mut m = Mounted::new(&[]);
     let mut models = initial(&m, &mut rng);
     // The success the kills interrupt: an orderly unmount leaves a clean volume.
@@ -413,14 +422,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn power_loss_drops_unsynced_writes_at_any_sector_and_keeps_fsynced_blocks() {
     let rounds = 16;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        ^ std::process::id() as u64
-        ^ 0x51ed;
-    eprintln!("power-loss seed {seed}");
-    let mut rng = Rng(seed | 1);
+    let (seed, mut rng) = seeded("power-loss");
     let m = Mounted::new(&[]);
     let mut models = initial(&m, &mut rng);
     let backing_of = |md: &Model| fs::read(m.b(&md.name)).unwrap();
