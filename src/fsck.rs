@@ -128,13 +128,16 @@ impl Report {
 /// Stored blocks read per pread.
 const BLOCKS_PER_READ: u64 = 256;
 
+/// A DEK's plaintext, or the problem kind and message of why the KMS would not unwrap it.
+type DekResult = Result<Zeroizing<Vec<u8>>, (&'static str, String)>;
+
 struct Checker {
     kms: Arc<dyn Kms>,
     context: EncryptionContext,
     cfg: VolumeConfig,
     geo: Geometry,
     /// Wrapped DEK → its plaintext, or why the KMS refused it (each asked once).
-    deks: HashMap<Vec<u8>, Result<Zeroizing<Vec<u8>>, (&'static str, String)>>,
+    deks: HashMap<Vec<u8>, DekResult>,
     report: Report,
 }
 
@@ -293,7 +296,7 @@ impl Checker {
         Ok(())
     }
 
-    fn dek(&mut self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, (&'static str, String)> {
+    fn dek(&mut self, wrapped: &[u8]) -> DekResult {
         if let Some(r) = self.deks.get(wrapped) {
             return r.clone();
         }

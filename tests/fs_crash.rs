@@ -171,7 +171,7 @@ fn check_mounted(m: &Mounted, models: &[Model], seen: &mut Seen, what: &str) {
                         && b * BS >= md.durable.len()
                         && buf.iter().all(|&x| x == 0);
                     assert!(
-                        buf == durable || versions.iter().any(|v| *v == buf) || zeros_past_durable,
+                        buf == durable || versions.contains(&buf) || zeros_past_durable,
                         "{what}: {} block {b} reads {} bytes that were never written there",
                         md.name,
                         buf.len()
