@@ -1,4 +1,4 @@
-//! A full backing disk: a volume on an 8 MiB tmpfs, written until ENOSPC. The
+//! A full backing disk: a volume on an 8 MiB tmpfs or a 16 MiB loop ext4, written until ENOSPC. The
 //! application must see ENOSPC (never EIO), files fsynced before must stay intact (byte
 //! for byte and by `kmsfs fsck`), an overwrite at ENOSPC must not destroy the block it
 //! overwrites, and freeing space must make the volume writable again.
@@ -14,23 +14,41 @@ use std::process::Command;
 
 use fsmount::{kmsfs, pattern, Mounted};
 
-/// A tmpfs, unmounted on drop (also when the test fails).
-struct Tmpfs(PathBuf);
+/// A small filesystem mounted for the test, unmounted on drop (also when the test fails).
+struct SmallFs(PathBuf);
 
-impl Tmpfs {
-    fn new(at: &Path, size: &str) -> Tmpfs {
+impl SmallFs {
+    /// An 8 MiB tmpfs.
+    fn tmpfs(at: &Path) -> SmallFs {
         fs::create_dir_all(at).unwrap();
         fsmount::sh(&format!(
-            "mount -t tmpfs -o size={size} kmsfs-enospc {}",
+            "mount -t tmpfs -o size=8m kmsfs-enospc {}",
             at.display()
         ));
-        Tmpfs(at.to_owned())
+        SmallFs(at.to_owned())
+    }
+
+    /// A 16 MiB ext4 on a loop device (`mount -o loop` frees the device on unmount).
+    fn ext4(at: &Path, image: &Path) -> SmallFs {
+        fs::create_dir_all(at).unwrap();
+        fsmount::sh(&format!(
+            "truncate -s 16m {img} && mkfs.ext4 -q -F {img} && mount -o loop {img} {at}",
+            img = image.display(),
+            at = at.display()
+        ));
+        SmallFs(at.to_owned())
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
     }
 }
 
@@ -70,10 +88,25 @@ fn full_tmpfs_gives_enospc_keeps_fsynced_files_and_recovers() {
         .prefix("kmsfs-enospc")
         .tempdir()
         .unwrap();
-    let _small = Tmpfs::new(&dir.path().join("small"), "8m");
-    let backing = dir.path().join("small/backing");
+    let _small = SmallFs::tmpfs(&dir.path().join("small"));
+    fill_and_check(dir.path());
+}
+
+#[test]
+fn full_loop_ext4_gives_enospc_keeps_fsynced_files_and_recovers() {
+    let dir = tempfile::Builder::new()
+        .prefix("kmsfs-enospc")
+        .tempdir()
+        .unwrap();
+    let _small = SmallFs::ext4(&dir.path().join("small"), &dir.path().join("ext4.img"));
+    fill_and_check(dir.path());
+}
+
+/// The volume lives in `dir/small/backing` (a small filesystem), its KMS in `dir/kms`.
+fn fill_and_check(dir: &Path) {
+    let backing = dir.join("small/backing");
     fs::create_dir(&backing).unwrap();
-    let mut m = Mounted::existing(&dir.path().join("kms"), &backing, &[]).unwrap();
+    let mut m = Mounted::existing(&dir.join("kms"), &backing, &[]).unwrap();
 
     // Before the disk fills: fsynced files, read back exactly.
     let keep = pattern(1, 1_000_000);
@@ -98,8 +131,8 @@ fn full_tmpfs_gives_enospc_keeps_fsynced_files_and_recovers() {
                 Err(e) => break e,
             }
             assert!(
-                written < 16 << 20,
-                "wrote 16 MiB into an 8 MiB tmpfs without an error"
+                written < 32 << 20,
+                "wrote 32 MiB into a 16 MiB filesystem without an error"
             );
         };
         assert_eq!(
