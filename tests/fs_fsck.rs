@@ -4,7 +4,7 @@
 #[path = "common/fsmount.rs"]
 mod fsmount;
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -64,16 +64,22 @@ fn clean_volume_passes_and_each_damage_is_reported_with_file_and_block() {
     fs::write(m.p("dir/small"), b"ten bytes!").unwrap();
     fs::write(m.p("empty"), b"").unwrap();
     fs::hard_link(m.p("dir/small"), m.p("link")).unwrap();
+    // Sparse: 4 TiB of hole, then one block; fsck skips the hole (it does not read it).
+    let sparse = File::create(m.p("sparse")).unwrap();
+    sparse.write_all_at(b"far", 1 << 42).unwrap();
+    drop(sparse);
     // Read-only while mounted: fsck does not need the volume lock.
     let (code, v) = fsck(&m.kms, &m.backing);
     assert_eq!(code, 0, "{v:#}");
     m.unmount();
     let (code, v) = fsck(&m.kms, &m.backing);
     assert_eq!(code, 0, "{v:#}");
-    // 6 files of 6 blocks, dir/small (1 block), empty; the hard link counted once.
-    assert_eq!(v["files"], 8, "{v:#}");
-    assert_eq!(v["blocks"], 6 * 6 + 1, "{v:#}");
-    assert_eq!(v["bytes"], 6 * data.len() as u64 + 10, "{v:#}");
+    // 6 files of 6 blocks, dir/small (1 block), empty, sparse (1 block after 2^30
+    // holes); the hard link counted once.
+    assert_eq!(v["files"], 9, "{v:#}");
+    assert_eq!(v["blocks"], 6 * 6 + 1 + 1, "{v:#}");
+    assert_eq!(v["bytes"], 6 * data.len() as u64 + 10 + 3, "{v:#}");
+    assert_eq!(v["holes"], 1u64 << 30, "{v:#}");
     assert_eq!(
         (v["errors"].as_u64(), v["warnings"].as_u64()),
         (Some(0), Some(0))
