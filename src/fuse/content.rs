@@ -235,6 +235,7 @@ pub fn truncate(
     };
     if blen == 0 {
         let h = header.ok_or(Err(FsError::Errno(libc::EIO)))?;
+        reserve(f, 0, h.len() as u64)?;
         sys::pwrite_all(f, h, 0).map_err(|e| Err(FsError::Io(e)))?;
         return f.set_len(nb).map_err(|e| Err(FsError::Io(e)));
     }
