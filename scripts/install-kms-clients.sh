@@ -26,7 +26,7 @@ if installed && command -v tccli >/dev/null 2>&1; then
     exit 0
 fi
 
-"$PYTHON" -m pip install --quiet --disable-pip-version-check \
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     "tccli==$TCCLI_VERSION" \
     "tencentcloud-sdk-python==$SDK_VERSION" \
     "pycryptodome==$PYCRYPTODOME_VERSION"

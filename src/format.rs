@@ -469,6 +469,7 @@ fn parse_slot(prefix: &[u8], index: u8, slot: &[u8]) -> Option<(u32, Vec<u8>)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::aead::hex;

@@ -277,6 +277,10 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let backing = backing_given
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", backing_given.display()))?;
+    if !a.mountpoint.exists() && !a.no_init {
+        std::fs::create_dir_all(&a.mountpoint)
+            .with_context(|| format!("cannot create mountpoint {}", a.mountpoint.display()))?;
+    }
     let mountpoint = a
         .mountpoint
         .canonicalize()
@@ -330,9 +334,12 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     config.clone_fd = a.threads > 1;
     // Block SIGINT/SIGTERM in every thread; one thread waits for them and unmounts.
     let set = block_signals();
+    let expiry = fs.key_expiry();
     let mut session = fuser::Session::new(fs, &mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
+    let notifier = session.notifier();
+    std::thread::spawn(move || expiry.run(notifier));
     tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), "mounted");
     if let Some(fd) = ready_fd {
         // SAFETY: our parent's pipe.
@@ -380,8 +387,23 @@ fn harden_process() {
         {
             tracing::warn!("mlockall failed; DEKs could be swapped out");
         }
+        // Every inode the kernel remembers holds an O_PATH fd: raise the fd limit as far
+        // as allowed (root: up to fs.nr_open).
         let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            if libc::geteuid() == 0 && nr_open > rl.rlim_max {
+                let want = libc::rlimit {
+                    rlim_cur: nr_open,
+                    rlim_max: nr_open,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    return;
+                }
+            }
             rl.rlim_cur = rl.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }

@@ -29,7 +29,7 @@ const KEY: (&str, Kind, bool) = ("KeyId", Kind::Str, true);
 const SPECS: &[Spec] = &[
     (
         "CreateKey",
-        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC; Type 2: EXTERNAL).",
+        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC|ASYMMETRIC_SIGN_VERIFY_SM2; Type 2: EXTERNAL).",
         &[
             ("Alias", Kind::Str, true),
             ("Description", Kind::Str, false),

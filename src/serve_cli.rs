@@ -41,6 +41,9 @@ struct ServeArgs {
     /// Most KMS calls running at once.
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_concurrent_calls: usize,
+    /// Most client connections open at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 /// Runs the server until SIGTERM or SIGINT; returns the process exit code.
@@ -93,6 +96,7 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         principals,
         max_body_bytes: args.max_body_bytes,
         max_concurrent_calls: args.max_concurrent_calls,
+        max_connections: args.max_connections,
     };
     let server = Server::bind(store, config)?;
     println!("listening on {}", server.url());

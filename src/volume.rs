@@ -482,13 +482,22 @@ impl Volume {
     }
 }
 
-/// The CMK to name in logs for a blob: the volume's CMK (a blob names its own key inside,
-/// in the KMS's format; the volume CMK is what operators know).
-fn blob_key_id(_blob: &[u8], cmk: &str) -> String {
+/// The CMK to name in logs for a wrapped DEK: the key id the CiphertextBlob names
+/// (docs/FORMAT.md, "CiphertextBlob": `KM`, version, length L, key id), else the volume's CMK.
+fn blob_key_id(blob: &[u8], cmk: &str) -> String {
+    if blob.len() > 4 && &blob[..2] == b"KM" {
+        let l = blob[3] as usize;
+        if let Some(id) = blob.get(4..4 + l) {
+            if !id.is_empty() && id.iter().all(|c| c.is_ascii_graphic()) {
+                return String::from_utf8_lossy(id).into_owned();
+            }
+        }
+    }
     cmk.to_owned()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -505,6 +514,15 @@ mod tests {
             config_dek: "AAAA".into(),
             kms_hint: "embedded".into(),
         }
+    }
+
+    #[test]
+    fn blob_key_id_reads_the_blob_or_falls_back() {
+        let mut b = b"KM\x01\x05key-1".to_vec();
+        b.extend_from_slice(&[0u8; 40]);
+        assert_eq!(blob_key_id(&b, "vol-cmk"), "key-1");
+        assert_eq!(blob_key_id(b"garbage", "vol-cmk"), "vol-cmk");
+        assert_eq!(blob_key_id(b"KM\x01\xffk", "vol-cmk"), "vol-cmk");
     }
 
     #[test]

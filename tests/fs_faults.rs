@@ -1,6 +1,8 @@
 //! Bad input and faults: tampered blocks and headers, a refused key, a tampered or
 //! unknown config, a second mount, a full backing disk.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 
@@ -112,10 +114,18 @@ fn corrupt_header_fails_open_with_eio() {
 fn refused_key_gives_eacces_and_names_the_key() {
     let m = Mounted::new(&["--dek-cache-max-age", "1"]);
     fs::write(m.p("f"), b"before the key was disabled").unwrap();
+    // A file that stays open, with its plaintext in the kernel's page cache.
+    let held = File::open(m.p("f")).unwrap();
+    let mut buf = [0u8; 6];
+    held.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"before");
     let cmk = m.cmk();
     m.kms_call("DisableKey", serde_json::json!({ "KeyId": cmk }));
     std::thread::sleep(Duration::from_millis(1500));
     let e = File::open(m.p("f")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    // Past the DEK age bound, the open file is refused too (no cached key, no cached pages).
+    let e = held.read_exact_at(&mut buf, 0).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     // New files cannot get a key either.
     let mut f = File::create(m.p("new")).unwrap();

@@ -1,5 +1,7 @@
 //! The golden v1 volume (tests/golden/v1) mounts and reads its known content.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 

@@ -1,6 +1,8 @@
 //! `ls -l` of 10,000 files opens none of them: counted from outside the daemon, with
 //! inotify (IN_OPEN) on the backing directory.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 

@@ -1,6 +1,8 @@
 //! Every file operation through a real kmsfs mount, checked with std::fs, libc and
 //! ordinary programs.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 
@@ -120,6 +122,7 @@ fn offsets_append_trunc_wronly_sparse_fallocate() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .open(m.p("fa"))
         .unwrap();
     // SAFETY: fallocate on an open fd.
@@ -287,6 +290,12 @@ fn namespace_operations() {
         File::create(m.p(&format!("big/file-with-a-longish-name-{i:05}"))).unwrap();
     }
     assert_eq!(fs::read_dir(m.p("big")).unwrap().count(), 3000);
+    // readdir's d_ino agrees with stat's st_ino.
+    for e in fs::read_dir(m.p("big")).unwrap().take(50) {
+        let e = e.unwrap();
+        use std::os::unix::fs::DirEntryExt;
+        assert_eq!(e.ino(), fs::symlink_metadata(e.path()).unwrap().ino());
+    }
 }
 
 #[test]
@@ -399,7 +408,7 @@ fn plaintext_never_reaches_the_backing_dir() {
     f.sync_all().unwrap();
     drop(f);
     fs::write(m.p("small"), marker).unwrap();
-    sh(&format!("sync"));
+    sh("sync");
     let out = std::process::Command::new("grep")
         .args(["-r", "-a", "-c", "KMSFS-PLAINTEXT-MARKER"])
         .arg(&m.backing)

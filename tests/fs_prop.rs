@@ -1,6 +1,8 @@
 //! Property tests through a real mount: random writes and truncates against an
 //! in-memory model; random byte flips in backing files give EIO, never wrong data.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "common/fsmount.rs"]
 mod fsmount;
 

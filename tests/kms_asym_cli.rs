@@ -76,6 +76,15 @@ echo "OK seed-002-rsa"
 EKEY=$(k CreateKey --Alias test_ecc --KeyUsage ASYMMETRIC_SIGN_VERIFY_ECC | field KeyId)
 sign_and_verify "$EKEY" ECC_P256_R1
 echo "OK seed-002-ecc"
+# SM2 (the seed checks with gmssl; openssl 3 does the same with distid)
+MKEY=$(k CreateKey --Alias test_sm2 --KeyUsage ASYMMETRIC_SIGN_VERIFY_SM2 | field KeyId)
+k GetPublicKey --KeyId "$MKEY" | field PublicKeyPem > public_key.pem
+openssl enc -e -base64 -A -in test_verify.txt -out encoded.base64
+SIG=$(k SignByAsymmetricKey --KeyId "$MKEY" --Algorithm SM2DSA --Message "$(cat encoded.base64)" --MessageType RAW | field Signature)
+echo "$SIG" | base64 -d > signContent.bin
+openssl pkeyutl -verify -in test_verify.txt -rawin -digest sm3 -pubin -inkey public_key.pem -pkeyopt distid:1234567812345678 -sigfile signContent.bin | grep -q "Verified Successfully"
+[ "$(k VerifyByAsymmetricKey --KeyId "$MKEY" --SignatureValue "$SIG" --Message "$(cat encoded.base64)" --Algorithm SM2DSA --MessageType RAW | field SignatureValid)" = true ]
+echo "OK seed-002-sm2"
 
 # ---- seed 002: importing external key material, with each wrapping algorithm
 wrap() { # wrap KEY ALGORITHM MATERIAL_FILE: GetParametersForImport + openssl; sets TOKEN
@@ -144,6 +153,7 @@ fn run_seeds(dir: &Path, prelude: &str, envs: &[(&str, &str)]) -> String {
         "OK seed-001",
         "OK seed-002-rsa",
         "OK seed-002-ecc",
+        "OK seed-002-sm2",
         "OK byok-RSAES_OAEP_SHA_1",
         "OK byok-RSAES_PKCS1_V1_5",
         "OK byok-RSAES_OAEP_SHA_256",

@@ -371,6 +371,7 @@ burst = 1
     for case in [
         "OK post",
         "OK get",
+        "OK unsigned-payload",
         "OK wrong-secret-key AuthFailure.SignatureFailure",
         "OK unknown-secret-id AuthFailure.SecretIdNotFound",
         "OK timestamp-10-min-old AuthFailure.SignatureExpire",
@@ -379,6 +380,7 @@ burst = 1
         "OK wrong-version NoSuchVersion",
         "OK unknown-action InvalidAction",
         "OK unknown-key ResourceUnavailable.CmkNotFound",
+        "OK replay-as-another-action AuthFailure.SignatureFailure",
         "OK backoff-sample",
     ] {
         assert!(out.contains(case), "missing {case:?} in:\n{out}");
@@ -392,4 +394,31 @@ burst = 1
     );
     assert_eq!(count_requests(&log, "Encrypt", "AKIDslow", "OK"), 4);
     assert!(count_requests(&log, "Encrypt", "AKIDslow", "RequestLimitExceeded") >= 1);
+    assert_eq!(
+        count_requests(
+            &log,
+            "DisableKey",
+            SECRET_ID,
+            "AuthFailure.SignatureFailure"
+        ),
+        1
+    );
+    // The store's own audit log records the refusals of authenticated principals too.
+    let audit = std::fs::read_to_string(tmp.path().join("store/audit.log")).unwrap();
+    let audited = |action: &str, principal: &str, outcome: &str| {
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["action"] == action && v["principal"] == principal && v["outcome"] == outcome
+            })
+            .count()
+    };
+    assert_eq!(audited("Encrypt", "AKIDslow", "Success"), 4);
+    assert_eq!(
+        audited("DisableKey", "AKIDreader", "UnauthorizedOperation"),
+        1,
+        "{audit}"
+    );
+    assert!(audited("Encrypt", "AKIDslow", "RequestLimitExceeded") >= 1);
 }

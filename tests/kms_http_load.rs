@@ -310,6 +310,23 @@ fn https_with_a_private_ca() {
         .unwrap();
     assert_eq!(dk.plaintext.len(), 32);
 
+    // The Python SDK over HTTPS, trusting the CA.
+    let out = std::process::Command::new("python3")
+        .arg(kms_http_support::repo().join("tests/clients/https_sdk.py"))
+        .env("KMS_ENDPOINT", url.trim_start_matches("https://"))
+        .env("KMS_CA", &ca)
+        .env("KMS_KEY_ID", &k)
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+        .output()
+        .expect("python3 (scripts/install-kms-clients.sh installs the SDK)");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("HTTPS OK"),
+        "the Python SDK over HTTPS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Without the CA the client refuses the server (and does not retry a TLS failure
     // into a long wait).
     let mut cfg = RemoteConfig::new(&url, SECRET_ID, SecretKey::new(SECRET_KEY));
@@ -324,4 +341,67 @@ fn https_with_a_private_ca() {
     );
     assert!(t.elapsed() < Duration::from_secs(2));
     drop(guard);
+}
+
+#[test]
+fn the_kmsfs_cli_talks_to_the_server_through_a_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+    );
+    let cli = |args: &[&str], with_credentials: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"));
+        c.args(["--kms", &server.url, "kms"])
+            .args(args)
+            .env_remove("KMSFS_KMS_CREDENTIALS")
+            .env_remove("TENCENTCLOUD_SECRET_ID")
+            .env_remove("TENCENTCLOUD_SECRET_KEY");
+        if with_credentials {
+            c.env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+                .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
+        }
+        c.output().unwrap()
+    };
+    let out = cli(&["CreateKey", "--Alias", "from-cli"], true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Alias"], "from-cli");
+    let log = server.log_lines();
+    assert_eq!(count_requests(&log, "CreateKey", SECRET_ID, "OK"), 1);
+    // Without credentials: a clear error naming what to set, and no request sent.
+    let out = cli(&["ListKeys"], false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TENCENTCLOUD_SECRET_ID"), "{err}");
+    assert_eq!(
+        count_requests(&server.log_lines(), "ListKeys", SECRET_ID, "OK"),
+        0
+    );
+    // With credentials from a file named by KMSFS_KMS_CREDENTIALS.
+    let creds = tmp.path().join("credentials.toml");
+    std::fs::write(
+        &creds,
+        format!("secret_id = \"{SECRET_ID}\"\nsecret_key = \"{SECRET_KEY}\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"))
+        .args(["--kms", &server.url, "kms", "ListKeys"])
+        .env("KMSFS_KMS_CREDENTIALS", &creds)
+        .env_remove("TENCENTCLOUD_SECRET_ID")
+        .env_remove("TENCENTCLOUD_SECRET_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["TotalCount"], 1);
 }

@@ -1,6 +1,6 @@
 //! Asymmetric key material: RSA-2048 (decryption with OAEP-SHA256, OAEP-SHA1 and
-//! PKCS#1 v1.5; signatures with PSS and PKCS#1 v1.5 over SHA-256) and ECDSA P-256
-//! with SHA-256, as `openssl` produces and checks them.
+//! PKCS#1 v1.5; signatures with PSS and PKCS#1 v1.5 over SHA-256), ECDSA P-256
+//! with SHA-256 and SM2DSA signatures, as `openssl` produces and checks them.
 //!
 //! The second crypto seam of kms-core, beside [`crate::crypto`]: `rsa` 0.10 (the
 //! constant-time release, RUSTSEC-2023-0071) and `p256` 0.14, with the system RNG
@@ -122,7 +122,15 @@ pub enum SignAlgorithm {
     RsaPkcs1Sha256,
     /// `ECC_P256_R1`: ECDSA over NIST P-256 with SHA-256, DER-encoded signatures.
     EccP256,
+    /// `SM2DSA`: SM2 signatures (GM/T 0003-2012) with SM3 and the distinguishing
+    /// id [`SM2_DISTID`], DER-encoded. RAW messages are hashed as SM3(Z ‖ M); a
+    /// DIGEST is that 32-byte value.
+    Sm2Dsa,
 }
+
+/// The SM2 distinguishing identifier (GM/T 0009 default; gmssl `-id`, openssl
+/// `-pkeyopt distid:`).
+pub const SM2_DISTID: &str = "1234567812345678";
 
 impl SignAlgorithm {
     /// Parses the API spelling.
@@ -131,6 +139,7 @@ impl SignAlgorithm {
             "RSA_PSS_SHA_256" => Some(SignAlgorithm::RsaPssSha256),
             "RSA_PKCS1_SHA_256" => Some(SignAlgorithm::RsaPkcs1Sha256),
             "ECC_P256_R1" => Some(SignAlgorithm::EccP256),
+            "SM2DSA" => Some(SignAlgorithm::Sm2Dsa),
             _ => None,
         }
     }
@@ -141,6 +150,7 @@ impl SignAlgorithm {
             SignAlgorithm::RsaPssSha256 => "RSA_PSS_SHA_256",
             SignAlgorithm::RsaPkcs1Sha256 => "RSA_PKCS1_SHA_256",
             SignAlgorithm::EccP256 => "ECC_P256_R1",
+            SignAlgorithm::Sm2Dsa => "SM2DSA",
         }
     }
 }
@@ -258,10 +268,10 @@ impl RsaKey {
                 self.0
                     .sign_with_rng(&mut SysRng, Pkcs1v15Sign::new::<Sha256>(), digest)
             }
-            SignAlgorithm::EccP256 => {
+            SignAlgorithm::EccP256 | SignAlgorithm::Sm2Dsa => {
                 return Err(KmsError::new(
                     ErrorCode::FailedOperationSignError,
-                    "ECC_P256_R1 needs an ECC key",
+                    "an RSA key signs only with RSA_PSS_SHA_256 or RSA_PKCS1_SHA_256",
                 ))
             }
         };
@@ -283,7 +293,7 @@ impl RsaKey {
             SignAlgorithm::RsaPkcs1Sha256 => public
                 .verify(Pkcs1v15Sign::new::<Sha256>(), digest, sig)
                 .is_ok(),
-            SignAlgorithm::EccP256 => false,
+            SignAlgorithm::EccP256 | SignAlgorithm::Sm2Dsa => false,
         }
     }
 }
@@ -362,6 +372,104 @@ impl EcKey {
         match p256::ecdsa::DerSignature::from_bytes(sig) {
             Ok(s) => self.0.verifying_key().verify_prehash(digest, &s).is_ok(),
             Err(_) => false,
+        }
+    }
+}
+
+/// An SM2 private key: the 32-byte secret scalar, zeroized on drop.
+///
+/// # Security
+/// `sm2` 0.14's `SigningKey` does not zeroize its scalar when dropped, so none is
+/// kept: one is made on the stack for each signature and dropped at once.
+pub struct Sm2Key {
+    secret: Zeroizing<[u8; 32]>,
+    public: sm2::dsa::VerifyingKey,
+}
+
+impl fmt::Debug for Sm2Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sm2Key").finish_non_exhaustive()
+    }
+}
+
+impl Sm2Key {
+    /// A fresh SM2 key from the system RNG.
+    ///
+    /// # Errors
+    /// `InternalError` if the RNG fails.
+    pub fn generate() -> KmsResult<Sm2Key> {
+        for _ in 0..16 {
+            let mut secret = Zeroizing::new([0u8; 32]);
+            crate::crypto::random_bytes(&mut secret[..])?;
+            if let Some(k) = Sm2Key::from_secret(&secret[..]) {
+                return Ok(k);
+            }
+        }
+        Err(internal("SM2 key generation failed"))
+    }
+
+    /// The key from its 32-byte secret scalar (what the store wraps).
+    pub fn from_secret(secret: &[u8]) -> Option<Sm2Key> {
+        let sk = sm2::dsa::SigningKey::from_slice(SM2_DISTID, secret).ok()?;
+        let mut s = Zeroizing::new([0u8; 32]);
+        s.copy_from_slice(secret);
+        Some(Sm2Key {
+            secret: s,
+            public: sk.verifying_key().clone(),
+        })
+    }
+
+    /// The 32-byte secret scalar. **Secret.**
+    pub fn secret(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.secret.to_vec())
+    }
+
+    /// The public key as DER SubjectPublicKeyInfo (id-ecPublicKey, curve SM2).
+    ///
+    /// # Errors
+    /// `InternalError` if encoding fails.
+    pub fn public_key_der(&self) -> KmsResult<Vec<u8>> {
+        self.public
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .map_err(|_| internal("SM2 public key encoding failed"))
+    }
+
+    /// Signs a RAW message (SM3(Z ‖ M) is computed here) or a 32-byte DIGEST;
+    /// a DER signature.
+    ///
+    /// # Errors
+    /// `FailedOperation.SignError` for another algorithm or a failed operation.
+    pub fn sign(&self, alg: SignAlgorithm, msg: &[u8], is_digest: bool) -> KmsResult<Vec<u8>> {
+        use sm2::dsa::signature::Signer as _;
+        let fail = |m: &str| KmsError::new(ErrorCode::FailedOperationSignError, m);
+        if alg != SignAlgorithm::Sm2Dsa {
+            return Err(fail("an SM2 key signs only with SM2DSA"));
+        }
+        let sk = sm2::dsa::SigningKey::from_slice(SM2_DISTID, &self.secret[..])
+            .map_err(|_| fail("damaged SM2 key"))?;
+        let sig: sm2::dsa::Signature = if is_digest {
+            sk.sign_prehash(msg)
+        } else {
+            sk.try_sign(msg)
+        }
+        .map_err(|_| fail("SM2 signing failed"))?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+
+    /// Whether `sig` (DER) is an SM2DSA signature of the RAW message or DIGEST.
+    pub fn verify(&self, alg: SignAlgorithm, msg: &[u8], is_digest: bool, sig: &[u8]) -> bool {
+        use sm2::dsa::signature::Verifier as _;
+        if alg != SignAlgorithm::Sm2Dsa {
+            return false;
+        }
+        let Ok(s) = sm2::dsa::Signature::from_der(sig) else {
+            return false;
+        };
+        if is_digest {
+            self.public.verify_prehash(msg, &s).is_ok()
+        } else {
+            self.public.verify(msg, &s).is_ok()
         }
     }
 }

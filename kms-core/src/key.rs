@@ -1,7 +1,7 @@
 //! The key model: a CMK's metadata, state and versions of key material.
 //!
-//! [`KeyUsage`] lists the usages of the API (RSA-2048 and ECC P-256 are built, SM2
-//! and P-384 are not), [`Origin`] covers EXTERNAL (BYOK) keys, and each
+//! [`KeyUsage`] lists the usages of the API (RSA-2048, ECC P-256 and SM2 signatures
+//! are built; SM2 decryption and P-384 are not), [`Origin`] covers EXTERNAL (BYOK) keys, and each
 //! [`KeyVersionRecord`] names its [`MaterialKind`].
 
 use serde::{Deserialize, Serialize};
@@ -149,6 +149,9 @@ pub enum MaterialKind {
     /// An ECDSA P-256 private key, PKCS#8 DER. Store format 2.
     #[serde(rename = "EC_P256")]
     EcP256,
+    /// An SM2 private key: the 32-byte secret scalar, big-endian. Store format 2.
+    #[serde(rename = "SM2")]
+    Sm2,
 }
 
 impl MaterialKind {
@@ -159,6 +162,7 @@ impl MaterialKind {
             MaterialKind::Aes128 => "AES_128",
             MaterialKind::Rsa2048 => "RSA_2048",
             MaterialKind::EcP256 => "EC_P256",
+            MaterialKind::Sm2 => "SM2",
         }
     }
 }

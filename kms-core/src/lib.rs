@@ -144,4 +144,13 @@ pub trait Kms: Send + Sync {
     ) -> KmsResult<DataKey> {
         envelope::decrypt_data_key_via_call(self, ctx, ciphertext_blob, context)
     }
+
+    /// Records in the audit log a call that a front end (the HTTP server) refused
+    /// before or after the service ran it: a principal without rights, a rate limit.
+    /// `key_id` is the key the call named, or empty.
+    ///
+    /// The default does nothing: only a KMS that keeps an audit log records it.
+    fn audit_refusal(&self, ctx: &CallContext, action: &str, key_id: &str, error: &KmsError) {
+        let _ = (ctx, action, key_id, error);
+    }
 }

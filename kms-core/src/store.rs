@@ -28,7 +28,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::asym::{EcKey, RsaKey};
+use crate::asym::{EcKey, RsaKey, Sm2Key};
 use crate::crypto::{self, AeadKey, KEY_LEN, NONCE_LEN};
 use crate::key::{KeyRecord, KeyState, KeyVersionRecord, MaterialKind, Origin};
 use crate::{ErrorCode, KmsError, KmsResult};
@@ -533,6 +533,8 @@ pub(crate) enum Material {
     Rsa(RsaKey),
     /// ECDSA P-256.
     Ec(EcKey),
+    /// SM2 (signatures).
+    Sm2(Sm2Key),
 }
 
 impl Material {
@@ -571,6 +573,7 @@ fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<V
             }
             MaterialKind::Rsa2048 => Material::Rsa(RsaKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
             MaterialKind::EcP256 => Material::Ec(EcKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
+            MaterialKind::Sm2 => Material::Sm2(Sm2Key::from_secret(&pt).ok_or_else(bad)?),
         };
         out.push(Arc::new(m));
     }

@@ -435,14 +435,14 @@ fn seed_002_rsa_and_ecc_signatures_checked_by_openssl() {
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
-    // SM2 is not built.
+    // P-384 is not built.
     assert_eq!(
         code(call(
             &kms,
             "CreateKey",
-            json!({"Alias": "sm2", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_SM2"})
+            json!({"Alias": "p384", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_ECDSA384"})
         )),
         E::UnsupportedOperation
     );
@@ -458,8 +458,6 @@ fn store_with_openssl_key(
     kind: MaterialKind,
     der: &str,
 ) -> String {
-    const ROOT: [u8; 32] = [0x55; 32];
-    let key_id = "0d7a4c61-5f2e-4e0b-9a44-000000000001";
     // `genpkey -outform DER` writes the traditional form; the store keeps PKCS#8.
     openssl(
         w,
@@ -468,8 +466,16 @@ fn store_with_openssl_key(
             "key.p8",
         ],
     );
-    let pkcs8 = std::fs::read(w.join("key.p8")).unwrap();
-    let wrapped = store::test_vector_wrap_kind(&ROOT, key_id, 1, kind, &pkcs8, &[9u8; 12]).unwrap();
+    store_with_raw_key(dir, w, usage, kind, "key.p8")
+}
+
+/// As [`store_with_openssl_key`], with the material bytes of `file` as they are.
+fn store_with_raw_key(dir: &Path, w: &Path, usage: &str, kind: MaterialKind, file: &str) -> String {
+    const ROOT: [u8; 32] = [0x55; 32];
+    let key_id = "0d7a4c61-5f2e-4e0b-9a44-000000000001";
+    let material = std::fs::read(w.join(file)).unwrap();
+    let wrapped =
+        store::test_vector_wrap_kind(&ROOT, key_id, 1, kind, &material, &[9u8; 12]).unwrap();
     let body = json!({"keys": [{
         "key_id": key_id, "alias": "imported", "description": "", "create_time": T0,
         "state": "Enabled", "usage": usage, "origin": "TENCENT_KMS", "creator": "local:test",
@@ -887,4 +893,151 @@ fn seed_002_byok_with_each_wrapping_algorithm() {
         )),
         E::UnsupportedOperation
     );
+}
+
+/// SM2 curve parameters a, b, Gx, Gy (GM/T 0003.5; `openssl ecparam -name SM2 -param_enc explicit -text`), for Z = SM3(ENTL ‖ ID ‖ a ‖ b ‖ Gx ‖ Gy ‖ x ‖ y).
+const SM2_CURVE: &str = "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC\
+28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93\
+32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7\
+BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The SM2 DIGEST of `test_verify.txt` for the public key in `public_key.bin`
+/// (what `gmssl sm2utl -dgst -id 1234567812345678` prints), with `openssl dgst -sm3`.
+fn sm2_digest(w: &Path) -> Vec<u8> {
+    let spki = std::fs::read(w.join("public_key.bin")).unwrap();
+    let xy = &spki[spki.len() - 64..];
+    let mut z_in = vec![0x00, 0x80];
+    z_in.extend_from_slice(b"1234567812345678");
+    z_in.extend_from_slice(&unhex(SM2_CURVE));
+    z_in.extend_from_slice(xy);
+    std::fs::write(w.join("z_in.bin"), &z_in).unwrap();
+    let mut m = openssl(w, &["dgst", "-sm3", "-binary", "z_in.bin"]);
+    m.extend_from_slice(&std::fs::read(w.join("test_verify.txt")).unwrap());
+    std::fs::write(w.join("zm.bin"), &m).unwrap();
+    openssl(w, &["dgst", "-sm3", "-binary", "zm.bin"])
+}
+
+#[test]
+fn sm2_signatures_checked_by_openssl_both_ways() {
+    let d = tempfile::tempdir().unwrap();
+    let (kms, _) = open(&d.path().join("kms"));
+    let w = d.path();
+    let key = create_usage(&kms, "test_sm2", "ASYMMETRIC_SIGN_VERIFY_SM2");
+    download_public_key(&kms, &key, w);
+    let spki = std::fs::read(w.join("public_key.bin")).unwrap();
+    // id-ecPublicKey with the SM2 curve, as in seed 002 ("MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAE…").
+    assert!(B64
+        .encode(&spki)
+        .starts_with("MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAE"));
+    std::fs::write(w.join("test_verify.txt"), b"test").unwrap();
+    let digest = sm2_digest(w);
+    let osl_verify = |w: &Path| {
+        openssl_verifies_sm2(
+            w,
+            &[
+                "pkeyutl",
+                "-verify",
+                "-in",
+                "test_verify.txt",
+                "-rawin",
+                "-digest",
+                "sm3",
+                "-pubin",
+                "-inkey",
+                "public_key.pem",
+                "-pkeyopt",
+                "distid:1234567812345678",
+                "-sigfile",
+                "signContent.bin",
+            ],
+        )
+    };
+    for (m, mt) in [(&b"test"[..], "RAW"), (&digest[..], "DIGEST")] {
+        let sig = sign(&kms, &key, "SM2DSA", m, mt);
+        std::fs::write(w.join("signContent.bin"), &sig).unwrap();
+        assert!(
+            osl_verify(w),
+            "{mt}: openssl rejects the KMS's SM2 signature"
+        );
+        assert!(verify(&kms, &key, "SM2DSA", m, mt, &sig), "{mt}");
+        assert!(!verify(&kms, &key, "SM2DSA", b"tesu", "RAW", &sig));
+    }
+    // Another message: openssl refuses too (the check above can fail).
+    std::fs::write(w.join("test_verify.txt"), b"tesu").unwrap();
+    assert!(!osl_verify(w));
+    std::fs::write(w.join("test_verify.txt"), b"test").unwrap();
+
+    // openssl signs with a key it made; a store holding that key verifies.
+    openssl(w, &["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
+    let der = openssl(w, &["pkey", "-in", "sm2.pem", "-outform", "DER"]);
+    // The 32-byte scalar: ECPrivateKey { version 1, privateKey OCTET STRING (32) … }.
+    let at = der
+        .windows(5)
+        .position(|x| x == [0x02, 0x01, 0x01, 0x04, 0x20])
+        .unwrap();
+    std::fs::write(w.join("sm2.scalar"), &der[at + 5..at + 37]).unwrap();
+    let dir = w.join("kms2");
+    let key2 = store_with_raw_key(
+        &dir,
+        w,
+        "ASYMMETRIC_SIGN_VERIFY_SM2",
+        MaterialKind::Sm2,
+        "sm2.scalar",
+    );
+    let (kms2, _) = open(&dir);
+    openssl(
+        w,
+        &[
+            "pkeyutl",
+            "-sign",
+            "-in",
+            "test_verify.txt",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-inkey",
+            "sm2.pem",
+            "-pkeyopt",
+            "distid:1234567812345678",
+            "-out",
+            "sig.bin",
+        ],
+    );
+    let sig = std::fs::read(w.join("sig.bin")).unwrap();
+    assert!(verify(&kms2, &key2, "SM2DSA", b"test", "RAW", &sig));
+    download_public_key(&kms2, &key2, w);
+    assert!(verify(
+        &kms2,
+        &key2,
+        "SM2DSA",
+        &sm2_digest(w),
+        "DIGEST",
+        &sig
+    ));
+    assert!(!verify(&kms2, &key2, "SM2DSA", b"tesu", "RAW", &sig));
+    // SM2 decryption is not built.
+    assert_eq!(
+        code(call(
+            &kms,
+            "CreateKey",
+            json!({"Alias": "sm2dec", "KeyUsage": "ASYMMETRIC_DECRYPT_SM2"})
+        )),
+        E::UnsupportedOperation
+    );
+}
+
+fn openssl_verifies_sm2(dir: &Path, args: &[&str]) -> bool {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Verified Successfully")
 }

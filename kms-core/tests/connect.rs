@@ -1,4 +1,4 @@
-//! `connect`: a path, the XDG default, and URLs (a remote KMS needs credentials).
+//! `connect`: a path, the XDG default, and URLs (the remote client).
 //! One test, so the environment it changes is not shared with another thread.
 #![allow(clippy::unwrap_used)]
 
@@ -6,7 +6,7 @@ use kms_core::{connect, CallContext, ErrorCode};
 use serde_json::json;
 
 #[test]
-fn connect_opens_paths_and_defaults_and_urls_with_credentials() {
+fn connect_opens_paths_and_defaults_and_urls() {
     let d = tempfile::tempdir().unwrap();
     let explicit = d.path().join("explicit");
     let kms = connect(Some(explicit.to_str().unwrap())).unwrap();
@@ -16,6 +16,7 @@ fn connect_opens_paths_and_defaults_and_urls_with_credentials() {
     assert!(explicit.join("keys.kms").exists());
     assert!(explicit.join("root.key").exists());
 
+    // URLs: the remote client, which needs credentials from the environment.
     std::env::remove_var("KMSFS_KMS_CREDENTIALS");
     std::env::remove_var("TENCENTCLOUD_SECRET_ID");
     std::env::remove_var("TENCENTCLOUD_SECRET_KEY");
@@ -24,11 +25,17 @@ fn connect_opens_paths_and_defaults_and_urls_with_credentials() {
         assert_eq!(e.code, ErrorCode::InvalidParameter);
         assert!(e.message.contains("TENCENTCLOUD_SECRET_ID"), "{e}");
     }
-    std::env::set_var("TENCENTCLOUD_SECRET_ID", "AKIDconnecttest");
-    std::env::set_var("TENCENTCLOUD_SECRET_KEY", "connect-test-key");
-    assert!(connect(Some("http://127.0.0.1:1")).is_ok());
+    std::env::set_var("TENCENTCLOUD_SECRET_ID", "AKIDtest");
+    std::env::set_var("TENCENTCLOUD_SECRET_KEY", "secret");
+    let remote = connect(Some("http://127.0.0.1:1")).unwrap();
     std::env::remove_var("TENCENTCLOUD_SECRET_ID");
     std::env::remove_var("TENCENTCLOUD_SECRET_KEY");
+    let e = remote.call(&c, "ListKeys", &json!({})).unwrap_err();
+    assert!(
+        e.message
+            .contains("cannot reach the KMS at http://127.0.0.1:1/"),
+        "{e}"
+    );
 
     std::env::remove_var("KMSFS_KMS_PASSPHRASE");
     std::env::remove_var("KMSFS_KMS_ROOT_KEY");

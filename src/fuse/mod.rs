@@ -101,7 +101,7 @@ struct Handle {
 /// The filesystem.
 pub struct KmsFs {
     vol: Arc<Volume>,
-    inodes: RwLock<InodeTable>,
+    inodes: Arc<RwLock<InodeTable>>,
     next_ino: AtomicU64,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -186,12 +186,20 @@ impl KmsFs {
         t.by_ino.insert(root.ino, root);
         Ok(KmsFs {
             vol,
-            inodes: RwLock::new(t),
-            next_ino: AtomicU64::new(2),
+            inodes: Arc::new(RwLock::new(t)),
+            next_ino: AtomicU64::new(1 << 62),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
         })
+    }
+
+    /// A handle for the key-expiry thread (see [`KeyExpiry`]).
+    pub fn key_expiry(&self) -> KeyExpiry {
+        KeyExpiry {
+            inodes: self.inodes.clone(),
+            max_age: self.vol.cache.max_age(),
+        }
     }
 
     fn inode(&self, ino: INodeNo) -> FsResult<Arc<Inode>> {
@@ -251,7 +259,13 @@ impl KmsFs {
                 return Ok((i.clone(), st));
             }
         }
-        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        // The backing inode number where it is free (stat and readdir then agree, and numbers
+        // are stable across mounts); otherwise one from a range no backing fs uses in practice.
+        let ino = if st.st_ino > 1 && !t.by_ino.contains_key(&st.st_ino) {
+            st.st_ino
+        } else {
+            self.next_ino.fetch_add(1, Ordering::Relaxed)
+        };
         let inode = Arc::new(Inode {
             ino,
             key,
@@ -812,6 +826,45 @@ impl KmsFs {
     }
 }
 
+/// Enforces the DEK age bound on files that stay open: a file's derived key older than
+/// the DEK cache's maximum age is dropped (the next read or write asks the KMS again, and
+/// fails if the CMK was disabled) and the kernel's cached plaintext pages of that file are
+/// invalidated, so they are not served past the bound either.
+pub struct KeyExpiry {
+    inodes: Arc<RwLock<InodeTable>>,
+    max_age: Duration,
+}
+
+impl KeyExpiry {
+    /// Runs forever (a daemon thread), scanning every quarter of the maximum age.
+    pub fn run(self, notifier: fuser::Notifier) {
+        let period = (self.max_age / 4).max(Duration::from_millis(200));
+        loop {
+            std::thread::sleep(period);
+            let expired: Vec<u64> = {
+                let t = self.inodes.read();
+                t.by_ino
+                    .values()
+                    .filter(|i| {
+                        let mut g = i.ckey.lock();
+                        let old = g.as_ref().is_some_and(|c| c.at.elapsed() >= self.max_age);
+                        if old {
+                            *g = None;
+                        }
+                        old
+                    })
+                    .map(|i| i.ino)
+                    .collect()
+            };
+            for ino in expired {
+                if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                    tracing::debug!(ino, "page cache invalidation: {e}");
+                }
+            }
+        }
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -1055,11 +1108,14 @@ impl Filesystem for KmsFs {
         reply: ReplyEmpty,
     ) {
         let r = self.handle(fh).and_then(|h| match &h.kind {
-            HandleKind::File(f) => Ok(if datasync {
-                f.sync_data()?
-            } else {
-                f.sync_all()?
-            }),
+            HandleKind::File(f) => {
+                if datasync {
+                    f.sync_data()?;
+                } else {
+                    f.sync_all()?;
+                }
+                Ok(())
+            }
             HandleKind::Dir(_) => Ok(()),
         });
         match r {
@@ -1212,6 +1268,21 @@ impl Filesystem for KmsFs {
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls (isatty() probes land here): "not a typewriter", without a log line.
+        reply.error(Errno::ENOTTY);
     }
 
     fn fallocate(

@@ -267,7 +267,7 @@ pub fn getxattr_fd(fd: RawFd, name: &OsStr, size: usize) -> io::Result<Vec<u8>> 
         return Err(io::Error::last_os_error());
     }
     if size == 0 {
-        return Ok(vec![0u8; n as usize]).map(|v| v); // caller only wants the length
+        return Ok(vec![0u8; n as usize]); // the caller only wants the length
     }
     buf.truncate(n as usize);
     Ok(buf)

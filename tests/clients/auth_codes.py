@@ -23,11 +23,11 @@ ENDPOINT = os.environ["KMS_ENDPOINT"]
 KEY_ID = os.environ["KMS_KEY_ID"]
 
 
-def client(secret_id, secret_key, method="POST"):
+def client(secret_id, secret_key, method="POST", unsigned=False):
     http = HttpProfile(endpoint=ENDPOINT, protocol="http", reqMethod=method)
-    return kms_client.KmsClient(
-        credential.Credential(secret_id, secret_key), "ap-guangzhou", ClientProfile(httpProfile=http)
-    )
+    profile = ClientProfile(httpProfile=http)
+    profile.unsignedPayload = unsigned
+    return kms_client.KmsClient(credential.Credential(secret_id, secret_key), "ap-guangzhou", profile)
 
 
 ADMIN = (os.environ["TENCENTCLOUD_SECRET_ID"], os.environ["TENCENTCLOUD_SECRET_KEY"])
@@ -61,6 +61,9 @@ print("OK post", rsp.KeyMetadata.KeyState)
 rsp = describe(client(*ADMIN, method="GET"))
 assert rsp.KeyMetadata.KeyId == KEY_ID, rsp
 print("OK get", rsp.KeyMetadata.KeyState)
+rsp = describe(client(*ADMIN, unsigned=True))
+assert rsp.KeyMetadata.KeyId == KEY_ID, rsp
+print("OK unsigned-payload", rsp.KeyMetadata.KeyState)
 
 expect_code("wrong-secret-key", "AuthFailure.SignatureFailure",
             lambda: describe(client(ADMIN[0], ADMIN[1] + "x")))
@@ -94,6 +97,40 @@ expect_code("unknown-action", "InvalidAction",
             lambda: client(*ADMIN).call_json("NoSuchKmsAction", {}))
 expect_code("unknown-key", "ResourceUnavailable.CmkNotFound",
             lambda: client(*ADMIN).call_json("Encrypt", {"KeyId": "00000000-0000-4000-8000-000000000000", "Plaintext": "aGk="}))
+
+
+# A captured DescribeKey (the SDK signs only content-type;host) replayed as DisableKey
+# with the same body and signature: refused, and the key stays enabled.
+def replay_as_disable():
+    import requests
+
+    c = client(*ADMIN)
+    captured = []
+    send = c.request.send_request
+
+    def capture(req):
+        captured.append((dict(req.header), req.data))
+        return send(req)
+
+    c.request.send_request = capture
+    describe(c)
+    if not captured:
+        sys.exit("replay: the SDK request was not captured")
+    headers, data = captured[-1]
+    headers["X-TC-Action"] = "DisableKey"
+    r = requests.post("http://%s/" % ENDPOINT, headers=headers, data=data)
+    if r.status_code != 200 or r.headers.get("Content-Type") != "application/json":
+        sys.exit("replay: HTTP %s %s" % (r.status_code, r.headers.get("Content-Type")))
+    err = r.json()["Response"].get("Error") or {}
+    if err.get("Code") != "AuthFailure.SignatureFailure":
+        sys.exit("replay: expected AuthFailure.SignatureFailure, got %r" % r.text)
+    state = describe(client(*ADMIN)).KeyMetadata.KeyState
+    if state != "Enabled":
+        sys.exit("replay: the key is %s after a refused DisableKey" % state)
+    print("OK replay-as-another-action", err["Code"])
+
+
+replay_as_disable()
 
 
 # Seed 002, "Implementing Exponential Backoff", adapted to Python 3 (sleep in seconds,

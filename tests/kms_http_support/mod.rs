@@ -39,6 +39,11 @@ impl ServerProc {
     /// Starts the server on `store` with an optional principals config; `log` receives
     /// stderr (appended, so a restarted server adds to it).
     pub fn start(store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
+        ServerProc::start_on("127.0.0.1:0", store, config, log)
+    }
+
+    /// As [`ServerProc::start`], listening on `listen` (e.g. the port a killed server had).
+    pub fn start_on(listen: &str, store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -47,7 +52,7 @@ impl ServerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
         cmd.arg("--kms")
             .arg(store)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+            .args(["kms", "serve", "--listen", listen])
             .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
             .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info")

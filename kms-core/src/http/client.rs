@@ -5,7 +5,9 @@
 //! retry `n` (1-based) the client sleeps a uniform random time in
 //! `[0, min(cap, base · 2^(n-1))]`, and gives up after `max_attempts` attempts or when the
 //! next sleep would pass `max_elapsed` since the first attempt, whichever comes first.
-//! The final error says how many attempts were made and how long it took.
+//! The final error says how many attempts were made and how long it took. Each attempt's
+//! timeout is cut to what is left of `max_elapsed` (at least 1 s), so a call never takes
+//! much longer than `max_elapsed` even when the server hangs.
 //!
 //! Credentials ([`RemoteConfig::from_env`]): the TOML file named by
 //! `KMSFS_KMS_CREDENTIALS` if set, else `TENCENTCLOUD_SECRET_ID` /
@@ -79,7 +81,7 @@ pub struct RemoteConfig {
     pub ca_file: Option<PathBuf>,
     /// Retries.
     pub retry: RetryPolicy,
-    /// Timeout of one HTTP exchange.
+    /// Timeout of one HTTP exchange (cut to what is left of the retry budget).
     pub request_timeout: Duration,
 }
 
@@ -298,7 +300,7 @@ impl RemoteKms {
         &self.url
     }
 
-    fn attempt(&self, ctx: &CallContext, action: &str, body: &[u8]) -> Attempt {
+    fn attempt(&self, ctx: &CallContext, action: &str, body: &[u8], timeout: Duration) -> Attempt {
         let timestamp = tc3::unix_now();
         let content_type = "application/json";
         let authorization = tc3::sign_post(
@@ -315,6 +317,9 @@ impl RemoteKms {
         let mut req = self
             .agent
             .post(&self.url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
             .header("Host", &self.host)
             .header("Content-Type", content_type)
             .header("X-TC-Action", action)
@@ -413,7 +418,13 @@ impl Kms for RemoteKms {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let (err, retryable) = match self.attempt(ctx, action, &body) {
+            // No attempt runs past the time budget (but each gets at least a second).
+            let remaining = policy.max_elapsed.saturating_sub(started.elapsed());
+            let timeout = self
+                .config
+                .request_timeout
+                .min(remaining.max(Duration::from_secs(1)));
+            let (err, retryable) = match self.attempt(ctx, action, &body, timeout) {
                 Attempt::Done(Ok(v)) => return Ok(v),
                 Attempt::Done(Err(e)) => {
                     let r = e.code.is_retryable();
@@ -498,6 +509,39 @@ mod tests {
             let c = RemoteConfig::new(bad, "AKID", SecretKey::new("k"));
             assert!(RemoteKms::new(c).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_costs_at_most_the_time_budget() {
+        // Accepts connections and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holder = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            listener.set_nonblocking(true).unwrap();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(4) {
+                if let Ok((s, _)) = listener.accept() {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let mut cfg = RemoteConfig::new(&format!("http://{addr}"), "AKID", SecretKey::new("k"));
+        cfg.retry.max_elapsed = Duration::from_secs(2);
+        let kms = RemoteKms::new(cfg).unwrap();
+        let t = Instant::now();
+        let ctx = CallContext {
+            principal: String::new(),
+            request_id: String::new(),
+        };
+        let e = kms
+            .call(&ctx, "ListKeys", &serde_json::json!({}))
+            .unwrap_err();
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(3500), "{took:?}: {e}");
+        assert!(e.message.contains("gave up after"), "{e}");
+        holder.join().unwrap();
     }
 
     #[test]

@@ -52,6 +52,11 @@ actions = ["Describe*", "Decrypt"]
 keys = ["k1"]
 
 [[principal]]
+secret_id = "AKIDapp"
+secret_key = "appkey"
+keys = ["alias/app-*"]
+
+[[principal]]
 secret_id = "AKIDslow"
 secret_key = "slowkey"
 rate = 2.0
@@ -186,6 +191,11 @@ fn exact_error_codes_over_http() {
         code(&Raw::new("NoSuchThing", "{}").send(&server)),
         "InvalidAction"
     );
+    // Not an action name at all (and never logged as given).
+    assert_eq!(
+        code(&Raw::new("Describe principal=AKIDadmin", "{}").send(&server)),
+        "InvalidAction"
+    );
     assert_eq!(
         code(&Raw::new("DescribeKey", "{not json").send(&server)),
         "InvalidParameter"
@@ -219,6 +229,24 @@ fn exact_error_codes_over_http() {
     let d = reader("Decrypt", r#"{"CiphertextBlob": "AAAA"}"#);
     assert_eq!(code(&d), "UnauthorizedOperation");
     assert!(d["Response"].get("Plaintext").is_none(), "{d}");
+    assert_eq!(kms.calls.load(Ordering::SeqCst), before + 1);
+
+    // A principal limited to alias/app-* may create app-1 but not other-1.
+    let app = |action, body| {
+        let mut r = Raw::new(action, body);
+        r.secret_id = "AKIDapp";
+        r.secret_key = "appkey";
+        r.send(&server)
+    };
+    let before = kms.calls.load(Ordering::SeqCst);
+    assert_eq!(
+        code(&app("CreateKey", r#"{"Alias": "app-1"}"#)),
+        "(no error)"
+    );
+    assert_eq!(
+        code(&app("CreateKey", r#"{"Alias": "other-1"}"#)),
+        "UnauthorizedOperation"
+    );
     assert_eq!(kms.calls.load(Ordering::SeqCst), before + 1);
 
     // Malformed Authorization.

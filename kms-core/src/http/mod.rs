@@ -136,7 +136,47 @@ pub fn params_from_query(query: &str) -> KmsResult<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        /// Every parser of untrusted request bytes answers Ok or Err, never panics.
+        #[test]
+        fn parsers_of_untrusted_input_never_panic(
+            s in ".{0,200}",
+            b in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let _ = tc3::Authorization::parse(&s);
+            let _ = tc3::Authorization::parse(&format!("TC3-HMAC-SHA256 {s}"));
+            let _ = params_from_query(&s);
+            let _ = params_from_json(&b);
+            let _ = client::parse_response(&b);
+        }
+
+        /// Signature verification with arbitrary header values never panics, and never
+        /// accepts a request that was not signed with the key.
+        #[test]
+        fn verify_never_panics_or_accepts_garbage(
+            sig in "[0-9a-f]{64}",
+            id in "[A-Za-z0-9]{0,20}",
+            date in ".{0,12}",
+            signed in "[a-z;-]{0,40}",
+            ts in ".{0,15}",
+            body in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let auth = format!(
+                "TC3-HMAC-SHA256 Credential={id}/{date}/kms/tc3_request, SignedHeaders={signed}, Signature={sig}"
+            );
+            let h = |n: &str| match n {
+                "authorization" => Some(auth.clone()),
+                "x-tc-timestamp" => Some(ts.clone()),
+                _ => Some(n.to_owned()),
+            };
+            let req = tc3::IncomingRequest { method: "POST", uri: "/", query: "", body: &body, header: &h };
+            let lookup = |_: &str| Some(tc3::SecretKey::new("k"));
+            prop_assert!(tc3::verify(&req, &lookup, tc3::unix_now()).is_err());
+        }
+    }
 
     #[test]
     fn json_bodies() {

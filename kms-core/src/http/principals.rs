@@ -260,8 +260,19 @@ impl Principals {
     /// # Errors
     /// The file cannot be read or is invalid.
     pub fn from_file(path: &Path) -> Result<Principals, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        );
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the principals file holds secret keys and is readable by others: chmod 600 it"
+                );
+            }
+        }
         Principals::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -11,7 +11,7 @@
 //! One `tracing` line per request: action, principal SecretId, outcome code, latency.
 //! Bodies, parameters and secrets are never logged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most KMS calls run at once (the blocking thread pool's size).
     pub max_concurrent_calls: usize,
+    /// Most connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             principals,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_concurrent_calls: 32,
+            max_connections: 1024,
         }
     }
 }
@@ -103,8 +106,14 @@ pub struct ReplayCache {
 struct ReplayInner {
     /// (SecretId, signature) → (actions used, expiry).
     seen: HashMap<(String, String), (Vec<String>, i64)>,
-    next_prune: i64,
+    /// The keys of `seen` in insertion order, with their expiry: pruning pops the front.
+    order: VecDeque<(i64, (String, String))>,
 }
+
+/// Most signatures remembered. Past this the oldest are forgotten first: only a
+/// principal with valid credentials can fill the cache, and it gains nothing by
+/// weakening replay protection against its own requests.
+pub const REPLAY_CACHE_MAX: usize = 1 << 20;
 
 /// Actions that change nothing and release no secret: a replay of one is harmless.
 pub fn is_read_only(action: &str) -> bool {
@@ -130,15 +139,24 @@ impl ReplayCache {
         now: i64,
     ) -> KmsResult<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if now >= inner.next_prune {
-            inner.seen.retain(|_, (_, expires)| *expires >= now);
-            inner.next_prune = now + 10;
+        let inner = &mut *inner;
+        while let Some((expires, _)) = inner.order.front() {
+            if *expires >= now && inner.order.len() < REPLAY_CACHE_MAX {
+                break;
+            }
+            if let Some((_, key)) = inner.order.pop_front() {
+                inner.seen.remove(&key);
+            }
         }
         let expires = timestamp + tc3::CLOCK_WINDOW_SECS + 1;
-        let entry = inner
-            .seen
-            .entry((secret_id.to_owned(), signature.to_owned()))
-            .or_insert_with(|| (Vec::new(), expires));
+        let key = (secret_id.to_owned(), signature.to_owned());
+        let entry = match inner.seen.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                inner.order.push_back((expires, v.key().clone()));
+                v.insert((Vec::new(), expires))
+            }
+        };
         // The first action a signature served owns it: a replay may only repeat that
         // action or read.
         if !is_read_only(action) {
@@ -172,6 +190,7 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<State>,
     max_concurrent_calls: usize,
+    max_connections: usize,
 }
 
 /// A server error at startup.
@@ -235,6 +254,7 @@ impl Server {
                 max_body_bytes: config.max_body_bytes,
             }),
             max_concurrent_calls: config.max_concurrent_calls.max(1),
+            max_connections: config.max_connections.max(1),
         })
     }
 
@@ -325,8 +345,16 @@ impl Server {
         let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
         let state = self.state;
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         tokio::pin!(shutdown);
         loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                p = connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -344,6 +372,7 @@ impl Server {
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = service_fn(move |req| handle(state.clone(), peer, req));
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -506,7 +535,7 @@ async fn handle(
     }
     let (parts, body) = req.into_parts();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let action = header(&parts.headers, "x-tc-action").unwrap_or_default();
+    let action = action_of(&parts.headers);
     let body = match Limited::new(body, state.max_body_bytes).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(
@@ -590,9 +619,17 @@ struct HttpRequest {
     body: Bytes,
 }
 
+/// The `X-TC-Action` value when it looks like an action name (ASCII letters and digits,
+/// at most 64), else empty: an unauthenticated header never reaches the log verbatim.
+fn action_of(headers: &HeaderMap) -> String {
+    header(headers, "x-tc-action")
+        .filter(|a| a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_default()
+}
+
 fn process(state: &State, req: &HttpRequest, request_id: String) -> Outcome {
     let mut outcome = Outcome {
-        action: header(&req.headers, "x-tc-action").unwrap_or_default(),
+        action: action_of(&req.headers),
         principal: String::new(),
         request_id,
         result: Ok(Value::Null),
@@ -611,10 +648,16 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
     } = req;
     let action = outcome.action.clone();
     if action.is_empty() {
-        return Err(KmsError::new(
-            ErrorCode::MissingParameter,
-            "the X-TC-Action header is missing",
-        ));
+        return Err(match header(headers, "x-tc-action") {
+            None => KmsError::new(
+                ErrorCode::MissingParameter,
+                "the X-TC-Action header is missing",
+            ),
+            Some(_) => KmsError::new(
+                ErrorCode::InvalidAction,
+                "X-TC-Action is not an action name (letters and digits)",
+            ),
+        });
     }
     let version = header(headers, "x-tc-version").unwrap_or_default();
     if version != API_VERSION {
@@ -667,23 +710,33 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
         .principals
         .get(&verified.secret_id)
         .ok_or_else(|| KmsError::new(ErrorCode::AuthSecretIdNotFound, "the principal is gone"))?;
-    principal.admit(Instant::now())?;
+    let ctx = CallContext {
+        principal: verified.secret_id.clone(),
+        request_id: outcome.request_id.clone(),
+    };
+    // Refusals of an authenticated principal go to the KMS's audit log too.
+    let refuse = |e: KmsError, key: &str| {
+        state.kms.audit_refusal(&ctx, &action, key, &e);
+        e
+    };
+    principal.admit(Instant::now()).map_err(|e| refuse(e, ""))?;
     let params = if *method == Method::GET {
         super::params_from_query(query)?
     } else {
         super::params_from_json(body)?
     };
-    check_rights(principal, &action, &params)?;
-    let ctx = CallContext {
-        principal: verified.secret_id.clone(),
-        request_id: outcome.request_id.clone(),
-    };
+    check_rights(principal, &action, &params).map_err(|(e, key)| refuse(e, &key))?;
     let response = state.kms.call(&ctx, &action, &params)?;
     // Decrypt and ReEncrypt name their key only inside the blob: check it now, and drop
-    // the response if the principal may not use that key.
-    if let Some(key) = response.get("KeyId").and_then(Value::as_str) {
-        if !principal.may_use_key(key) && !request_names_key(&params) {
-            return Err(unauthorized(principal, &action, Some(key)));
+    // the response if the principal may not use that key (the service has audited the
+    // call; the refusal line follows it).
+    // (ReEncrypt's answer names the source key as SourceKeyId.)
+    let named = request_names_key(&params);
+    for (field, checked_before) in [("KeyId", named), ("SourceKeyId", false)] {
+        if let Some(key) = response.get(field).and_then(Value::as_str) {
+            if !checked_before && !principal.may_use_key(key) {
+                return Err(refuse(unauthorized(principal, &action, Some(key)), key));
+            }
         }
     }
     Ok(response)
@@ -700,15 +753,20 @@ fn unauthorized(principal: &Principal, action: &str, key: Option<&str>) -> KmsEr
     )
 }
 
-fn request_key_ids(params: &Value) -> Vec<&str> {
+/// The keys a request names: `KeyId`, `DestinationKeyId`, `KeyIds[]`, and `Alias`
+/// (CreateKey, UpdateAlias) as `alias/NAME`.
+fn request_key_ids(params: &Value) -> Vec<String> {
     let mut keys = Vec::new();
     for field in ["KeyId", "DestinationKeyId"] {
         if let Some(k) = params.get(field).and_then(Value::as_str) {
-            keys.push(k);
+            keys.push(k.to_owned());
         }
     }
     if let Some(list) = params.get("KeyIds").and_then(Value::as_array) {
-        keys.extend(list.iter().filter_map(Value::as_str));
+        keys.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    if let Some(alias) = params.get("Alias").and_then(Value::as_str) {
+        keys.push(format!("alias/{alias}"));
     }
     keys
 }
@@ -717,13 +775,19 @@ fn request_names_key(params: &Value) -> bool {
     !request_key_ids(params).is_empty()
 }
 
-fn check_rights(principal: &Principal, action: &str, params: &Value) -> KmsResult<()> {
+/// Whether `principal` may call `action` on the keys `params` name; a refusal comes
+/// with the key it concerns (empty when the action itself is refused).
+fn check_rights(
+    principal: &Principal,
+    action: &str,
+    params: &Value,
+) -> Result<(), (KmsError, String)> {
     if !principal.may_call(action) {
-        return Err(unauthorized(principal, action, None));
+        return Err((unauthorized(principal, action, None), String::new()));
     }
     for key in request_key_ids(params) {
-        if !principal.may_use_key(key) {
-            return Err(unauthorized(principal, action, Some(key)));
+        if !principal.may_use_key(&key) {
+            return Err((unauthorized(principal, action, Some(&key)), key));
         }
     }
     Ok(())

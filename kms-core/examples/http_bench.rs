@@ -1,0 +1,123 @@
+//! GenerateDataKey and Decrypt over HTTP on loopback: requests/s and latency
+//! percentiles, with several concurrent RemoteKms clients against the server in front of
+//! the embedded KmsService (a temporary store).
+//!
+//! ```text
+//! cargo run --release -p kms-core --example http_bench -- [THREADS] [SECONDS_PER_OP]
+//! ```
+//! (scripts/bench-kms-http.sh runs it.) A benchmark, not a test: it asserts nothing
+//! about speed. Traffic goes to 127.0.0.1 only, and each phase stops after its time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kms_core::http::principals::{Principal, Principals};
+use kms_core::http::tc3::SecretKey;
+use kms_core::http::{RemoteConfig, RemoteKms, Server, ServerConfig};
+use kms_core::{CallContext, EncryptionContext, Kms, KmsService};
+
+fn ctx() -> CallContext {
+    CallContext {
+        principal: String::new(),
+        request_id: String::new(),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(op: &str, threads: usize, wall: Duration, mut lat: Vec<Duration>, errors: usize) {
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{op:<16} threads={threads} requests={} errors={errors} req/s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        lat.len(),
+        lat.len() as f64 / wall.as_secs_f64(),
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+    );
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
+    let seconds: f64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5.0);
+    let phase = Duration::from_secs_f64(seconds);
+
+    let dir = tempfile::tempdir()?;
+    let service = KmsService::open(&dir.path().join("store"))?;
+    let principals = Principals::new([Principal::unrestricted(
+        "AKIDbench",
+        SecretKey::new("bench-secret"),
+    )]);
+    let server = Server::bind(
+        Arc::new(service),
+        ServerConfig::new("127.0.0.1:0".parse()?, principals),
+    )?
+    .spawn();
+    let client = || {
+        RemoteKms::new(RemoteConfig::new(
+            server.url(),
+            "AKIDbench",
+            SecretKey::new("bench-secret"),
+        ))
+    };
+    let admin = client()?;
+    let key = admin.call(&ctx(), "CreateKey", &serde_json::json!({"Alias": "bench"}))?["KeyId"]
+        .as_str()
+        .ok_or("no KeyId")?
+        .to_owned();
+    let ec = EncryptionContext::single("kmsfs-volume", "bench");
+    let blob = admin
+        .generate_data_key(&ctx(), &key, 32, &ec)?
+        .ciphertext_blob;
+    println!(
+        "server {} (in-process, embedded store), {threads} client threads, {seconds} s per op",
+        server.url()
+    );
+
+    for op in ["GenerateDataKey", "Decrypt"] {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let kms = client();
+                let (key, ec, blob) = (key.clone(), ec.clone(), blob.clone());
+                std::thread::spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut errors = 0;
+                    let Ok(kms) = kms else { return (lat, 1) };
+                    while started.elapsed() < phase {
+                        let t = Instant::now();
+                        let r = match op {
+                            "GenerateDataKey" => {
+                                kms.generate_data_key(&ctx(), &key, 32, &ec).map(drop)
+                            }
+                            _ => kms.decrypt_data_key(&ctx(), &blob, &ec).map(drop),
+                        };
+                        match r {
+                            Ok(()) => lat.push(t.elapsed()),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        let mut lat = Vec::new();
+        let mut errors = 0;
+        for h in handles {
+            let (l, e) = h.join().map_err(|_| "a client thread panicked")?;
+            lat.extend(l);
+            errors += e;
+        }
+        report(op, threads, started.elapsed(), lat, errors);
+    }
+    server.stop();
+    Ok(())
+}
