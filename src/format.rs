@@ -396,6 +396,48 @@ impl FileHeader {
     }
 }
 
+/// What one of a header's two slots holds (for `kmsfs fsck`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// All zero: never written.
+    Empty,
+    /// Checksum verifies.
+    Valid {
+        /// The slot's generation.
+        generation: u32,
+        /// Its wrapped DEK.
+        wrapped_dek: Vec<u8>,
+    },
+    /// Written, but its checksum or framing fails (torn or tampered).
+    Corrupt,
+}
+
+/// The state of both slots of a `header_size`-byte header; `None` when `buf` has the
+/// wrong length. Checks only the slots: [`FileHeader::parse`] checks the prefix.
+pub fn slot_states(buf: &[u8], header_size: u32) -> Option<[SlotState; 2]> {
+    let hs = header_size as usize;
+    if buf.len() != hs || hs < MIN_HEADER_SIZE as usize {
+        return None;
+    }
+    let prefix = &buf[..HEADER_PREFIX_LEN];
+    let sl = slot_len(hs);
+    let state = |i: u8| {
+        let start = HEADER_PREFIX_LEN + i as usize * sl;
+        let slot = &buf[start..start + sl];
+        if slot.iter().all(|&b| b == 0) {
+            return SlotState::Empty;
+        }
+        match parse_slot(prefix, i, slot) {
+            Some((generation, wrapped_dek)) => SlotState::Valid {
+                generation,
+                wrapped_dek,
+            },
+            None => SlotState::Corrupt,
+        }
+    };
+    Some([state(0), state(1)])
+}
+
 fn encode_slot(prefix: &[u8], index: u8, gen: u32, blob: &[u8], sl: usize) -> Vec<u8> {
     let mut s = Vec::with_capacity(sl);
     s.extend_from_slice(&gen.to_be_bytes());

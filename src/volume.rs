@@ -114,7 +114,8 @@ pub fn kms_hint(spec: Option<&str>) -> String {
     }
 }
 
-fn mac_key(config_dek: &[u8], uuid: &str) -> Zeroizing<[u8; 32]> {
+/// The config MAC key: `HKDF-SHA256[salt = uuid, info = CONFIG_MAC_LABEL](config DEK)`.
+pub fn mac_key(config_dek: &[u8], uuid: &str) -> Zeroizing<[u8; 32]> {
     aead::hkdf_sha256(config_dek, uuid.as_bytes(), CONFIG_MAC_LABEL)
 }
 

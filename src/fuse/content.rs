@@ -108,6 +108,21 @@ fn write_block(
     sys::pwrite_all(f, &out, off).map_err(|e| Err(FsError::Io(e)))
 }
 
+/// Reserves backing space `from..end` (beyond the current end) before a write that grows
+/// the backing file, so that a full disk fails the write with ENOSPC before any byte is written
+/// (instead of a short pwrite tearing the last block, which held acknowledged data). A
+/// filesystem without fallocate keeps the old behaviour.
+fn reserve(f: &File, from: u64, end: u64) -> ContentResult<()> {
+    if end <= from {
+        return Ok(());
+    }
+    match sys::fallocate(f, libc::FALLOC_FL_KEEP_SIZE, from, end - from) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(Err(FsError::Io(e))),
+    }
+}
+
 /// Writes `data` at plaintext offset `off`. `header` is `Some(bytes)` when the file is
 /// empty on disk and this write creates its header (written in the same pwrite as
 /// block 0 when the write touches block 0).
@@ -138,6 +153,24 @@ pub fn write(
     let bs = geo.block_size;
     let first = off / bs;
     let last = (end - 1) / bs;
+    // Reserve what this write adds to the backing file (header, the padded old last
+    // block, the written blocks; a gap before them stays a hole) before writing any of it.
+    let wend = geo
+        .backing_size(end.max(plain))
+        .ok_or(Err(FsError::TooBig))?;
+    let wstart = geo
+        .block_offset(BlockNo(first))
+        .ok_or(Err(FsError::TooBig))?;
+    if header.is_some() {
+        reserve(f, 0, geo.header_size)?;
+    }
+    if plain % bs != 0 && plain / bs < first {
+        let pad_end = geo
+            .block_offset(BlockNo(plain / bs + 1))
+            .ok_or(Err(FsError::TooBig))?;
+        reserve(f, blen, pad_end)?;
+    }
+    reserve(f, blen.max(wstart), wend)?;
     // A partial last block that the write leaves behind as an interior block is
     // padded to a full block first (its tail becomes zeros).
     if plain % bs != 0 && plain / bs < first {
@@ -202,6 +235,7 @@ pub fn truncate(
     };
     if blen == 0 {
         let h = header.ok_or(Err(FsError::Errno(libc::EIO)))?;
+        reserve(f, 0, h.len() as u64)?;
         sys::pwrite_all(f, h, 0).map_err(|e| Err(FsError::Io(e)))?;
         return f.set_len(nb).map_err(|e| Err(FsError::Io(e)));
     }
@@ -228,6 +262,10 @@ pub fn truncate(
         let mut p = read_block(f, key, geo, blen, b)?;
         let want = (new - b * bs).min(bs) as usize;
         p.resize(want, 0);
+        let bend = geo
+            .backing_size(b * bs + want as u64)
+            .ok_or(Err(FsError::TooBig))?;
+        reserve(f, blen, bend)?;
         write_block(f, key, geo, b, &p)?;
     }
     f.set_len(nb).map_err(|e| Err(FsError::Io(e)))
