@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs kmsfs's tests: installs what they need, then runs the
 # Rust test suite (unit tests, real FUSE mounts, the real KMS clients over HTTP) and
-# the POSIX conformance suite (pjdfstest) against a fresh mount.
+# the POSIX conformance suite (pjdfstest) and a bounded random-operation exerciser (fsx,
+# fio --verify=crc32c, concurrent writers) against fresh mounts.
 #
 # Needs root (FUSE mounts with allow_other, pjdfstest's user switching) and /dev/fuse.
 set -euo pipefail
@@ -14,3 +15,6 @@ cargo test --workspace --locked -- --test-threads=2
 
 echo "== pjdfstest =="
 scripts/fstest.sh
+
+echo "== fsx, fio --verify, concurrent writers =="
+scripts/fsx.sh
