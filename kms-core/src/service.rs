@@ -1440,18 +1440,33 @@ impl KmsService {
         })
     }
 
+    /// A state change `from` → `to`, a no-op when the key is already in `to`; any
+    /// other state answers its state error.
+    fn transition(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        key_id: &Option<String>,
+        from: KeyState,
+        to: KeyState,
+    ) -> KmsResult<Empty> {
+        self.modify(ctx, action, key_id, |rec, _, _| {
+            if rec.state == from || rec.state == to {
+                rec.state = to;
+                Ok(Empty {})
+            } else {
+                Err(state_error(rec))
+            }
+        })
+    }
+
     /// EnableKey: Disabled → Enabled (no-op when Enabled).
     ///
     /// # Errors
     /// `ResourceUnavailable.KeyPendingDelete`, `.CmkArchived`, `.CmkStateNotSupport`.
     pub fn enable_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
-        self.modify(ctx, "EnableKey", &req.key_id, |rec, _, _| match rec.state {
-            KeyState::Enabled | KeyState::Disabled => {
-                rec.state = KeyState::Enabled;
-                Ok(Empty {})
-            }
-            _ => Err(state_error(rec)),
-        })
+        let (from, to) = (KeyState::Disabled, KeyState::Enabled);
+        self.transition(ctx, "EnableKey", &req.key_id, from, to)
     }
 
     /// DisableKey: Enabled → Disabled (no-op when Disabled). A disabled key
@@ -1460,15 +1475,8 @@ impl KmsService {
     /// # Errors
     /// `ResourceUnavailable.KeyPendingDelete`, `.CmkArchived`, `.CmkStateNotSupport`.
     pub fn disable_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
-        self.modify(ctx, "DisableKey", &req.key_id, |rec, _, _| {
-            match rec.state {
-                KeyState::Enabled | KeyState::Disabled => {
-                    rec.state = KeyState::Disabled;
-                    Ok(Empty {})
-                }
-                _ => Err(state_error(rec)),
-            }
-        })
+        let (from, to) = (KeyState::Enabled, KeyState::Disabled);
+        self.transition(ctx, "DisableKey", &req.key_id, from, to)
     }
 
     /// ArchiveKey: Enabled → Archived (decrypt only).
@@ -1476,15 +1484,8 @@ impl KmsService {
     /// # Errors
     /// The state error of any other state.
     pub fn archive_key(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
-        self.modify(ctx, "ArchiveKey", &req.key_id, |rec, _, _| {
-            match rec.state {
-                KeyState::Enabled | KeyState::Archived => {
-                    rec.state = KeyState::Archived;
-                    Ok(Empty {})
-                }
-                _ => Err(state_error(rec)),
-            }
-        })
+        let (from, to) = (KeyState::Enabled, KeyState::Archived);
+        self.transition(ctx, "ArchiveKey", &req.key_id, from, to)
     }
 
     /// CancelKeyArchive: Archived → Enabled.
@@ -1492,18 +1493,8 @@ impl KmsService {
     /// # Errors
     /// The state error of any other state.
     pub fn cancel_key_archive(&self, ctx: &CallContext, req: KeyIdRequest) -> KmsResult<Empty> {
-        self.modify(
-            ctx,
-            "CancelKeyArchive",
-            &req.key_id,
-            |rec, _, _| match rec.state {
-                KeyState::Archived | KeyState::Enabled => {
-                    rec.state = KeyState::Enabled;
-                    Ok(Empty {})
-                }
-                _ => Err(state_error(rec)),
-            },
-        )
+        let (from, to) = (KeyState::Archived, KeyState::Enabled);
+        self.transition(ctx, "CancelKeyArchive", &req.key_id, from, to)
     }
 
     /// ScheduleKeyDeletion: Disabled → PendingDelete for 7–30 days, then purged.
