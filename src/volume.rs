@@ -171,7 +171,7 @@ pub fn parse_config(bytes: &[u8]) -> anyhow::Result<(VolumeConfig, Vec<u8>, Vec<
         bail!("volume block size {bs} is out of range");
     }
     let hs = cfg.header_size;
-    if !(format::MIN_HEADER_SIZE..=65536).contains(&hs) || hs % 16 != 0 {
+    if !(format::MIN_HEADER_SIZE..=65536).contains(&hs) || !hs.is_multiple_of(16) {
         bail!("volume header size {hs} is out of range");
     }
     if uuid::Uuid::parse_str(&cfg.uuid).is_err() {

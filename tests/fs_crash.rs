@@ -13,6 +13,7 @@
 //!   and C sector by sector (or page by page) at random, with either length: any subset
 //!   of the un-fsynced writes reached the disk, in any order, torn at any sector. The
 //!   same checks hold.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/fsmount.rs"]
 mod fsmount;

@@ -2,6 +2,7 @@
 //! application must see ENOSPC (never EIO), files fsynced before must stay intact (byte
 //! for byte and by `kmsfs fsck`), an overwrite at ENOSPC must not destroy the block it
 //! overwrites, and freeing space must make the volume writable again.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/fsmount.rs"]
 mod fsmount;
@@ -56,8 +57,11 @@ fn errno(r: std::io::Result<()>) -> Option<i32> {
     r.err().map(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-/// `kmsfs fsck --json`: (exit code, problems as (path, kind, block)).
-fn fsck(m: &Mounted) -> (Option<i32>, Vec<(String, String, Option<u64>)>) {
+/// One problem `kmsfs fsck --json` reports: (path, kind, block).
+type Problem = (String, String, Option<u64>);
+
+/// `kmsfs fsck --json`: its exit code and problems.
+fn fsck(m: &Mounted) -> (Option<i32>, Vec<Problem>) {
     let out = kmsfs()
         .arg("--kms")
         .arg(&m.kms)

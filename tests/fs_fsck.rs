@@ -1,5 +1,6 @@
 //! `kmsfs fsck`: a clean volume passes with the right counts; each kind of damage is
 //! reported with its file and block, and the exit status says so.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/fsmount.rs"]
 mod fsmount;

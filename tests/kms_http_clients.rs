@@ -2,6 +2,7 @@
 //! scripts/install-kms-clients.sh) against the real `kmsfs kms serve` on 127.0.0.1.
 //!
 //! These tests fail, not skip, when the clients are missing.
+#![allow(clippy::unwrap_used)]
 
 mod kms_http_support;
 

@@ -2,6 +2,7 @@
 //! every request gets through with backoff, a kill -9 under load that loses no
 //! acknowledged key, a clean SIGTERM, and HTTPS. Every loop is bounded in count and
 //! time, and talks only to 127.0.0.1.
+#![allow(clippy::unwrap_used)]
 
 mod kms_http_support;
 

@@ -3,6 +3,7 @@
 //! serving cached DEKs while the server is down. KMS calls are counted at the server
 //! (its request log), not from the daemons' own counters. Needs /dev/fuse and root,
 //! like the other mount tests.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/fsmount.rs"]
 mod fsmount;

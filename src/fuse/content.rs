@@ -246,7 +246,7 @@ pub fn truncate(
         return Ok(());
     }
     if new < plain {
-        if new % bs != 0 {
+        if !new.is_multiple_of(bs) {
             let b = new / bs;
             let mut p = read_block(f, key, geo, blen, b)?;
             p.truncate((new % bs) as usize);

@@ -201,7 +201,7 @@ pub fn backing_size(plain: u64) -> u64 {
         return 0;
     }
     1024 + (plain / 4096) * 4136
-        + if plain % 4096 != 0 {
+        + if !plain.is_multiple_of(4096) {
             plain % 4096 + 40
         } else {
             0

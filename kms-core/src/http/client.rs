@@ -467,6 +467,7 @@ impl Kms for RemoteKms {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -20,6 +20,7 @@ pub mod server;
 pub mod tc3;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod http_tests;
 
 pub use client::{RemoteConfig, RemoteKms, RetryPolicy};
@@ -134,6 +135,7 @@ pub fn params_from_query(query: &str) -> KmsResult<Value> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

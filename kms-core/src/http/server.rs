@@ -794,6 +794,7 @@ fn check_rights(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

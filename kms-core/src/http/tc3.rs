@@ -388,6 +388,7 @@ pub fn sign_post(secret_id: &str, secret_key: &SecretKey, req: &OutgoingRequest<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -446,11 +447,10 @@ mod tests {
     #[test]
     fn python_sdk_vector_with_scheme_in_host() {
         let body = br#"{"KeyId": "X", "KeySpec": "AES_256"}"#;
-        let auth = format!(
-            "TC3-HMAC-SHA256 Credential=AKIDtestSecretId/2026-11-23/kms/tc3_request, \
+        let auth = "TC3-HMAC-SHA256 Credential=AKIDtestSecretId/2026-11-23/kms/tc3_request, \
              SignedHeaders=content-type;host, \
              Signature=2c86a34b451ff5511956f6ba0981cd783ac738cdb696a5299ee2dfe1f9f95d05"
-        );
+            .to_owned();
         let h = |n: &str| match n {
             "authorization" => Some(auth.clone()),
             "content-type" => Some("application/json".into()),
