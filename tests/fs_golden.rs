@@ -29,9 +29,11 @@ fn golden_v1_volume_mounts_and_reads() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
     // Work on a copy: mounting writes the KMS audit log and the lock file.
     let tmp = tempfile::tempdir().unwrap();
+    // git keeps no 0600 mode: give the root key the mode kms-core makes it with.
     fsmount::sh(&format!(
-        "cp -a {}/. {}/",
+        "cp -a {}/. {}/ && chmod 600 {}/kms/root.key",
         src.display(),
+        tmp.path().display(),
         tmp.path().display()
     ));
     let m = Mounted::existing(
