@@ -722,16 +722,12 @@ fn create_root_key_file(path: &Path, key: &[u8; KEY_LEN]) -> KmsResult<()> {
     content.extend_from_slice(&ROOT_KEY_VERSION.to_be_bytes());
     content.extend_from_slice(key);
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err("cannot create root key", &tmp, e))?;
-    f.write_all(&content)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err("cannot write root key", &tmp, e))?;
-    drop(f);
+    write_synced(
+        OpenOptions::new().write(true).create_new(true),
+        &tmp,
+        &content,
+        "root key",
+    )?;
     // link(2) never replaces an existing file.
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
@@ -999,17 +995,12 @@ impl Store {
         h.generation = generation + 1;
         let bytes = encode_file(&self.root, &h, &json);
         let tmp = self.dir.join(TMP_FILE);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err("cannot create", &tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io_err("cannot write", &tmp, e))?;
-        drop(f);
+        write_synced(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            &tmp,
+            &bytes,
+            "store",
+        )?;
         fs::rename(&tmp, &self.store_path)
             .map_err(|e| io_err("cannot replace", &self.store_path, e))?;
         sync_dir(&self.dir)?;
@@ -1121,4 +1112,16 @@ impl Snapshot {
             next_due: u64::MAX,
         })
     }
+}
+
+/// Writes `bytes` to a new 0600 file at `path` opened with `opts`, and fsyncs it
+/// before returning (the caller renames or links it into place).
+fn write_synced(opts: &mut OpenOptions, path: &Path, bytes: &[u8], what: &str) -> KmsResult<()> {
+    let mut f = opts
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(&format!("cannot create {what} file"), path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err(&format!("cannot write {what} file"), path, e))
 }

@@ -263,11 +263,18 @@ pub fn getxattr_fd(fd: RawFd, name: &OsStr, size: usize) -> io::Result<Vec<u8>> 
             size,
         )
     };
+    xattr_result(n, size, buf)
+}
+
+/// The result of a getxattr/listxattr call that returned `n` into `buf` of `size`
+/// bytes: with `size == 0` the caller asked only for the length, answered as that
+/// many zero bytes.
+fn xattr_result(n: isize, size: usize, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     if size == 0 {
-        return Ok(vec![0u8; n as usize]); // the caller only wants the length
+        return Ok(vec![0u8; n as usize]);
     }
     buf.truncate(n as usize);
     Ok(buf)
@@ -289,14 +296,7 @@ pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<Vec<u8>> {
             size,
         )
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if size == 0 {
-        return Ok(vec![0u8; n as usize]);
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    xattr_result(n, size, buf)
 }
 
 /// setxattr of an fd's file.
