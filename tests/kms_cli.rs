@@ -245,3 +245,44 @@ fn a_key_disabled_by_the_cli_is_refused_to_a_running_process() {
     kms.decrypt_data_key(&ctx, &dk.ciphertext_blob, &ec)
         .unwrap();
 }
+
+/// The `fdatasync` calls a `kmsfs kms` run made on the store's audit log, seen by strace.
+fn audit_syncs(store: &Path, args: &[&str]) -> (Value, usize) {
+    let trace = store.with_extension("strace");
+    let o = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_kmsfs"))
+        .arg("kms")
+        .args(args)
+        .env("KMSFS_KMS", store)
+        .env_remove("KMSFS_KMS_CREDENTIALS")
+        .output()
+        .expect("strace is installed by scripts/install-deps.sh");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let syncs = text
+        .lines()
+        .filter(|l| l.contains("sync(") && l.contains("/audit.log>"))
+        .count();
+    (ok_json(&o), syncs)
+}
+
+#[test]
+fn audit_lines_of_store_changes_reach_the_disk_before_the_call_returns() {
+    let s = Scratch::new("audit-sync");
+    let store = s.store();
+    let (created, syncs) = audit_syncs(&store, &["CreateKey", "--Alias", "durable"]);
+    let key = created["KeyId"].as_str().unwrap().to_string();
+    assert_eq!(syncs, 1, "CreateKey's audit line is flushed once");
+    let (_, syncs) = audit_syncs(&store, &["DisableKey", "--KeyId", &key]);
+    assert_eq!(syncs, 1, "DisableKey's audit line is flushed once");
+    let (_, syncs) = audit_syncs(&store, &["EnableKey", "--KeyId", &key]);
+    assert_eq!(syncs, 1);
+    // Crypto calls, the daemon's hot path, are not flushed one by one.
+    let (_, syncs) = audit_syncs(&store, &["Encrypt", "--KeyId", &key, "--Plaintext", "aGk="]);
+    assert_eq!(syncs, 0, "Encrypt's audit line is not flushed");
+    let (_, syncs) = audit_syncs(&store, &["DescribeKey", "--KeyId", &key]);
+    assert_eq!(syncs, 0);
+    let log = std::fs::read(store.join("audit.log")).unwrap();
+    assert_eq!(kms_core::audit::verify_chain(&log), Ok(5));
+}

@@ -9,9 +9,12 @@
 //! the first line has 64 zeros. A line is appended with one `write(2)` on an
 //! `O_APPEND` file under an exclusive flock of the log; a writer that finds the
 //! file longer than it left it (another process wrote) reads the tail to chain
-//! from the true last line. Lines are not fsync'ed (the hot path would pay a disk
-//! flush per call): a power loss can lose the last lines, never corrupt earlier
-//! ones. A torn last line (a crash mid-write) is terminated and chained over.
+//! from the true last line. Lines of calls that changed the key store (CreateKey,
+//! DisableKey, ImportKeyMaterial…) are fdatasync'ed before the call returns, as the
+//! store change itself was; lines of crypto and read-only calls are not (the hot
+//! path would pay a disk flush per Decrypt): a power loss can lose the last of
+//! those, never corrupt earlier ones. A torn last line (a crash mid-write) is
+//! terminated and chained over.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -87,14 +90,15 @@ impl Audit {
         }
     }
 
-    /// Appends one line; failures are logged (the call's outcome stands).
-    pub fn append(&self, mut line: Line<'_>) {
-        if let Err(e) = self.try_append(&mut line) {
+    /// Appends one line, flushed to disk when `durable`; failures are logged (the
+    /// call's outcome stands).
+    pub fn append(&self, mut line: Line<'_>, durable: bool) {
+        if let Err(e) = self.try_append(&mut line, durable) {
             tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
         }
     }
 
-    fn try_append(&self, line: &mut Line<'_>) -> std::io::Result<()> {
+    fn try_append(&self, line: &mut Line<'_>, durable: bool) -> std::io::Result<()> {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let file = OpenOptions::new()
@@ -141,6 +145,9 @@ impl Audit {
             out.extend_from_slice(json.as_bytes());
             out.push(b'\n');
             st.file.write_all(&out)?;
+            if durable {
+                st.file.sync_data()?;
+            }
             st.end = size + out.len() as u64;
             st.last_hash = crypto::sha256(json.as_bytes());
             Ok(())

@@ -1027,15 +1027,19 @@ impl KmsService {
             Ok((_, k)) => ("Success", k.as_str()),
             Err(e) => (e.code.as_str(), key_hint),
         };
-        self.audit.append(Line {
-            time: rfc3339_millis(now_ms),
-            principal: &ctx.principal,
-            action,
-            key_id: key,
-            outcome,
-            request_id: &ctx.request_id,
-            prev: String::new(),
-        });
+        let durable = r.is_ok() && changes_store(action);
+        self.audit.append(
+            Line {
+                time: rfc3339_millis(now_ms),
+                principal: &ctx.principal,
+                action,
+                key_id: key,
+                outcome,
+                request_id: &ctx.request_id,
+                prev: String::new(),
+            },
+            durable,
+        );
         r.map(|(v, _)| v)
     }
 
@@ -2523,6 +2527,30 @@ pub const ACTIONS: &[&str] = &[
     "ImportKeyMaterial",
     "DeleteImportedKeyMaterial",
 ];
+
+/// Whether a successful `action` changes the key store (its audit line is then
+/// flushed to disk like the change). Crypto and read-only actions are listed; any
+/// other action counts as a change.
+fn changes_store(action: &str) -> bool {
+    !matches!(
+        action,
+        "DescribeKey"
+            | "DescribeKeys"
+            | "ListKeys"
+            | "ListKeyDetail"
+            | "GetKeyRotationStatus"
+            | "Encrypt"
+            | "Decrypt"
+            | "ReEncrypt"
+            | "GenerateDataKey"
+            | "GenerateRandom"
+            | "ListAlgorithms"
+            | "GetPublicKey"
+            | "AsymmetricRsaDecrypt"
+            | "SignByAsymmetricKey"
+            | "VerifyByAsymmetricKey"
+    )
+}
 
 impl KmsService {
     /// Audits a call refused before its action ran (unknown action, bad parameters).
