@@ -1,20 +1,10 @@
 //! `kmsfs`: mount a directory whose files are stored encrypted, with data keys from a KMS.
 //!
-//! This file only parses the command line, sets up logging and dispatches; each
-//! subcommand lives in its own module.
-
-mod aead;
-mod dek_cache;
-mod format;
-mod fs_cli;
-mod fs_error;
-mod fsck;
-mod fuse;
-mod kms_cli;
-mod serve_cli;
-mod volume;
+//! This file only parses the command line and dispatches; each subcommand lives in
+//! its own module of the `kmsfs` library (src/lib.rs).
 
 use clap::{Parser, Subcommand};
+use kmsfs::{fs_cli, fsck, kms_cli};
 
 /// Transparent file encryption with envelope encryption and a KMS.
 #[derive(Debug, Parser)]

@@ -1,0 +1,25 @@
+//! `kmsfs`: a transparent-encryption FUSE filesystem whose data keys come from a KMS.
+//!
+//! The `kmsfs` binary (src/main.rs) only parses the command line and calls into
+//! these modules. They are a library so that fuzz targets and tests can reach the
+//! on-disk parsers ([`format`], [`volume`]) directly; the API is not stable.
+//!
+//! - [`format`]: the file header and block codec.
+//! - [`aead`]: the block AEAD and the small crypto helpers.
+//! - [`volume`]: the volume config, its MAC and the DEK policy.
+//! - [`dek_cache`]: the cache of unwrapped data keys.
+//! - [`fs_error`]: errno mapping of KMS and integrity errors.
+//! - [`fsck`]: the offline volume checker.
+//! - [`fuse`]: the FUSE daemon.
+//! - [`fs_cli`], [`kms_cli`], [`serve_cli`]: the subcommands.
+
+pub mod aead;
+pub mod dek_cache;
+pub mod format;
+pub mod fs_cli;
+pub mod fs_error;
+pub mod fsck;
+pub mod fuse;
+pub mod kms_cli;
+pub mod serve_cli;
+pub mod volume;
