@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::format::ContentKey;
 use crate::fs_error::{FsError, FsResult};
-use crate::volume::{Volume, CONFIG_NAME};
+use crate::volume::{self, HeaderLock, Volume, CONFIG_NAME};
 use content::BadBlock;
 
 /// Virtual xattr on the mount root: the daemon's counters as JSON.
@@ -623,6 +623,7 @@ impl KmsFs {
         let f = self.open_backing(&inode, flags)?;
         if flags & libc::O_TRUNC != 0 {
             let _g = inode.content.write();
+            let _hl = self.header_lock(&f)?;
             f.set_len(0)?;
             *inode.ckey.lock() = None;
         } else {
@@ -674,6 +675,7 @@ impl KmsFs {
         let (inode, st) = self.remember(pfd)?;
         if flags & libc::O_TRUNC != 0 {
             let _g = inode.content.write();
+            let _hl = self.header_lock(&file)?;
             file.set_len(0)?;
             *inode.ckey.lock() = None;
         }
@@ -693,15 +695,24 @@ impl KmsFs {
             .map_err(|r| self.log_bad_block(&h.inode, r))
     }
 
-    /// The key for a write: the existing one, or a new header for an empty file.
-    fn key_for_write(
+    /// The header lock of a backing file (`kmsfs rewrap` takes it too, src/rewrap.rs),
+    /// held where a header is created or truncated away.
+    fn header_lock<'f>(&self, f: &'f File) -> FsResult<HeaderLock<'f>> {
+        Ok(volume::lock_header(f, self.vol.geo.header_size)?)
+    }
+
+    /// The key for a write: the existing one, or a new header for an empty file (with
+    /// the header lock, to be held until the header is written).
+    #[allow(clippy::type_complexity)]
+    fn key_for_write<'f>(
         &self,
         inode: &Inode,
-        f: &File,
-    ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>)> {
+        f: &'f File,
+    ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>, Option<HeaderLock<'f>>)> {
         match self.content_key(inode, f, false)? {
-            Some(k) => Ok((k, None)),
+            Some(k) => Ok((k, None, None)),
             None => {
+                let lock = self.header_lock(f)?;
                 let (hdr, key) = self.vol.new_file().inspect_err(|e| {
                     if let FsError::KeyDenied {
                         key_id,
@@ -713,7 +724,7 @@ impl KmsFs {
                             reason = %code, "the KMS refused a new data key: {message}");
                     }
                 })?;
-                Ok((Arc::new(key), Some(hdr)))
+                Ok((Arc::new(key), Some(hdr), Some(lock)))
             }
         }
     }
@@ -725,7 +736,7 @@ impl KmsFs {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.write();
-        let (key, hdr) = self.key_for_write(&h.inode, f)?;
+        let (key, hdr, _hl) = self.key_for_write(&h.inode, f)?;
         content::write(f, &key, &self.vol.geo, hdr.as_deref(), off, data)
             .map_err(|r| self.log_bad_block(&h.inode, r))?;
         if let Some(header) = hdr {
@@ -741,11 +752,12 @@ impl KmsFs {
     fn truncate_file(&self, inode: &Inode, f: &File, size: u64) -> FsResult<()> {
         let _g = inode.content.write();
         if size == 0 {
+            let _hl = self.header_lock(f)?;
             f.set_len(0)?;
             *inode.ckey.lock() = None;
             return Ok(());
         }
-        let (key, hdr) = self.key_for_write(inode, f)?;
+        let (key, hdr, _hl) = self.key_for_write(inode, f)?;
         content::truncate(f, Some(&key), &self.vol.geo, hdr.as_deref(), size)
             .map_err(|r| self.log_bad_block(inode, r))?;
         if let Some(header) = hdr {
