@@ -11,6 +11,7 @@ mod fs_error;
 mod fsck;
 mod fuse;
 mod kms_cli;
+mod metrics;
 mod rewrap;
 mod serve_cli;
 mod volume;

@@ -22,6 +22,7 @@ use crate::aead;
 use crate::dek_cache::{Dek, DekCache};
 use crate::format::{self, ContentKey, FileHeader, FileId, Geometry};
 use crate::fs_error::{FsError, FsResult};
+use crate::metrics::Metrics;
 
 /// Name of the volume config at the backing root. Never visible through the mount.
 pub const CONFIG_NAME: &str = "kmsfs.conf";
@@ -457,6 +458,8 @@ pub struct Volume {
     context: EncryptionContext,
     /// The DEK cache.
     pub cache: DekCache,
+    /// KMS latency, integrity failures by kind, bytes, uptime.
+    pub metrics: Metrics,
     current: Mutex<Option<CurrentDek>>,
     /// The CMK new DEKs are generated under: the config's, updated when a rewrap
     /// (`--to-key`) replaces the config while mounted.
@@ -509,6 +512,7 @@ impl Volume {
             config: cfg,
             kms,
             cache: DekCache::new(cache.capacity, cache.max_age),
+            metrics: Metrics::default(),
             current: Mutex::new(None),
             backing: backing.to_owned(),
             stamp: Mutex::new(stamp),
@@ -580,10 +584,10 @@ impl Volume {
         let c = &self.cache.counters;
         c.kms_calls.fetch_add(1, Ordering::Relaxed);
         c.deks_generated.fetch_add(1, Ordering::Relaxed);
-        match self
-            .kms
-            .generate_data_key(&CallContext::local(), &cmk, 32, &self.context)
-        {
+        match self.metrics.kms_latency.time(|| {
+            self.kms
+                .generate_data_key(&CallContext::local(), &cmk, 32, &self.context)
+        }) {
             Ok(dk) => {
                 let dek = Arc::new(Dek::new(dk.plaintext));
                 self.cache.insert(&dk.ciphertext_blob, dek.clone());
@@ -654,15 +658,15 @@ impl Volume {
 
     /// The content key of a file from its header bytes (DEK via the cache / KMS).
     pub fn open_header(&self, bytes: &[u8]) -> FsResult<ContentKey> {
-        let h = FileHeader::parse(bytes, self.config.header_size).inspect_err(|_| {
-            self.cache
-                .counters
-                .integrity_failures
-                .fetch_add(1, Ordering::Relaxed);
-        })?;
+        let h = FileHeader::parse(bytes, self.config.header_size)
+            .inspect_err(|_| self.count_bad_header())?;
         let dek = self.cache.get_or_unwrap(&h.wrapped_dek, |blob| {
-            self.kms
-                .decrypt_data_key(&CallContext::local(), blob, &self.context)
+            self.metrics
+                .kms_latency
+                .time(|| {
+                    self.kms
+                        .decrypt_data_key(&CallContext::local(), blob, &self.context)
+                })
                 .map(|dk| dk.plaintext)
                 .map_err(|e| FsError::from_kms(&blob_key_id(blob, &self.cmk()), e))
         })?;
@@ -679,6 +683,32 @@ impl Volume {
             .counters
             .integrity_failures
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a block that failed authentication (an integrity failure).
+    pub fn count_bad_block(&self) {
+        Metrics::add(&self.metrics.bad_blocks, 1);
+        self.count_integrity_failure();
+    }
+
+    /// Counts an unreadable file header (an integrity failure).
+    pub fn count_bad_header(&self) {
+        Metrics::add(&self.metrics.bad_headers, 1);
+        self.count_integrity_failure();
+    }
+
+    /// The CMK a file's header names (its wrapped DEK's key id), for log lines; the
+    /// volume's CMK when the header cannot be read. Never key material.
+    pub fn header_key_id(&self, header: &[u8]) -> String {
+        match FileHeader::parse(header, self.config.header_size) {
+            Ok(h) => blob_key_id(&h.wrapped_dek, &self.cmk()),
+            Err(_) => self.cmk(),
+        }
+    }
+
+    /// The backing directory.
+    pub fn backing(&self) -> &Path {
+        &self.backing
     }
 }
 
