@@ -5,6 +5,7 @@
 
 #[path = "common/fsmount.rs"]
 mod fsmount;
+mod kms_http_support;
 
 use std::collections::HashSet;
 use std::fs;
@@ -338,4 +339,71 @@ fn a_corrupt_header_is_reported_and_left_untouched() {
         assert_eq!(fs::read(m.p(&format!("f{i}"))).unwrap(), content(i));
     }
     assert!(fs::read(m.p("f2")).is_err());
+}
+
+/// `kmsfs --kms URL kms ACTION ARGS…` against the server: the response JSON.
+fn remote_kms(url: &str, args: &[&str]) -> serde_json::Value {
+    let out = kmsfs()
+        .arg("--kms")
+        .arg(url)
+        .arg("kms")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn rewrap_through_the_remote_kms_while_mounted() {
+    use kms_http_support::{count_requests, ServerProc, SECRET_ID, SECRET_KEY};
+    std::env::remove_var("KMSFS_KMS_CREDENTIALS");
+    std::env::set_var("TENCENTCLOUD_SECRET_ID", SECRET_ID);
+    std::env::set_var("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+    );
+    let backing = tmp.path().join("backing");
+    fs::create_dir_all(&backing).unwrap();
+    let url = server.url.clone();
+    let mut m = Mounted::existing(Path::new(&url), &backing, &["--dek-policy", "per-file"])
+        .unwrap_or_else(|e| panic!("mount via {url}: {e}"));
+    let old_cmk = m.cmk();
+    for i in 0..20 {
+        fs::write(m.p(&format!("f{i}")), content(i)).unwrap();
+    }
+    let new_cmk = remote_kms(&url, &["CreateKey", "--Alias", "remote-target"])["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, s, err) = rewrap(
+        Path::new(&url),
+        &backing,
+        &["--to-key", "alias/remote-target"],
+    );
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(
+        (n(&s, "rewrapped"), n(&s, "distinct_deks_rewrapped")),
+        (20, 20),
+        "{s}"
+    );
+    // Counted at the server: one ReEncrypt per DEK plus the config's.
+    let lines = server.log_lines();
+    assert_eq!(count_requests(&lines, "ReEncrypt", SECRET_ID, "OK"), 21);
+    fs::write(m.p("after"), b"after the rewrap").unwrap();
+    assert_eq!(blob_key(&active_slot(&m.b("after")).1).0, new_cmk);
+    remote_kms(&url, &["DisableKey", "--KeyId", &old_cmk]);
+    m.unmount();
+    m.mount(&[]).unwrap();
+    for i in 0..20 {
+        assert_eq!(fs::read(m.p(&format!("f{i}"))).unwrap(), content(i));
+    }
+    assert_eq!(fs::read(m.p("after")).unwrap(), b"after the rewrap");
 }
