@@ -112,7 +112,19 @@ enum Outcome {
     Rewrapped,
     Current,
     Empty,
-    Failed(String),
+    /// Path relative to the backing directory, and why.
+    Failed(String, String),
+}
+
+impl Outcome {
+    fn index(&self) -> usize {
+        match self {
+            Outcome::Rewrapped => 0,
+            Outcome::Current => 1,
+            Outcome::Empty => 2,
+            Outcome::Failed(..) => 3,
+        }
+    }
 }
 
 /// The most passes before giving up on a volume that keeps getting old-key headers.
@@ -126,8 +138,10 @@ struct Rewrapper {
     target: (String, u32),
     /// Wrapped DEK → its re-wrapped form (or why the KMS would not), each asked once.
     memo: HashMap<Vec<u8>, Result<Vec<u8>, String>>,
-    /// (dev, ino) → (path, outcome).
-    files: HashMap<(u64, u64), (String, Outcome)>,
+    /// (dev, ino) → outcome (the path is kept for failures only).
+    files: HashMap<(u64, u64), Outcome>,
+    /// Files per outcome ([`Outcome::index`]).
+    counts: [u64; 4],
     progress: Progress,
     rate_limit: u64,
 }
@@ -164,6 +178,7 @@ pub fn run(kms_spec: Option<&str>, a: RewrapArgs) -> anyhow::Result<i32> {
         target: target.clone(),
         memo: HashMap::new(),
         files: HashMap::new(),
+        counts: [0; 4],
         progress: Progress::new(std::io::stderr().is_terminal()),
         rate_limit: a.rate_limit,
     };
@@ -189,20 +204,17 @@ pub fn run(kms_spec: Option<&str>, a: RewrapArgs) -> anyhow::Result<i32> {
         distinct_deks_rewrapped: r.memo.values().filter(|v| v.is_ok()).count() as u64,
         ..Summary::default()
     };
-    let mut files: Vec<_> = r.files.into_values().collect();
-    files.sort_by(|x, y| x.0.cmp(&y.0));
-    for (path, o) in files {
-        s.files_scanned += 1;
-        match o {
-            Outcome::Rewrapped => s.rewrapped += 1,
-            Outcome::Current => s.already_current += 1,
-            Outcome::Empty => s.empty += 1,
-            Outcome::Failed(reason) => {
-                s.failed += 1;
-                s.failures.push(Failure { path, reason });
-            }
-        }
-    }
+    [s.rewrapped, s.already_current, s.empty, s.failed] = r.counts;
+    s.files_scanned = r.counts.iter().sum();
+    s.failures = r
+        .files
+        .into_values()
+        .filter_map(|o| match o {
+            Outcome::Failed(path, reason) => Some(Failure { path, reason }),
+            _ => None,
+        })
+        .collect();
+    s.failures.sort_by(|x, y| x.path.cmp(&y.path));
     s.elapsed_secs = t0.elapsed().as_secs_f64();
     print_summary(&s, a.json)?;
     Ok(if s.failed > 0 { 4 } else { 0 })
@@ -286,27 +298,37 @@ impl Rewrapper {
         let started = Instant::now();
         let mut done = 0u64;
         walk_volume(backing, &mut |w| {
-            let (key, rel, o) = match w {
-                Walked::File { path, rel } => {
-                    let (key, o) = self.file(path);
-                    (key.unwrap_or_else(|| path_key(rel)), rel, o)
+            let (key, o) = match w {
+                Walked::File { path, rel } => match self.file(path) {
+                    (key, Err(reason)) => (
+                        key.unwrap_or_else(|| path_key(rel)),
+                        Outcome::Failed(rel.to_owned(), reason),
+                    ),
+                    (key, Ok(o)) => (key.unwrap_or_else(|| path_key(rel)), o),
+                },
+                Walked::Error { rel, message } => {
+                    (path_key(rel), Outcome::Failed(rel.to_owned(), message))
                 }
-                Walked::Error { rel, message } => (path_key(rel), rel, Outcome::Failed(message)),
             };
             if o == Outcome::Rewrapped {
                 changed += 1;
                 done += 1;
                 self.throttle(started, done);
             }
-            let e = self
-                .files
-                .entry(key)
-                .or_insert_with(|| (rel.to_owned(), o.clone()));
-            // A header re-wrapped by an earlier pass stays counted as re-wrapped.
-            if !(e.1 == Outcome::Rewrapped && o == Outcome::Current) {
-                *e = (rel.to_owned(), o);
+            match self.files.get_mut(&key) {
+                None => {
+                    self.counts[o.index()] += 1;
+                    self.files.insert(key, o);
+                }
+                // A header re-wrapped by an earlier pass stays counted as re-wrapped.
+                Some(Outcome::Rewrapped) if o == Outcome::Current => {}
+                Some(e) => {
+                    self.counts[e.index()] -= 1;
+                    self.counts[o.index()] += 1;
+                    *e = o;
+                }
             }
-            self.progress.tick(n, &self.files);
+            self.progress.tick(n, &self.counts);
         });
         changed
     }
@@ -322,7 +344,7 @@ impl Rewrapper {
     }
 
     /// Re-wraps one file's header; returns its (dev, ino) if known and what happened.
-    fn file(&mut self, path: &Path) -> (Option<(u64, u64)>, Outcome) {
+    fn file(&mut self, path: &Path) -> (Option<(u64, u64)>, Result<Outcome, String>) {
         let f = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -330,70 +352,55 @@ impl Rewrapper {
             .open(path)
         {
             Ok(f) => f,
-            Err(e) => return (None, Outcome::Failed(format!("cannot open: {e}"))),
+            Err(e) => return (None, Err(format!("cannot open: {e}"))),
         };
         let key = match f.metadata() {
             Ok(m) => (m.dev(), m.ino()),
-            Err(e) => return (None, Outcome::Failed(format!("cannot stat: {e}"))),
+            Err(e) => return (None, Err(format!("cannot stat: {e}"))),
         };
         (Some(key), self.header(&f))
     }
 
-    fn header(&mut self, f: &std::fs::File) -> Outcome {
+    fn header(&mut self, f: &std::fs::File) -> Result<Outcome, String> {
         let hs = self.header_size;
         // The whole read-check-write under the header lock (the daemon takes it to
         // create a header or to truncate a file to zero).
-        let _lock = match volume::lock_header(f, hs as u64) {
-            Ok(l) => l,
-            Err(e) => return Outcome::Failed(format!("cannot lock the header: {e}")),
-        };
-        let len = match f.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => return Outcome::Failed(format!("cannot stat: {e}")),
-        };
+        let _lock = volume::lock_header(f, hs as u64)
+            .map_err(|e| format!("cannot lock the header: {e}"))?;
+        let len = f.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
         if len == 0 {
-            return Outcome::Empty;
+            return Ok(Outcome::Empty);
         }
         if len < hs as u64 {
-            return Outcome::Failed(format!(
+            return Err(format!(
                 "impossible length {len}, shorter than the {hs}-byte header"
             ));
         }
         let mut buf = vec![0u8; hs as usize];
-        if let Err(e) = f.read_exact_at(&mut buf, 0) {
-            return Outcome::Failed(format!("cannot read the header: {e}"));
-        }
-        let h = match FileHeader::parse(&buf, hs) {
-            Ok(h) => h,
-            Err(e) => return Outcome::Failed(format!("unreadable header: {e}")),
-        };
+        f.read_exact_at(&mut buf, 0)
+            .map_err(|e| format!("cannot read the header: {e}"))?;
+        let h = FileHeader::parse(&buf, hs).map_err(|e| format!("unreadable header: {e}"))?;
         if blob_version(&h.wrapped_dek).as_ref() == Some(&self.target) {
-            return Outcome::Current;
+            return Ok(Outcome::Current);
         }
-        let new = match self.rewrapped(&h.wrapped_dek) {
-            Ok(b) => b,
-            Err(e) => return Outcome::Failed(e),
-        };
-        let Some((off, slot, gen)) = format::next_slot(&buf, hs, &new) else {
-            return Outcome::Failed(format!(
+        let new = self.rewrapped(&h.wrapped_dek)?;
+        let (off, slot, gen) = format::next_slot(&buf, hs, &new).ok_or_else(|| {
+            format!(
                 "the re-wrapped DEK ({} bytes) does not fit a header slot, or the generation is exhausted",
                 new.len()
-            ));
-        };
-        if let Err(e) = f.write_all_at(&slot, off).and_then(|()| f.sync_data()) {
-            return Outcome::Failed(format!("cannot write the new header slot: {e}"));
-        }
+            )
+        })?;
+        f.write_all_at(&slot, off)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("cannot write the new header slot: {e}"))?;
         // Read it back: the header must now parse to the new generation and blob.
-        if let Err(e) = f.read_exact_at(&mut buf, 0) {
-            return Outcome::Failed(format!("cannot read the header back: {e}"));
-        }
+        f.read_exact_at(&mut buf, 0)
+            .map_err(|e| format!("cannot read the header back: {e}"))?;
         match FileHeader::parse(&buf, hs) {
             Ok(p) if p.generation == gen && p.wrapped_dek == new && p.file_id == h.file_id => {
-                Outcome::Rewrapped
+                Ok(Outcome::Rewrapped)
             }
-            Ok(_) | Err(_) => Outcome::Failed(
-                "the header did not read back as written (changed meanwhile?)".into(),
-            ),
+            _ => Err("the header did not read back as written (changed meanwhile?)".into()),
         }
     }
 
@@ -428,7 +435,7 @@ impl Progress {
         }
     }
 
-    fn tick(&mut self, pass: u32, files: &HashMap<(u64, u64), (String, Outcome)>) {
+    fn tick(&mut self, pass: u32, n: &[u64; 4]) {
         if !self.on
             || self
                 .last
@@ -437,19 +444,11 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        let mut n = [0u64; 4];
-        for (_, o) in files.values() {
-            n[match o {
-                Outcome::Rewrapped => 0,
-                Outcome::Current => 1,
-                Outcome::Empty => 2,
-                Outcome::Failed(_) => 3,
-            }] += 1;
-        }
-        let rate = files.len() as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let files: u64 = n.iter().sum();
+        let rate = files as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         eprint!(
             "\r\x1b[Kkmsfs rewrap: pass {pass}: {} files, {} rewrapped, {} current, {} empty, {} failed ({rate:.0} files/s)",
-            files.len(),
+            files,
             n[0],
             n[1],
             n[2],
