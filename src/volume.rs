@@ -312,16 +312,22 @@ fn open_config(backing: &Path) -> anyhow::Result<File> {
         })
 }
 
-/// The one-mount-per-volume lock: an exclusive flock on the open config.
-fn flock_config(f: &File, backing: &Path) -> anyhow::Result<()> {
+/// The one-mount-per-volume lock: an exclusive flock on the backing directory itself,
+/// whose inode stays the same when the config is replaced.
+fn lock_backing(backing: &Path) -> anyhow::Result<File> {
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(backing)
+        .with_context(|| format!("cannot open {}", backing.display()))?;
     // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!(
             "{} is already mounted (another kmsfs holds its lock); unmount it first",
             backing.display()
         );
     }
-    Ok(())
+    Ok(d)
 }
 
 fn read_config_bytes(f: &File) -> anyhow::Result<Vec<u8>> {
@@ -468,9 +474,9 @@ pub struct Volume {
     backing: std::path::PathBuf,
     /// The config version last verified; checked (one stat) before every new DEK.
     stamp: Mutex<ConfStamp>,
-    /// The config file, kept open and flocked: one mount per backing directory.
-    /// Replaced by the new file when the config is reloaded.
-    lock: Mutex<File>,
+    /// The backing directory, kept open and flocked: one mount per backing directory.
+    /// (Not the config file: `kmsfs rewrap` replaces that by a rename.)
+    _lock: File,
 }
 
 impl std::fmt::Debug for Volume {
@@ -501,7 +507,7 @@ impl Volume {
     ) -> anyhow::Result<Volume> {
         let path = backing.join(CONFIG_NAME);
         let f = open_config(backing)?;
-        flock_config(&f, backing)?;
+        let lock = lock_backing(backing)?;
         let stamp = ConfStamp::of(&f.metadata()?);
         let bytes = read_config_bytes(&f)?;
         let (cfg, _) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;
@@ -516,7 +522,7 @@ impl Volume {
             current: Mutex::new(None),
             backing: backing.to_owned(),
             stamp: Mutex::new(stamp),
-            lock: Mutex::new(f),
+            _lock: lock,
         })
     }
 
@@ -543,7 +549,7 @@ impl Volume {
         if *stamp == now {
             return Ok(());
         }
-        let reload = || -> anyhow::Result<(VolumeConfig, File, ConfStamp)> {
+        let reload = || -> anyhow::Result<(VolumeConfig, ConfStamp)> {
             let f = open_config(&self.backing)?;
             let st = ConfStamp::of(&f.metadata()?);
             let bytes = read_config_bytes(&f)?;
@@ -555,16 +561,10 @@ impl Volume {
             if same != self.config {
                 bail!("the new config changes more than the CMK; remount to use it");
             }
-            Ok((cfg, f, st))
+            Ok((cfg, st))
         };
         match reload() {
-            Ok((cfg, f, st)) => {
-                // The replaced file has a new inode: move the mount lock to it.
-                // SAFETY: flock on an fd we own.
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                    tracing::warn!("cannot lock the reloaded volume config; is it mounted twice?");
-                }
-                *self.lock.lock() = f;
+            Ok((cfg, st)) => {
                 let old = std::mem::replace(&mut *self.cmk.write(), cfg.cmk.clone());
                 *self.current.lock() = None;
                 *stamp = st;

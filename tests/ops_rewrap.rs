@@ -173,6 +173,9 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
         1 + distinct as usize
     );
     assert_eq!(m.cmk(), new_cmk, "the config names the new CMK");
+    // The config was replaced, the one-mount lock still holds.
+    let second = Mounted::existing(&kms, &backing, &[]).err().unwrap_or_default();
+    assert!(second.contains("already mounted"), "second mount: {second}");
 
     // Files written after the rewrap get DEKs under the new CMK: the daemon reloaded.
     for i in 0..50 {
