@@ -245,9 +245,7 @@ pub fn init_volume(
         config_dek: B64.encode(&dk.ciphertext_blob),
         kms_hint: kms_hint(kms_spec),
     };
-    let body = serde_json::to_vec(&cfg)?;
-    let mac = aead::hmac_sha256(&mac_key(&dk.plaintext, &uuid)[..], &body);
-    write_config_file(backing, &encode_config(&body, &mac))?;
+    write_config_file(backing, &sign_config(&cfg, &dk.plaintext)?)?;
     Ok(cfg)
 }
 
@@ -369,7 +367,7 @@ fn verify_config(
     aead::hmac_sha256_verify(&mac_key(&dk.plaintext, &cfg.uuid)[..], &body, &mac).map_err(
         |_| {
             anyhow::anyhow!(
-                "volume config {} has been tampered with (MAC mismatch); refusing to mount",
+                "volume config {} has been tampered with (MAC mismatch); refusing to use it",
                 path.display()
             )
         },
