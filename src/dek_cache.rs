@@ -52,6 +52,10 @@ pub struct Counters {
     pub integrity_failures: AtomicU64,
     /// GenerateDataKey calls (new DEKs).
     pub deks_generated: AtomicU64,
+    /// Entries pushed out by newer ones (capacity reached).
+    pub evictions: AtomicU64,
+    /// Entries dropped because their maximum age had passed.
+    pub expirations: AtomicU64,
 }
 
 /// A point-in-time copy of the counters, for `kmsfs stats`.
@@ -69,6 +73,10 @@ pub struct StatsSnapshot {
     pub integrity_failures: u64,
     /// DEKs generated.
     pub deks_generated: u64,
+    /// Entries evicted by capacity.
+    pub evictions: u64,
+    /// Entries expired by age.
+    pub expirations: u64,
     /// Entries in the cache now.
     pub cached_deks: u64,
     /// Cache capacity.
@@ -140,7 +148,12 @@ impl DekCache {
             dek,
             expires: Instant::now() + jittered(self.max_age),
         };
-        self.lru.lock().put(blob_key(blob), e);
+        let k = blob_key(blob);
+        if let Some((old, _)) = self.lru.lock().push(k, e) {
+            if old != k {
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn lookup(&self, k: &[u8; 32]) -> Option<Arc<Dek>> {
@@ -149,6 +162,7 @@ impl DekCache {
             Some(e) if e.expires > Instant::now() => Some(e.dek.clone()),
             Some(_) => {
                 lru.pop(k); // expired: the Arc drops, the DEK is zeroized when unused
+                self.counters.expirations.fetch_add(1, Ordering::Relaxed);
                 None
             }
             None => None,
@@ -223,6 +237,8 @@ impl DekCache {
             kms_failures: c.kms_failures.load(Ordering::Relaxed),
             integrity_failures: c.integrity_failures.load(Ordering::Relaxed),
             deks_generated: c.deks_generated.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            expirations: c.expirations.load(Ordering::Relaxed),
             cached_deks: self.lru.lock().len() as u64,
             capacity: self.capacity as u64,
             max_age_secs: self.max_age.as_secs(),
@@ -256,6 +272,8 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 5);
         let s = c.snapshot();
         assert_eq!((s.hits, s.misses, s.kms_calls), (1, 5, 5));
+        // c evicted a, a evicted b; then a expired.
+        assert_eq!((s.evictions, s.expirations), (2, 1));
     }
 
     #[test]

@@ -438,6 +438,30 @@ pub fn slot_states(buf: &[u8], header_size: u32) -> Option<[SlotState; 2]> {
     Some([state(0), state(1)])
 }
 
+/// The write that re-points a valid header at `blob` (for `kmsfs rewrap`): the backing
+/// offset of the *inactive* slot and its new bytes, with generation = active + 1. The
+/// active slot is left as it is, so a torn write of the returned bytes loses nothing.
+/// `None` when `buf` is not a valid header, the blob does not fit a slot or the
+/// generation would overflow.
+pub fn next_slot(buf: &[u8], header_size: u32, blob: &[u8]) -> Option<(u64, Vec<u8>, u32)> {
+    let active = FileHeader::parse(buf, header_size).ok()?;
+    let states = slot_states(buf, header_size)?;
+    let hs = header_size as usize;
+    let sl = slot_len(hs);
+    if blob.is_empty() || blob.len() > sl - SLOT_OVERHEAD {
+        return None;
+    }
+    // `parse` picks the first of two valid slots with equal generations.
+    let active_index = states.iter().position(
+        |s| matches!(s, SlotState::Valid { generation, .. } if *generation == active.generation),
+    )?;
+    let index = 1 - active_index;
+    let gen = active.generation.checked_add(1)?;
+    let prefix = &buf[..HEADER_PREFIX_LEN];
+    let bytes = encode_slot(prefix, index as u8, gen, blob, sl);
+    Some(((HEADER_PREFIX_LEN + index * sl) as u64, bytes, gen))
+}
+
 fn encode_slot(prefix: &[u8], index: u8, gen: u32, blob: &[u8], sl: usize) -> Vec<u8> {
     let mut s = Vec::with_capacity(sl);
     s.extend_from_slice(&gen.to_be_bytes());
@@ -575,6 +599,38 @@ mod tests {
         two[HEADER_PREFIX_LEN + sl + 7] ^= 1; // tear slot 1
         let p = FileHeader::parse(&two, 1024).unwrap();
         assert_eq!(p, h);
+    }
+
+    #[test]
+    fn next_slot_alternates_and_survives_a_torn_write() {
+        let h = vector_header();
+        let mut bytes = h.encode(1024).unwrap();
+        for (round, want_index) in [(2u32, 1usize), (3, 0), (4, 1)] {
+            let blob = format!("blob-{round}").into_bytes();
+            let (off, slot, gen) = next_slot(&bytes, 1024, &blob).unwrap();
+            assert_eq!(gen, round);
+            assert_eq!(
+                off as usize,
+                HEADER_PREFIX_LEN + want_index * slot_len(1024)
+            );
+            // Torn: the first half written only. The old slot still carries the file.
+            let mut torn = bytes.clone();
+            let half = slot.len() / 2;
+            torn[off as usize..off as usize + half].copy_from_slice(&slot[..half]);
+            assert_eq!(
+                FileHeader::parse(&torn, 1024).unwrap().generation,
+                round - 1
+            );
+            bytes[off as usize..off as usize + slot.len()].copy_from_slice(&slot);
+            let p = FileHeader::parse(&bytes, 1024).unwrap();
+            assert_eq!(
+                (p.generation, p.wrapped_dek, p.file_id),
+                (round, blob, h.file_id)
+            );
+        }
+        assert!(next_slot(&bytes, 1024, &[]).is_none());
+        assert!(next_slot(&bytes, 1024, &[1; 600]).is_none());
+        assert!(next_slot(&[0u8; 1024], 1024, b"x").is_none());
     }
 
     /// The vectors printed in docs/FORMAT.md.

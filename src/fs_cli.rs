@@ -563,10 +563,55 @@ pub fn stats(a: StatsArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    if let Some(o) = v.as_object() {
-        for (k, val) in o {
-            println!("{k:<20} {val}");
-        }
-    }
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_owned();
+    let lat = |k: &str| {
+        v["kms_latency"]
+            .get(k)
+            .and_then(|x| x.as_f64())
+            .unwrap_or(0.0)
+    };
+    let up = n("uptime_secs");
+    println!("volume          {}", s("volume"));
+    println!("cmk             {}", s("cmk"));
+    println!(
+        "uptime          {}h{:02}m{:02}s",
+        up / 3600,
+        up / 60 % 60,
+        up % 60
+    );
+    println!(
+        "open files      {} (handles {}, inodes {})",
+        n("open_files"),
+        n("open_handles"),
+        n("inodes")
+    );
+    println!("bytes read      {}", n("bytes_read"));
+    println!("bytes written   {}", n("bytes_written"));
+    println!(
+        "DEK cache       {} hits, {} misses, {} evictions, {} expired; {} of {} cached, max age {} s",
+        n("hits"),
+        n("misses"),
+        n("evictions"),
+        n("expirations"),
+        n("cached_deks"),
+        n("capacity"),
+        n("max_age_secs")
+    );
+    println!(
+        "KMS calls       {} ({} failed, {} DEKs generated); latency mean {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        n("kms_calls"),
+        n("kms_failures"),
+        n("deks_generated"),
+        lat("mean_ms"),
+        lat("p99_ms"),
+        lat("max_ms")
+    );
+    println!(
+        "integrity       {} failures ({} bad blocks, {} bad headers)",
+        n("integrity_failures"),
+        n("bad_blocks"),
+        n("bad_headers")
+    );
     Ok(0)
 }

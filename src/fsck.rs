@@ -240,62 +240,81 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
         deks: HashMap::new(),
         report,
     };
-    let mut seen = HashSet::new();
-    c.walk(backing, Path::new(""), &mut seen)?;
+    walk_volume(backing, &mut |w| match w {
+        Walked::File { path, rel } => c.file(path, rel),
+        Walked::Error { rel, message } => c.report.add(Severity::Error, "io", rel, None, message),
+    });
     Ok(c.report)
 }
 
-impl Checker {
-    fn walk(
-        &mut self,
-        dir: &Path,
-        rel: &Path,
-        seen: &mut HashSet<(u64, u64)>,
-    ) -> anyhow::Result<()> {
-        let mut entries: Vec<_> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
-            Err(e) => {
-                self.report.add(
-                    Severity::Error,
-                    "io",
-                    &rel.to_string_lossy(),
-                    None,
-                    format!("cannot list directory: {e}"),
-                );
-                return Ok(());
-            }
-        };
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let r = rel.join(&name);
-            if rel.as_os_str().is_empty()
-                && (name == CONFIG_NAME || name.to_string_lossy() == format!(".{CONFIG_NAME}.tmp"))
-            {
-                continue;
-            }
-            let md = match std::fs::symlink_metadata(e.path()) {
-                Ok(m) => m,
-                Err(err) => {
-                    self.report.add(
-                        Severity::Error,
-                        "io",
-                        &r.to_string_lossy(),
-                        None,
-                        format!("cannot stat: {err}"),
-                    );
-                    continue;
-                }
-            };
-            if md.is_dir() {
-                self.walk(&e.path(), &r, seen)?;
-            } else if md.is_file() && seen.insert((md.dev(), md.ino())) {
-                self.file(&e.path(), &r.to_string_lossy());
-            }
-        }
-        Ok(())
-    }
+/// What [`walk_volume`] found.
+#[derive(Debug)]
+pub enum Walked<'a> {
+    /// A regular file (each inode once, whatever its hard links).
+    File {
+        /// Its backing path.
+        path: &'a Path,
+        /// Its path relative to the backing directory (= relative to the mount).
+        rel: &'a str,
+    },
+    /// A directory that cannot be listed or an entry that cannot be stat'ed.
+    Error {
+        /// The path relative to the backing directory.
+        rel: &'a str,
+        /// What failed.
+        message: String,
+    },
+}
 
+/// Walks the volume at `backing` depth-first in name order and hands every regular file
+/// to `visit`, each inode once; skips the config and its temp file, never follows symlinks.
+/// Shared by `kmsfs fsck` and `kmsfs rewrap`.
+pub fn walk_volume(backing: &Path, visit: &mut dyn FnMut(Walked<'_>)) {
+    let mut seen = HashSet::new();
+    walk_dir(backing, Path::new(""), &mut seen, visit);
+}
+
+fn walk_dir(
+    dir: &Path,
+    rel: &Path,
+    seen: &mut HashSet<(u64, u64)>,
+    visit: &mut dyn FnMut(Walked<'_>),
+) {
+    let mut entries: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+        Err(e) => {
+            visit(Walked::Error {
+                rel: &rel.to_string_lossy(),
+                message: format!("cannot list directory: {e}"),
+            });
+            return;
+        }
+    };
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        let r = rel.join(&name);
+        if rel.as_os_str().is_empty()
+            && (name == CONFIG_NAME || name.to_string_lossy() == format!(".{CONFIG_NAME}.tmp"))
+        {
+            continue;
+        }
+        match std::fs::symlink_metadata(e.path()) {
+            Ok(md) if md.is_dir() => walk_dir(&e.path(), &r, seen, visit),
+            Ok(md) if md.is_file() && seen.insert((md.dev(), md.ino())) => visit(Walked::File {
+                path: &e.path(),
+                rel: &r.to_string_lossy(),
+            }),
+            Ok(_) => {}
+            Err(err) => visit(Walked::Error {
+                rel: &r.to_string_lossy(),
+                message: format!("cannot stat: {err}"),
+            }),
+        }
+    }
+}
+
+impl Checker {
     fn dek(&mut self, wrapped: &[u8]) -> DekResult {
         if let Some(r) = self.deks.get(wrapped) {
             return r.clone();

@@ -9,7 +9,8 @@
 //! - [`volume`]: the volume config, its MAC and the DEK policy.
 //! - [`dek_cache`]: the cache of unwrapped data keys.
 //! - [`fs_error`]: errno mapping of KMS and integrity errors.
-//! - [`fsck`]: the offline volume checker.
+//! - [`fsck`]: the offline volume checker; [`rewrap`]: re-wrapping every DEK under a new CMK.
+//! - [`metrics`]: the daemon's counters behind `kmsfs stats`.
 //! - [`fuse`]: the FUSE daemon.
 //! - [`fs_cli`], [`kms_cli`], [`serve_cli`]: the subcommands.
 
@@ -21,5 +22,7 @@ pub mod fs_error;
 pub mod fsck;
 pub mod fuse;
 pub mod kms_cli;
+pub mod metrics;
+pub mod rewrap;
 pub mod serve_cli;
 pub mod volume;

@@ -4,7 +4,7 @@
 //! its own module of the `kmsfs` library (src/lib.rs).
 
 use clap::{Parser, Subcommand};
-use kmsfs::{fs_cli, fsck, kms_cli};
+use kmsfs::{fs_cli, fsck, kms_cli, rewrap};
 
 /// Transparent file encryption with envelope encryption and a KMS.
 #[derive(Debug, Parser)]
@@ -33,6 +33,10 @@ enum Command {
     /// (with the KMS). Reports each problem with file and block; never repairs.
     /// Exit status: 0 clean, 2 warnings only, 4 errors, 1 cannot check.
     Fsck(fsck::FsckArgs),
+    /// Re-wrap every file's data key (and the config's) under the CMK's newest version
+    /// or under another CMK (--to-key), without rewriting file content. Safe while
+    /// mounted; rerun after an interruption to finish.
+    Rewrap(rewrap::RewrapArgs),
     /// Run a KMS action, `tccli kms` style: `kmsfs kms CreateKey --Alias test`;
     /// `kmsfs kms serve --listen ADDR` runs the KMS as an HTTP server.
     #[command(disable_help_flag = true)]
@@ -51,6 +55,7 @@ fn main() {
         Command::Umount(a) => fs_cli::umount(a),
         Command::Stats(a) => fs_cli::stats(a),
         Command::Fsck(a) => fsck::run(cli.kms.as_deref(), a),
+        Command::Rewrap(a) => rewrap::run(cli.kms.as_deref(), a),
         Command::Kms { args } => kms_cli::run(cli.kms.as_deref(), &args),
     };
     match result {

@@ -22,6 +22,7 @@ use crate::aead;
 use crate::dek_cache::{Dek, DekCache};
 use crate::format::{self, ContentKey, FileHeader, FileId, Geometry};
 use crate::fs_error::{FsError, FsResult};
+use crate::metrics::Metrics;
 
 /// Name of the volume config at the backing root. Never visible through the mount.
 pub const CONFIG_NAME: &str = "kmsfs.conf";
@@ -244,11 +245,28 @@ pub fn init_volume(
         config_dek: B64.encode(&dk.ciphertext_blob),
         kms_hint: kms_hint(kms_spec),
     };
-    let body = serde_json::to_vec(&cfg)?;
-    let mac = aead::hmac_sha256(&mac_key(&dk.plaintext, &uuid)[..], &body);
-    let bytes = encode_config(&body, &mac);
-    // Atomic and durable: temp file, fsync, rename, fsync the directory.
+    write_config_file(backing, &sign_config(&cfg, &dk.plaintext)?)?;
+    Ok(cfg)
+}
+
+/// Signs `cfg` with the MAC key derived from `config_dek` and returns the file bytes.
+pub fn sign_config(cfg: &VolumeConfig, config_dek: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let body = serde_json::to_vec(cfg)?;
+    let mac = aead::hmac_sha256(&mac_key(config_dek, &cfg.uuid)[..], &body);
+    Ok(encode_config(&body, &mac))
+}
+
+/// Writes `kmsfs.conf` atomically and durably: a fresh temp file (a stale one from an
+/// interrupted write is removed first), fsync, rename over the config, fsync the directory.
+/// A crash at any point leaves either the old or the new config, never a mix.
+pub fn write_config_file(backing: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = backing.join(CONFIG_NAME);
     let tmp = backing.join(format!(".{CONFIG_NAME}.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", tmp.display())),
+    }
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -257,12 +275,173 @@ pub fn init_volume(
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot rename {} over {}", tmp.display(), path.display()))?;
     File::open(backing)?.sync_all()?;
-    Ok(cfg)
+    Ok(())
+}
+
+/// Reads `kmsfs.conf`, checks the host's KMS hint, unwraps the config DEK and verifies
+/// the MAC. Returns the config and the config DEK plaintext.
+pub fn read_verified_config(
+    kms: &dyn Kms,
+    kms_spec: Option<&str>,
+    backing: &Path,
+) -> anyhow::Result<(VolumeConfig, Zeroizing<Vec<u8>>)> {
+    let path = backing.join(CONFIG_NAME);
+    let f = open_config(backing)?;
+    let bytes = read_config_bytes(&f)?;
+    verify_config(kms, kms_spec, &path, &bytes)
+}
+
+fn open_config(backing: &Path) -> anyhow::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(backing.join(CONFIG_NAME))
+        .with_context(|| {
+            format!(
+                "{} is not a kmsfs volume (no {CONFIG_NAME})",
+                backing.display()
+            )
+        })
+}
+
+/// The one-mount-per-volume lock: an exclusive flock on the backing directory itself,
+/// whose inode stays the same when the config is replaced.
+fn lock_backing(backing: &Path) -> anyhow::Result<File> {
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(backing)
+        .with_context(|| format!("cannot open {}", backing.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "{} is already mounted (another kmsfs holds its lock); unmount it first",
+            backing.display()
+        );
+    }
+    Ok(d)
+}
+
+fn read_config_bytes(f: &File) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 * 1024 + 1), &mut bytes)?;
+    if bytes.len() > 64 * 1024 {
+        bail!("volume config is too large");
+    }
+    Ok(bytes)
+}
+
+fn verify_config(
+    kms: &dyn Kms,
+    kms_spec: Option<&str>,
+    path: &Path,
+    bytes: &[u8],
+) -> anyhow::Result<(VolumeConfig, Zeroizing<Vec<u8>>)> {
+    let (cfg, body, mac) = parse_config(bytes)?;
+    let host_hint = kms_hint(kms_spec);
+    if cfg.kms_hint != host_hint {
+        bail!(
+            "the volume was made with KMS {:?} but this host says {:?}; pass the right --kms",
+            cfg.kms_hint,
+            host_hint
+        );
+    }
+    let context = EncryptionContext::single(CONTEXT_KEY, cfg.uuid.clone());
+    let blob = B64
+        .decode(&cfg.config_dek)
+        .context("config DEK is not base64")?;
+    let dk = kms
+        .decrypt_data_key(&CallContext::local(), &blob, &context)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the KMS would not unwrap the volume's config key (CMK {}): {e}",
+                cfg.cmk
+            )
+        })?;
+    aead::hmac_sha256_verify(&mac_key(&dk.plaintext, &cfg.uuid)[..], &body, &mac).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "volume config {} has been tampered with (MAC mismatch); refusing to use it",
+                path.display()
+            )
+        },
+    )?;
+    Ok((cfg, dk.plaintext))
+}
+
+/// What identifies one version of `kmsfs.conf` on disk: a rewrap replaces the file
+/// (rename), which changes the inode and the ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ConfStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl ConfStamp {
+    fn of(md: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        ConfStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+        }
+    }
+}
+
+/// An OFD lock (`F_OFD_SETLKW`) on a backing file's header bytes `[0, header_size)`,
+/// released on drop. `kmsfs rewrap` holds it around its read-check-write of a header and
+/// the daemon holds it while it creates a header, so the two never interleave. OFD locks
+/// belong to the open file description: two opens of one file conflict, also within one
+/// process.
+#[derive(Debug)]
+pub struct HeaderLock<'a> {
+    f: &'a File,
+    len: u64,
+}
+
+fn ofd_lock(f: &File, kind: libc::c_int, len: u64) -> std::io::Result<()> {
+    // SAFETY: a zeroed flock is valid; F_OFD_SETLKW with l_pid 0 on an fd we own.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = len as libc::off_t;
+    loop {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLKW, &fl) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Takes the header lock of `f` (waits for it).
+pub fn lock_header(f: &File, header_size: u64) -> std::io::Result<HeaderLock<'_>> {
+    ofd_lock(f, libc::F_WRLCK, header_size)?;
+    Ok(HeaderLock {
+        f,
+        len: header_size,
+    })
+}
+
+impl Drop for HeaderLock<'_> {
+    fn drop(&mut self) {
+        let _ = ofd_lock(self.f, libc::F_UNLCK, self.len);
+    }
 }
 
 /// The shared-policy DEK currently handed to new files.
@@ -283,8 +462,18 @@ pub struct Volume {
     context: EncryptionContext,
     /// The DEK cache.
     pub cache: DekCache,
+    /// KMS latency, integrity failures by kind, bytes, uptime.
+    pub metrics: Metrics,
     current: Mutex<Option<CurrentDek>>,
-    /// The config file, kept open and flocked: one mount per backing directory.
+    /// The CMK new DEKs are generated under: the config's, updated when a rewrap
+    /// (`--to-key`) replaces the config while mounted.
+    cmk: parking_lot::RwLock<String>,
+    /// The backing directory (to notice a replaced config).
+    backing: std::path::PathBuf,
+    /// The config version last verified; checked (one stat) before every new DEK.
+    stamp: Mutex<ConfStamp>,
+    /// The backing directory, kept open and flocked: one mount per backing directory.
+    /// (Not the config file: `kmsfs rewrap` replaces that by a rename.)
     _lock: File,
 }
 
@@ -315,76 +504,88 @@ impl Volume {
         cache: CacheOptions,
     ) -> anyhow::Result<Volume> {
         let path = backing.join(CONFIG_NAME);
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| {
-                format!(
-                    "{} is not a kmsfs volume (no {CONFIG_NAME})",
-                    backing.display()
-                )
-            })?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            bail!(
-                "{} is already mounted (another kmsfs holds its lock); unmount it first",
-                backing.display()
-            );
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut &f, &mut bytes)?;
-        if bytes.len() > 64 * 1024 {
-            bail!("volume config is too large");
-        }
-        let (cfg, body, mac) = parse_config(&bytes)?;
-        let host_hint = kms_hint(kms_spec);
-        if cfg.kms_hint != host_hint {
-            bail!(
-                "the volume was made with KMS {:?} but this host says {:?}; pass the right --kms",
-                cfg.kms_hint,
-                host_hint
-            );
-        }
-        let context = EncryptionContext::single(CONTEXT_KEY, cfg.uuid.clone());
-        let blob = B64
-            .decode(&cfg.config_dek)
-            .context("config DEK is not base64")?;
-        let dk = kms
-            .decrypt_data_key(&CallContext::local(), &blob, &context)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "the KMS would not unwrap the volume's config key (CMK {}): {e}",
-                    cfg.cmk
-                )
-            })?;
-        aead::hmac_sha256_verify(&mac_key(&dk.plaintext, &cfg.uuid)[..], &body, &mac).map_err(
-            |_| {
-                anyhow::anyhow!(
-                    "volume config {} has been tampered with (MAC mismatch); refusing to mount",
-                    path.display()
-                )
-            },
-        )?;
+        let f = open_config(backing)?;
+        let lock = lock_backing(backing)?;
+        let stamp = ConfStamp::of(&f.metadata()?);
+        let bytes = read_config_bytes(&f)?;
+        let (cfg, _) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;
         Ok(Volume {
             geo: cfg.geometry(),
+            context: EncryptionContext::single(CONTEXT_KEY, cfg.uuid.clone()),
+            cmk: parking_lot::RwLock::new(cfg.cmk.clone()),
             config: cfg,
             kms,
-            context,
             cache: DekCache::new(cache.capacity, cache.max_age),
+            metrics: Metrics::default(),
             current: Mutex::new(None),
-            _lock: f,
+            backing: backing.to_owned(),
+            stamp: Mutex::new(stamp),
+            _lock: lock,
         })
     }
 
+    /// The CMK new DEKs are generated under now.
+    pub fn cmk(&self) -> String {
+        self.cmk.read().clone()
+    }
+
+    /// Notices a config replaced on disk (`kmsfs rewrap` while mounted) with one stat,
+    /// and reloads it: verifies its MAC with the KMS, takes the CMK it names and drops
+    /// the shared DEK handed to new files, so no new file gets a DEK wrapped under the
+    /// old CMK. Everything but the CMK and the config DEK must be unchanged. A config
+    /// that does not verify refuses new DEKs (EIO) and is retried on the next new file.
+    fn refresh_config(&self) -> FsResult<()> {
+        let path = self.backing.join(CONFIG_NAME);
+        let now = match std::fs::symlink_metadata(&path) {
+            Ok(md) => ConfStamp::of(&md),
+            Err(e) => {
+                tracing::error!(config = %path.display(), "cannot stat the volume config: {e}");
+                return Err(FsError::Io(e));
+            }
+        };
+        let mut stamp = self.stamp.lock();
+        if *stamp == now {
+            return Ok(());
+        }
+        let reload = || -> anyhow::Result<(VolumeConfig, ConfStamp)> {
+            let f = open_config(&self.backing)?;
+            let st = ConfStamp::of(&f.metadata()?);
+            let bytes = read_config_bytes(&f)?;
+            let hint = Some(self.config.kms_hint.as_str());
+            let (cfg, _) = verify_config(self.kms.as_ref(), hint, &path, &bytes)?;
+            let mut same = cfg.clone();
+            same.cmk = self.config.cmk.clone();
+            same.config_dek = self.config.config_dek.clone();
+            if same != self.config {
+                bail!("the new config changes more than the CMK; remount to use it");
+            }
+            Ok((cfg, st))
+        };
+        match reload() {
+            Ok((cfg, st)) => {
+                let old = std::mem::replace(&mut *self.cmk.write(), cfg.cmk.clone());
+                *self.current.lock() = None;
+                *stamp = st;
+                tracing::info!(old_cmk = %old, cmk = %cfg.cmk, "volume config changed on disk (rewrap); reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.count_integrity_failure();
+                tracing::error!(config = %path.display(), "volume config changed on disk but cannot be reloaded; refusing new data keys: {e:#}");
+                Err(FsError::Errno(libc::EIO))
+            }
+        }
+    }
+
     fn generate(&self) -> FsResult<(Arc<Dek>, Vec<u8>)> {
+        let cmk = self.cmk();
         let c = &self.cache.counters;
         c.kms_calls.fetch_add(1, Ordering::Relaxed);
         c.deks_generated.fetch_add(1, Ordering::Relaxed);
-        match self
-            .kms
-            .generate_data_key(&CallContext::local(), &self.config.cmk, 32, &self.context)
-        {
+        match self.metrics.kms_latency.time(|| {
+            self.kms
+                .generate_data_key(&CallContext::local(), &cmk, 32, &self.context)
+        }) {
             Ok(dk) => {
                 let dek = Arc::new(Dek::new(dk.plaintext));
                 self.cache.insert(&dk.ciphertext_blob, dek.clone());
@@ -392,13 +593,14 @@ impl Volume {
             }
             Err(e) => {
                 c.kms_failures.fetch_add(1, Ordering::Relaxed);
-                Err(FsError::from_kms(&self.config.cmk, e))
+                Err(FsError::from_kms(&cmk, e))
             }
         }
     }
 
     /// A DEK for a new file, per the policy: (DEK, wrapped DEK).
     fn dek_for_new_file(&self) -> FsResult<(Arc<Dek>, Vec<u8>)> {
+        self.refresh_config()?;
         let p = self.config.dek_policy;
         if p.mode == PolicyMode::PerFile {
             return self.generate();
@@ -454,17 +656,17 @@ impl Volume {
 
     /// The content key of a file from its header bytes (DEK via the cache / KMS).
     pub fn open_header(&self, bytes: &[u8]) -> FsResult<ContentKey> {
-        let h = FileHeader::parse(bytes, self.config.header_size).inspect_err(|_| {
-            self.cache
-                .counters
-                .integrity_failures
-                .fetch_add(1, Ordering::Relaxed);
-        })?;
+        let h = FileHeader::parse(bytes, self.config.header_size)
+            .inspect_err(|_| self.count_bad_header())?;
         let dek = self.cache.get_or_unwrap(&h.wrapped_dek, |blob| {
-            self.kms
-                .decrypt_data_key(&CallContext::local(), blob, &self.context)
+            self.metrics
+                .kms_latency
+                .time(|| {
+                    self.kms
+                        .decrypt_data_key(&CallContext::local(), blob, &self.context)
+                })
                 .map(|dk| dk.plaintext)
-                .map_err(|e| FsError::from_kms(&blob_key_id(blob, &self.config.cmk), e))
+                .map_err(|e| FsError::from_kms(&blob_key_id(blob, &self.cmk()), e))
         })?;
         Ok(ContentKey::derive(
             dek.expose(),
@@ -480,11 +682,37 @@ impl Volume {
             .integrity_failures
             .fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts a block that failed authentication (an integrity failure).
+    pub fn count_bad_block(&self) {
+        Metrics::add(&self.metrics.bad_blocks, 1);
+        self.count_integrity_failure();
+    }
+
+    /// Counts an unreadable file header (an integrity failure).
+    pub fn count_bad_header(&self) {
+        Metrics::add(&self.metrics.bad_headers, 1);
+        self.count_integrity_failure();
+    }
+
+    /// The CMK a file's header names (its wrapped DEK's key id), for log lines; the
+    /// volume's CMK when the header cannot be read. Never key material.
+    pub fn header_key_id(&self, header: &[u8]) -> String {
+        match FileHeader::parse(header, self.config.header_size) {
+            Ok(h) => blob_key_id(&h.wrapped_dek, &self.cmk()),
+            Err(_) => self.cmk(),
+        }
+    }
+
+    /// The backing directory.
+    pub fn backing(&self) -> &Path {
+        &self.backing
+    }
 }
 
 /// The CMK to name in logs for a wrapped DEK: the key id the CiphertextBlob names
 /// (docs/FORMAT.md, "CiphertextBlob": `KM`, version, length L, key id), else the volume's CMK.
-fn blob_key_id(blob: &[u8], cmk: &str) -> String {
+pub fn blob_key_id(blob: &[u8], cmk: &str) -> String {
     if blob.len() > 4 && &blob[..2] == b"KM" {
         let l = blob[3] as usize;
         if let Some(id) = blob.get(4..4 + l) {

@@ -46,8 +46,8 @@ fn tampered_and_truncated_blocks_fail_with_eio_and_a_log_line() {
     assert_eq!(buf, data[3 * 4096..4 * 4096]);
     let log = m.log_text();
     assert!(
-        log.contains("block=2") && log.contains("backing/f"),
-        "log must name file and block: {log}"
+        log.contains(&format!("file=/f block=2 key_id={}", m.cmk())),
+        "log must name file (in the mount), block and key: {log}"
     );
     // Swap blocks 0 and 1: both fail.
     let mut b0 = vec![0u8; 4136];
@@ -105,7 +105,7 @@ fn corrupt_header_fails_open_with_eio() {
     }
     let log = m.log_text();
     assert!(
-        log.contains("cannot open file header") && log.contains("backing/h"),
+        log.contains("cannot open file header") && log.contains("file=/h "),
         "{log}"
     );
 }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
-use fsmount::{kmsfs, Mounted};
+use fsmount::{audit_count, init_volume, kmsfs, Mounted};
 
 /// The wrapped DEK in slot 0 of a backing file's header.
 fn wrapped_dek(p: &Path) -> Vec<u8> {
@@ -19,37 +19,11 @@ fn wrapped_dek(p: &Path) -> Vec<u8> {
     b[38..38 + len].to_vec()
 }
 
-/// How many successful calls of `action` the KMS audit log holds.
-fn audit_count(kms: &Path, action: &str) -> usize {
-    fs::read_to_string(kms.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&format!("\"action\":\"{action}\"")) && l.contains("\"Success\""))
-        .count()
-}
-
-fn init(kms: &Path, backing: &Path, args: &[&str]) {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(kms)
-        .arg("init")
-        .arg(backing)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("initialised volume"));
-}
-
 #[test]
 fn shared_policy_rotates_by_count_and_the_cache_saves_kms_calls() {
     let dir = tempfile::tempdir().unwrap();
     let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
-    init(&kms, &backing, &["--dek-max-files", "2"]);
+    init_volume(&kms, &backing, &["--dek-max-files", "2"]);
     // init: CreateKey + one GenerateDataKey (the config key).
     assert_eq!(audit_count(&kms, "CreateKey"), 1);
     assert_eq!(audit_count(&kms, "GenerateDataKey"), 1);
@@ -94,7 +68,7 @@ fn shared_policy_rotates_by_count_and_the_cache_saves_kms_calls() {
 fn per_file_policy_generates_a_dek_per_file() {
     let dir = tempfile::tempdir().unwrap();
     let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
-    init(&kms, &backing, &["--dek-policy", "per-file"]);
+    init_volume(&kms, &backing, &["--dek-policy", "per-file"]);
     let conf = fs::read_to_string(backing.join("kmsfs.conf")).unwrap();
     assert!(conf.contains("\"mode\":\"per-file\""), "{conf}");
     let m = Mounted::existing(&kms, &backing, &[]).unwrap();

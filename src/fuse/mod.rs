@@ -32,7 +32,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::format::ContentKey;
 use crate::fs_error::{FsError, FsResult};
-use crate::volume::{Volume, CONFIG_NAME};
+use crate::metrics::Metrics;
+use crate::volume::{self, HeaderLock, Volume, CONFIG_NAME};
 use content::BadBlock;
 
 /// Virtual xattr on the mount root: the daemon's counters as JSON.
@@ -262,11 +263,27 @@ impl KmsFs {
         }
     }
 
-    /// The backing path of `inode`, for log lines.
+    /// The path of `inode` relative to the mount (`/dir/file`), for log lines.
     fn path_of(&self, inode: &Inode) -> String {
         match self.fd_of(inode) {
-            Ok(fd) => sys::fd_path(fd.raw()),
+            Ok(fd) => {
+                let p = sys::fd_path(fd.raw());
+                let root = self.vol.backing().to_string_lossy();
+                match p.strip_prefix(root.as_ref()) {
+                    Some(rel) if rel.starts_with('/') => rel.to_owned(),
+                    Some("") => "/".to_owned(),
+                    _ => p,
+                }
+            }
             Err(_) => format!("inode {}", inode.ino),
+        }
+    }
+
+    /// The CMK of an inode's cached header, for log lines (the volume's CMK if none).
+    fn key_id_of(&self, inode: &Inode) -> String {
+        match inode.ckey.lock().as_ref() {
+            Some(c) => self.vol.header_key_id(&c.header),
+            None => self.vol.cmk(),
         }
     }
 
@@ -520,8 +537,9 @@ impl KmsFs {
                     return Ok(None);
                 }
                 content::read_header(f, &self.vol.geo).inspect_err(|e| {
-                    self.vol.count_integrity_failure();
-                    tracing::error!(file = %self.path_of(inode), "cannot open file header: {e}");
+                    self.vol.count_bad_header();
+                    tracing::error!(file = %self.path_of(inode), key_id = %self.vol.cmk(),
+                        "cannot open file header: {e}");
                 })?
             }
         };
@@ -538,7 +556,8 @@ impl KmsFs {
                         file = %path, key_id = %key_id, reason = %code,
                         "the KMS refused this file's data key: {message}"
                     ),
-                    other => tracing::error!(file = %path, "cannot open file header: {other}"),
+                    other => tracing::error!(file = %path, key_id = %self.vol.header_key_id(&hdr),
+                        "cannot open file header: {other}"),
                 }
                 return Err(e);
             }
@@ -554,18 +573,20 @@ impl KmsFs {
     fn log_bad_block(&self, inode: &Inode, r: Result<BadBlock, FsError>) -> FsError {
         match r {
             Ok(BadBlock(b)) => {
-                self.vol.count_integrity_failure();
+                self.vol.count_bad_block();
                 tracing::error!(
                     file = %self.path_of(inode),
                     block = b,
+                    key_id = %self.key_id_of(inode),
                     "block failed authentication (tampered, truncated or corrupt); returning EIO"
                 );
                 err(libc::EIO)
             }
             Err(e) => {
                 if matches!(e, FsError::Integrity(_)) {
-                    self.vol.count_integrity_failure();
-                    tracing::error!(file = %self.path_of(inode), "integrity: {e}");
+                    self.vol.count_bad_block();
+                    tracing::error!(file = %self.path_of(inode), key_id = %self.key_id_of(inode),
+                        "integrity: {e}");
                 }
                 e
             }
@@ -623,6 +644,7 @@ impl KmsFs {
         let f = self.open_backing(&inode, flags)?;
         if flags & libc::O_TRUNC != 0 {
             let _g = inode.content.write();
+            let _hl = self.header_lock(&f)?;
             f.set_len(0)?;
             *inode.ckey.lock() = None;
         } else {
@@ -674,6 +696,7 @@ impl KmsFs {
         let (inode, st) = self.remember(pfd)?;
         if flags & libc::O_TRUNC != 0 {
             let _g = inode.content.write();
+            let _hl = self.header_lock(&file)?;
             file.set_len(0)?;
             *inode.ckey.lock() = None;
         }
@@ -689,19 +712,30 @@ impl KmsFs {
         };
         let _g = h.inode.content.read();
         let key = self.content_key(&h.inode, f, false)?;
-        content::read(f, key.as_deref(), &self.vol.geo, off, size)
-            .map_err(|r| self.log_bad_block(&h.inode, r))
+        let d = content::read(f, key.as_deref(), &self.vol.geo, off, size)
+            .map_err(|r| self.log_bad_block(&h.inode, r))?;
+        Metrics::add(&self.vol.metrics.bytes_read, d.len() as u64);
+        Ok(d)
     }
 
-    /// The key for a write: the existing one, or a new header for an empty file.
-    fn key_for_write(
+    /// The header lock of a backing file (`kmsfs rewrap` takes it too, src/rewrap.rs),
+    /// held where a header is created or truncated away.
+    fn header_lock<'f>(&self, f: &'f File) -> FsResult<HeaderLock<'f>> {
+        Ok(volume::lock_header(f, self.vol.geo.header_size)?)
+    }
+
+    /// The key for a write: the existing one, or a new header for an empty file (with
+    /// the header lock, to be held until the header is written).
+    #[allow(clippy::type_complexity)]
+    fn key_for_write<'f>(
         &self,
         inode: &Inode,
-        f: &File,
-    ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>)> {
+        f: &'f File,
+    ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>, Option<HeaderLock<'f>>)> {
         match self.content_key(inode, f, false)? {
-            Some(k) => Ok((k, None)),
+            Some(k) => Ok((k, None, None)),
             None => {
+                let lock = self.header_lock(f)?;
                 let (hdr, key) = self.vol.new_file().inspect_err(|e| {
                     if let FsError::KeyDenied {
                         key_id,
@@ -713,7 +747,7 @@ impl KmsFs {
                             reason = %code, "the KMS refused a new data key: {message}");
                     }
                 })?;
-                Ok((Arc::new(key), Some(hdr)))
+                Ok((Arc::new(key), Some(hdr), Some(lock)))
             }
         }
     }
@@ -725,7 +759,7 @@ impl KmsFs {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.write();
-        let (key, hdr) = self.key_for_write(&h.inode, f)?;
+        let (key, hdr, _hl) = self.key_for_write(&h.inode, f)?;
         content::write(f, &key, &self.vol.geo, hdr.as_deref(), off, data)
             .map_err(|r| self.log_bad_block(&h.inode, r))?;
         if let Some(header) = hdr {
@@ -735,17 +769,19 @@ impl KmsFs {
                 header,
             });
         }
+        Metrics::add(&self.vol.metrics.bytes_written, data.len() as u64);
         Ok(data.len() as u32)
     }
 
     fn truncate_file(&self, inode: &Inode, f: &File, size: u64) -> FsResult<()> {
         let _g = inode.content.write();
         if size == 0 {
+            let _hl = self.header_lock(f)?;
             f.set_len(0)?;
             *inode.ckey.lock() = None;
             return Ok(());
         }
-        let (key, hdr) = self.key_for_write(inode, f)?;
+        let (key, hdr, _hl) = self.key_for_write(inode, f)?;
         content::truncate(f, Some(&key), &self.vol.geo, hdr.as_deref(), size)
             .map_err(|r| self.log_bad_block(inode, r))?;
         if let Some(header) = hdr {
@@ -922,13 +958,18 @@ impl KmsFs {
     fn stats_json(&self) -> Vec<u8> {
         let s = self.vol.cache.snapshot();
         let mut v = serde_json::to_value(&s).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
+        let m = serde_json::to_value(self.vol.metrics.snapshot()).unwrap_or_default();
+        if let (Some(o), Some(m)) = (v.as_object_mut(), m.as_object()) {
+            o.extend(m.clone());
             o.insert("volume".into(), self.vol.config.uuid.clone().into());
-            o.insert("cmk".into(), self.vol.config.cmk.clone().into());
-            o.insert(
-                "open_handles".into(),
-                (self.handles.read().len() as u64).into(),
-            );
+            o.insert("cmk".into(), self.vol.cmk().into());
+            let handles = self.handles.read();
+            o.insert("open_handles".into(), (handles.len() as u64).into());
+            let files = handles
+                .values()
+                .filter(|h| matches!(h.kind, HandleKind::File(_)))
+                .count();
+            o.insert("open_files".into(), (files as u64).into());
             o.insert(
                 "inodes".into(),
                 (self.inodes.read().by_ino.len() as u64).into(),

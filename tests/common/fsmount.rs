@@ -254,3 +254,30 @@ pub fn getxattr(p: &Path, name: &str) -> Option<String> {
     buf.truncate(r as usize);
     String::from_utf8(buf).ok()
 }
+
+/// How many successful calls of `action` the KMS audit log of store `kms` holds.
+pub fn audit_count(kms: &Path, action: &str) -> usize {
+    std::fs::read_to_string(kms.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("\"action\":\"{action}\"")) && l.contains("\"Success\""))
+        .count()
+}
+
+/// `kmsfs --kms KMS init BACKING ARGS…`, asserting success.
+pub fn init_volume(kms: &Path, backing: &Path, args: &[&str]) {
+    let out = kmsfs()
+        .arg("--kms")
+        .arg(kms)
+        .arg("init")
+        .arg(backing)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("initialised volume"));
+}

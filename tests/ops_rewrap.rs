@@ -1,0 +1,412 @@
+//! `kmsfs rewrap`, on real mounts: headers are read straight from the backing files,
+//! KMS calls counted from the KMS's audit log.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/fsmount.rs"]
+mod fsmount;
+mod kms_http_support;
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fsmount::{audit_count, init_volume, kmsfs, pattern, Mounted};
+
+/// Header geometry of the default volume (docs/FORMAT.md): prefix 32 bytes, two slots.
+const PREFIX: usize = 32;
+const SLOT: usize = (1024 - PREFIX) / 2;
+
+/// The active slot of a backing file's header: (generation, wrapped DEK). The checksum
+/// is not checked here; a torn slot is never left by these tests.
+fn active_slot(p: &Path) -> (u32, Vec<u8>) {
+    let b = fs::read(p).unwrap();
+    (0..2)
+        .filter_map(|i| {
+            let s = &b[PREFIX + i * SLOT..PREFIX + (i + 1) * SLOT];
+            let gen = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+            let len = u16::from_be_bytes([s[4], s[5]]) as usize;
+            (len > 0).then(|| (gen, s[6..6 + len].to_vec()))
+        })
+        .max_by_key(|(g, _)| *g)
+        .unwrap()
+}
+
+/// The key id and version a KMS CiphertextBlob names ("KM", 1, L, key id, version).
+fn blob_key(blob: &[u8]) -> (String, u32) {
+    let l = blob[3] as usize;
+    let id = String::from_utf8(blob[4..4 + l].to_vec()).unwrap();
+    let v = &blob[4 + l..8 + l];
+    (id, u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+}
+
+/// Content of test file `i`: small, distinct, sometimes more than one block.
+fn content(i: usize) -> Vec<u8> {
+    pattern(i as u64, 1 + (i * 37) % 5000)
+}
+
+fn rel(i: usize) -> String {
+    format!("d{:02}/f{:04}", i % 20, i)
+}
+
+fn write_files(m: &Mounted, range: std::ops::Range<usize>) {
+    for d in 0..20 {
+        fs::create_dir_all(m.p(&format!("d{d:02}"))).unwrap();
+    }
+    for i in range {
+        fs::write(m.p(&rel(i)), content(i)).unwrap();
+    }
+}
+
+fn check_files(m: &Mounted, range: std::ops::Range<usize>) {
+    for i in range {
+        let got = fs::read(m.p(&rel(i))).unwrap_or_else(|e| panic!("{}: {e}", rel(i)));
+        assert!(got == content(i), "{}: content differs", rel(i));
+    }
+}
+
+fn rewrap_cmd(kms: &Path, backing: &Path, extra: &[&str]) -> Command {
+    let mut c = kmsfs();
+    c.arg("--kms")
+        .arg(kms)
+        .arg("rewrap")
+        .arg(backing)
+        .arg("--json")
+        .args(extra);
+    c
+}
+
+/// Runs a rewrap to the end: (exit code, JSON summary, stderr).
+fn rewrap(kms: &Path, backing: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = rewrap_cmd(kms, backing, extra).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("rewrap printed no JSON ({e}): {stderr}"));
+    (out.status.code().unwrap_or(-1), v, stderr)
+}
+
+/// Every regular file under `dir` that has a header (non-empty), config excluded.
+fn backing_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            v.extend(backing_files(&e.path()));
+        } else if t.is_file() && e.file_name() != "kmsfs.conf" && e.metadata().unwrap().len() > 0 {
+            v.push(e.path());
+        }
+    }
+    v
+}
+
+fn n(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+#[test]
+fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
+    const N: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
+    init_volume(&kms, &backing, &["--dek-max-files", "100"]);
+    let mut m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let old_cmk = m.cmk();
+    write_files(&m, 0..N);
+    let old_deks: HashSet<Vec<u8>> = backing_files(&backing)
+        .iter()
+        .map(|p| active_slot(p).1)
+        .collect();
+    assert_eq!(old_deks.len(), N / 100, "shared DEKs, 100 files each");
+    let new_cmk = m.kms_call("CreateKey", serde_json::json!({"Alias": "rewrap-target"}))["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let re_before = audit_count(&kms, "ReEncrypt");
+
+    // Rewrap while the mount is in use: files keep being written during the run.
+    let t0 = Instant::now();
+    let child = rewrap_cmd(
+        &kms,
+        &backing,
+        &["--to-key", "alias/rewrap-target", "--rate-limit", "1500"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut during = 0usize;
+    let mut child: Child = child;
+    while child.try_wait().unwrap().is_none() {
+        fs::write(m.p(&format!("during{during}")), content(10_000 + during)).unwrap();
+        during += 1;
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(t0.elapsed() < Duration::from_secs(120), "rewrap hangs");
+    }
+    let out = child.wait_with_output().unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rewrap failed: {stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("rewrap of {N} files while mounted ({during} written meanwhile): {secs:.2} s\n{s}");
+    assert!(during > 0);
+    assert_eq!(s["target_key"], new_cmk.as_str(), "{s}");
+    assert_eq!(s["config"], "rewrapped");
+    assert_eq!(n(&s, "failed"), 0, "{s}");
+    let scanned = n(&s, "files_scanned");
+    assert!(scanned >= N as u64 && scanned <= (N + during) as u64, "{s}");
+    assert_eq!(
+        n(&s, "rewrapped") + n(&s, "already_current") + n(&s, "empty"),
+        scanned
+    );
+    assert!(n(&s, "rewrapped") >= N as u64, "{s}");
+    // Shared DEKs: one ReEncrypt per distinct wrapped DEK, plus one for the config key.
+    let distinct = n(&s, "distinct_deks_rewrapped");
+    assert!(
+        distinct >= old_deks.len() as u64 && distinct <= old_deks.len() as u64 + 2,
+        "{s}"
+    );
+    assert_eq!(
+        audit_count(&kms, "ReEncrypt") - re_before,
+        1 + distinct as usize
+    );
+    assert_eq!(m.cmk(), new_cmk, "the config names the new CMK");
+    // The config was replaced, the one-mount lock still holds.
+    let second = Mounted::existing(&kms, &backing, &[]).err().unwrap_or_default();
+    assert!(second.contains("already mounted"), "second mount: {second}");
+
+    // Files written after the rewrap get DEKs under the new CMK: the daemon reloaded.
+    for i in 0..50 {
+        fs::write(m.p(&format!("after{i}")), content(20_000 + i)).unwrap();
+    }
+    assert!(m.log_text().contains("reloaded"), "{}", m.log_text());
+    for p in backing_files(&backing) {
+        let (gen, blob) = active_slot(&p);
+        assert_eq!(
+            blob_key(&blob).0,
+            new_cmk,
+            "{} (generation {gen})",
+            p.display()
+        );
+    }
+
+    // The old CMK goes away; a fresh mount reads everything, byte for byte.
+    m.kms_call("DisableKey", serde_json::json!({ "KeyId": old_cmk }));
+    m.unmount();
+    m.mount(&[]).unwrap();
+    check_files(&m, 0..N);
+    for i in 0..during {
+        assert!(fs::read(m.p(&format!("during{i}"))).unwrap() == content(10_000 + i));
+    }
+    for i in 0..50 {
+        assert!(fs::read(m.p(&format!("after{i}"))).unwrap() == content(20_000 + i));
+    }
+}
+
+#[test]
+fn rotate_in_place_killed_halfway_then_rerun_completes() {
+    const N: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
+    init_volume(&kms, &backing, &["--dek-max-files", "10"]);
+    let mut m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let cmk = m.cmk();
+    write_files(&m, 0..N);
+    fs::write(m.p("empty"), b"").unwrap();
+    m.unmount();
+    m.kms_call("RotateKey", serde_json::json!({ "KeyId": cmk }));
+    let files = backing_files(&backing);
+    assert_eq!(files.len(), N);
+    let changed = || files.iter().filter(|p| active_slot(p).0 > 1).count();
+
+    // Offline, throttled so that it is still running when killed.
+    let mut child = rewrap_cmd(&kms, &backing, &["--rate-limit", "800"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while changed() < 300 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rewrap finished before the kill"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done = changed();
+    eprintln!("killed after {done} of {N} headers");
+    assert!((300..N).contains(&done), "{done}");
+
+    // Every file reads before the rerun: half under version 1, half under version 2.
+    m.mount(&[]).unwrap();
+    check_files(&m, 0..N);
+    m.unmount();
+
+    let (code, s, err) = rewrap(&kms, &backing, &[]);
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(
+        s["config"], "current",
+        "the killed run had moved the config first"
+    );
+    assert_eq!(
+        (s["target_key"].as_str().unwrap(), n(&s, "target_version")),
+        (cmk.as_str(), 2)
+    );
+    assert_eq!(n(&s, "files_scanned"), N as u64 + 1, "{s}");
+    assert_eq!(n(&s, "rewrapped"), (N - done) as u64, "{s}");
+    assert_eq!(n(&s, "already_current"), done as u64, "{s}");
+    assert_eq!(n(&s, "empty"), 1, "{s}");
+    assert_eq!(n(&s, "failed"), 0, "{s}");
+    for p in &files {
+        assert_eq!(
+            blob_key(&active_slot(p).1),
+            (cmk.clone(), 2),
+            "{}",
+            p.display()
+        );
+    }
+
+    // A rerun is a no-op: no header and no config byte changes.
+    let snapshot: Vec<Vec<u8>> = files.iter().map(|p| fs::read(p).unwrap()).collect();
+    let conf = fs::read(backing.join("kmsfs.conf")).unwrap();
+    let (code, s, _) = rewrap(&kms, &backing, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (n(&s, "rewrapped"), n(&s, "already_current")),
+        (0, N as u64),
+        "{s}"
+    );
+    assert_eq!(s["config"], "current");
+    assert_eq!(fs::read(backing.join("kmsfs.conf")).unwrap(), conf);
+    for (p, before) in files.iter().zip(&snapshot) {
+        assert!(&fs::read(p).unwrap() == before, "{} changed", p.display());
+    }
+    m.mount(&[]).unwrap();
+    check_files(&m, 0..N);
+}
+
+#[test]
+fn a_corrupt_header_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
+    init_volume(&kms, &backing, &[]);
+    let mut m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    for i in 0..5 {
+        fs::write(m.p(&format!("f{i}")), content(i)).unwrap();
+    }
+    m.unmount();
+    // Flip a bit in f2's file id: both slot checksums fail, the header is unreadable.
+    let bad = backing.join("f2");
+    let mut b = fs::read(&bad).unwrap();
+    b[20] ^= 1;
+    fs::write(&bad, &b).unwrap();
+    let target = m.kms_call("CreateKey", serde_json::json!({"Alias": "corrupt-target"}))["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, s, _) = rewrap(&kms, &backing, &["--to-key", &target]);
+    assert_eq!(code, 4, "a failed file fails the run: {s}");
+    assert_eq!((n(&s, "rewrapped"), n(&s, "failed")), (4, 1), "{s}");
+    assert_eq!(s["failures"][0]["path"], "f2");
+    assert!(
+        s["failures"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("header"),
+        "{s}"
+    );
+    assert_eq!(fs::read(&bad).unwrap(), b, "the corrupt file is untouched");
+    // Text mode names the file on stderr.
+    let out = kmsfs()
+        .arg("--kms")
+        .arg(&kms)
+        .arg("rewrap")
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("f2: unreadable header"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("4 already current, 0 empty, 1 failed"),
+        "{text}"
+    );
+    m.mount(&[]).unwrap();
+    for i in [0, 1, 3, 4] {
+        assert_eq!(fs::read(m.p(&format!("f{i}"))).unwrap(), content(i));
+    }
+    assert!(fs::read(m.p("f2")).is_err());
+}
+
+/// `kmsfs --kms URL kms ACTION ARGS…` against the server: the response JSON.
+fn remote_kms(url: &str, args: &[&str]) -> serde_json::Value {
+    let out = kmsfs()
+        .arg("--kms")
+        .arg(url)
+        .arg("kms")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn rewrap_through_the_remote_kms_while_mounted() {
+    use kms_http_support::{count_requests, ServerProc, SECRET_ID, SECRET_KEY};
+    std::env::remove_var("KMSFS_KMS_CREDENTIALS");
+    std::env::set_var("TENCENTCLOUD_SECRET_ID", SECRET_ID);
+    std::env::set_var("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+    );
+    let backing = tmp.path().join("backing");
+    fs::create_dir_all(&backing).unwrap();
+    let url = server.url.clone();
+    let mut m = Mounted::existing(Path::new(&url), &backing, &["--dek-policy", "per-file"])
+        .unwrap_or_else(|e| panic!("mount via {url}: {e}"));
+    let old_cmk = m.cmk();
+    for i in 0..20 {
+        fs::write(m.p(&format!("f{i}")), content(i)).unwrap();
+    }
+    let new_cmk = remote_kms(&url, &["CreateKey", "--Alias", "remote-target"])["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, s, err) = rewrap(
+        Path::new(&url),
+        &backing,
+        &["--to-key", "alias/remote-target"],
+    );
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(
+        (n(&s, "rewrapped"), n(&s, "distinct_deks_rewrapped")),
+        (20, 20),
+        "{s}"
+    );
+    // Counted at the server: one ReEncrypt per DEK plus the config's.
+    let lines = server.log_lines();
+    assert_eq!(count_requests(&lines, "ReEncrypt", SECRET_ID, "OK"), 21);
+    fs::write(m.p("after"), b"after the rewrap").unwrap();
+    assert_eq!(blob_key(&active_slot(&m.b("after")).1).0, new_cmk);
+    remote_kms(&url, &["DisableKey", "--KeyId", &old_cmk]);
+    m.unmount();
+    m.mount(&[]).unwrap();
+    for i in 0..20 {
+        assert_eq!(fs::read(m.p(&format!("f{i}"))).unwrap(), content(i));
+    }
+    assert_eq!(fs::read(m.p("after")).unwrap(), b"after the rewrap");
+}
