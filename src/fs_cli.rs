@@ -114,22 +114,15 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
+/// Connects to the KMS named by `--kms` (or its default).
+pub fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
     kms_core::connect(kms).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))
 }
 
 /// Runs `kmsfs init`.
 pub fn init(kms: Option<&str>, a: InitArgs) -> anyhow::Result<i32> {
-    std::fs::create_dir_all(&a.backing)
-        .with_context(|| format!("cannot create {}", a.backing.display()))?;
-    if !dir_is_empty(&a.backing)? {
-        bail!(
-            "{} is not empty; a new volume needs an empty directory",
-            a.backing.display()
-        );
-    }
     let k = connect(kms)?;
-    let cfg = volume::init_volume(k.as_ref(), kms, &a.backing, &a.init.options())?;
+    let cfg = init_backing(k.as_ref(), kms, &a.backing, &a.init)?;
     println!(
         "kmsfs: initialised volume {} in {} (CMK {}, DEK policy {:?})",
         cfg.uuid,
@@ -138,6 +131,30 @@ pub fn init(kms: Option<&str>, a: InitArgs) -> anyhow::Result<i32> {
         cfg.dek_policy.mode
     );
     Ok(0)
+}
+
+/// Makes `backing` (created if missing, else it must be empty) a new volume, as
+/// `kmsfs init` and `kmsfs encrypt` do.
+pub fn init_backing(
+    k: &dyn kms_core::Kms,
+    kms: Option<&str>,
+    backing: &Path,
+    flags: &InitFlags,
+) -> anyhow::Result<volume::VolumeConfig> {
+    std::fs::create_dir_all(backing).with_context(|| {
+        format!(
+            "cannot create {}; check the parent directory exists and is writable",
+            backing.display()
+        )
+    })?;
+    if !dir_is_empty(backing)? {
+        bail!(
+            "{} is not empty; a new volume needs a new or empty directory \
+             (pick another path, or empty this one first)",
+            backing.display()
+        );
+    }
+    volume::init_volume(k, kms, backing, &flags.options())
 }
 
 fn dir_is_empty(p: &Path) -> anyhow::Result<bool> {

@@ -5,6 +5,7 @@
 
 mod aead;
 mod dek_cache;
+mod encrypt;
 mod format;
 mod fs_cli;
 mod fs_error;
@@ -43,6 +44,9 @@ enum Command {
     /// (with the KMS). Reports each problem with file and block; never repairs.
     /// Exit status: 0 clean, 2 warnings only, 4 errors, 1 cannot check.
     Fsck(fsck::FsckArgs),
+    /// Encrypt an existing directory tree into a new volume (offline), then verify it.
+    /// Exit status: 0 verified, 2 the volume differs from the source, 1 error.
+    Encrypt(encrypt::EncryptArgs),
     /// Run a KMS action, `tccli kms` style: `kmsfs kms CreateKey --Alias test`;
     /// `kmsfs kms serve --listen ADDR` runs the KMS as an HTTP server.
     #[command(disable_help_flag = true)]
@@ -61,6 +65,7 @@ fn main() {
         Command::Umount(a) => fs_cli::umount(a),
         Command::Stats(a) => fs_cli::stats(a),
         Command::Fsck(a) => fsck::run(cli.kms.as_deref(), a),
+        Command::Encrypt(a) => encrypt::run(cli.kms.as_deref(), a),
         Command::Kms { args } => kms_cli::run(cli.kms.as_deref(), &args),
     };
     match result {
