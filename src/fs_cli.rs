@@ -116,7 +116,32 @@ pub struct StatsArgs {
 
 /// Connects to the KMS named by `--kms` (or its default).
 pub fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
-    kms_core::connect(kms).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))
+    kms_core::connect(kms).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the KMS: {e}; pass --kms (or set $KMSFS_KMS) to a key-store \
+             directory or an http(s):// URL of a running KMS server"
+        )
+    })
+}
+
+/// Adds what to do next to a KMS refusal or failure met while opening a volume.
+pub fn with_next_step(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let hint = if text.contains("CmkDisabled") || text.contains("KeyDisabled") {
+        "the volume's CMK is disabled: enable it again (kmsfs kms EnableKey --KeyId ID) \
+         if that was not intended"
+    } else if text.contains("PendingDelete") {
+        "the volume's CMK is scheduled for deletion: cancel it \
+         (kmsfs kms CancelKeyDeletion --KeyId ID) before it is too late"
+    } else if text.contains("CmkArchived") {
+        "the volume's CMK is archived: kmsfs kms CancelKeyArchive --KeyId ID"
+    } else if text.contains("InternalError") || text.contains("connect") {
+        "the KMS did not answer: check that the KMS server is running and that --kms \
+         (or $KMSFS_KMS) names it, then retry"
+    } else {
+        return e;
+    };
+    e.context(hint)
 }
 
 /// Runs `kmsfs init`.
@@ -164,6 +189,14 @@ fn dir_is_empty(p: &Path) -> anyhow::Result<bool> {
         .is_none())
 }
 
+/// The `subtype=` option, as a kernel option: fuser's own `Subtype` reaches only
+/// fusermount3, not the mount(2) call it makes as root, so /proc/mounts said `fuse`;
+/// as a plain option the kernel (root) and fusermount3 (users) both see it, and the
+/// mount's type is `fuse.kmsfs` either way.
+fn subtype(name: &str) -> MountOption {
+    MountOption::CUSTOM(format!("subtype={name}"))
+}
+
 /// Parsed `-o` options.
 struct MountOpts {
     fuse: Vec<MountOption>,
@@ -176,7 +209,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     let mut dev = false;
     let mut fuse = vec![
         MountOption::FSName(format!("kmsfs:{}", backing.display())),
-        MountOption::Subtype("kmsfs".into()),
+        subtype("kmsfs"),
         MountOption::DefaultPermissions,
     ];
     let mut acl = SessionACL::Owner;
@@ -189,7 +222,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
         match o {
             "allow_other" => acl = SessionACL::All,
             "allow_root" => acl = SessionACL::RootAndOwner,
-            "default_permissions" => {}
+            "default_permissions" | "nonempty" => {}
             "ro" => {
                 read_only = true;
                 fuse.push(MountOption::RO);
@@ -211,8 +244,8 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
                 fuse.push(MountOption::FSName(x[7..].into()))
             }
             x if x.starts_with("subtype=") => {
-                fuse.retain(|m| !matches!(m, MountOption::Subtype(_)));
-                fuse.push(MountOption::Subtype(x[8..].into()))
+                fuse.retain(|m| !matches!(m, MountOption::CUSTOM(c) if c.starts_with("subtype=")));
+                fuse.push(subtype(&x[8..]))
             }
             x => fuse.push(MountOption::CUSTOM(x.into())),
         }
@@ -286,7 +319,10 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let backing_given = &a.backing;
     if !backing_given.exists() {
         if a.no_init {
-            bail!("{} does not exist", backing_given.display());
+            bail!(
+                "{} does not exist; check the path, or create a volume there with `kmsfs init`",
+                backing_given.display()
+            );
         }
         std::fs::create_dir_all(backing_given)
             .with_context(|| format!("cannot create {}", backing_given.display()))?;
@@ -303,14 +339,20 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         .canonicalize()
         .with_context(|| format!("mountpoint {} does not exist", a.mountpoint.display()))?;
     if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
-        bail!("the mountpoint and the backing directory must not contain each other");
+        bail!(
+            "the mountpoint and the backing directory must not contain each other; \
+             put them side by side (e.g. /srv/enc and /mnt/plain)"
+        );
     }
+    check_mount_prerequisites(&mountpoint, &a.options)?;
     let k = connect(kms)?;
     let mut init_msg = String::new();
     if !backing.join(CONFIG_NAME).exists() {
         if a.no_init {
             bail!(
-                "{} is not a kmsfs volume (no {CONFIG_NAME}); refusing to initialise",
+                "{} is not a kmsfs volume (no {CONFIG_NAME}); check the path, or make it a \
+                 volume first with `kmsfs init {}`",
+                backing.display(),
                 backing.display()
             );
         }
@@ -331,15 +373,18 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         eprintln!("{msg}");
         init_msg = msg;
     }
-    let vol = Arc::new(Volume::open(
-        k,
-        kms,
-        &backing,
-        CacheOptions {
-            capacity: a.dek_cache_size,
-            max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
-        },
-    )?);
+    let vol = Arc::new(
+        Volume::open(
+            k,
+            kms,
+            &backing,
+            CacheOptions {
+                capacity: a.dek_cache_size,
+                max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
+            },
+        )
+        .map_err(with_next_step)?,
+    );
     harden_process();
     let opts = parse_opts(&a.options, &backing);
     let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -377,6 +422,49 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     session.run().context("FUSE session failed")?;
     tracing::info!("unmounted, exiting");
     Ok(0)
+}
+
+/// What mounting needs before any KMS call: /dev/fuse, fusermount3 (without root), and
+/// an empty directory as mountpoint (unless `-o nonempty`). Each error says what to do.
+fn check_mount_prerequisites(mountpoint: &Path, options: &[String]) -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: load the FUSE module (modprobe fuse) or, in a container, \
+             pass the device in (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && !on_path("fusermount3") {
+        bail!(
+            "fusermount3 is not installed; mounting without root needs it: \
+             install the fuse3 package (apt-get install fuse3)"
+        );
+    }
+    if !mountpoint.is_dir() {
+        bail!(
+            "the mountpoint {} is not a directory; mount on a directory",
+            mountpoint.display()
+        );
+    }
+    let nonempty = options
+        .iter()
+        .flat_map(|s| s.split(','))
+        .any(|o| o == "nonempty");
+    if !nonempty && !dir_is_empty(mountpoint)? {
+        bail!(
+            "the mountpoint {} is not empty: the mount would hide its files; use an empty \
+             directory, or pass -o nonempty to mount over them anyway",
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -532,6 +620,13 @@ fn getxattr_path(p: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
 /// Runs `kmsfs umount`.
 pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
     let mp = a.mountpoint.canonicalize().unwrap_or(a.mountpoint.clone());
+    if !is_mountpoint(&mp) {
+        bail!(
+            "{} is not mounted (nothing to unmount); `grep fuse.kmsfs /proc/mounts` lists \
+             kmsfs mounts",
+            mp.display()
+        );
+    }
     let pid: Option<i32> = getxattr_path(&mp, fuse::PID_XATTR)
         .ok()
         .and_then(|v| String::from_utf8(v).ok())
@@ -546,11 +641,17 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
         let c = CString::new(mp.as_os_str().as_bytes())?;
         // SAFETY: valid C string.
         if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-            bail!(
-                "cannot unmount {}: {}",
-                mp.display(),
-                std::io::Error::last_os_error()
-            );
+            let e = std::io::Error::last_os_error();
+            let next = if e.raw_os_error() == Some(libc::EBUSY) {
+                format!(
+                    "; files on it are still in use: `fuser -vm {}` lists the processes, \
+                     close them and retry",
+                    mp.display()
+                )
+            } else {
+                String::new()
+            };
+            bail!("cannot unmount {}: {e}{next}", mp.display());
         }
     }
     if let Some(pid) = pid {
@@ -558,12 +659,34 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
         // SAFETY: kill with signal 0 only probes.
         while unsafe { libc::kill(pid, 0) } == 0 && is_kmsfs(pid) {
             if t0.elapsed() > Duration::from_secs(30) {
-                bail!("unmounted, but the daemon (pid {pid}) has not exited after 30 s");
+                bail!(
+                    "unmounted, but the daemon (pid {pid}) has not exited after 30 s; it may \
+                     still be flushing: check its --log-file, and wait or `kill {pid}`"
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     Ok(0)
+}
+
+/// Whether `p` is a mountpoint, per /proc/self/mountinfo.
+fn is_mountpoint(p: &Path) -> bool {
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    let mut want = Vec::new();
+    for &b in p.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => want.extend(format!("\\{b:03o}").bytes()),
+            _ => want.push(b),
+        }
+    }
+    let want = &want[..];
+    std::fs::read("/proc/self/mountinfo")
+        .map(|s| {
+            s.split(|b| *b == b'\n')
+                .any(|l| l.split(|b| *b == b' ').nth(4) == Some(want))
+        })
+        .unwrap_or(true)
 }
 
 fn is_kmsfs(pid: i32) -> bool {

@@ -12,6 +12,7 @@ mod fs_error;
 mod fsck;
 mod fuse;
 mod kms_cli;
+mod mount_helper;
 mod serve_cli;
 mod volume;
 
@@ -58,8 +59,40 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.first().is_some_and(mount_helper::called_as_helper) {
+        std::process::exit(helper_main(&argv[1..]));
+    }
+    exit_with(dispatch(Cli::parse()), 1);
+}
+
+/// `mount.fuse.kmsfs SOURCE TARGET -o OPTS`, as mount(8) calls it.
+fn helper_main(args: &[std::ffi::OsString]) -> i32 {
+    let call = match mount_helper::translate(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mount.fuse.kmsfs: {e:#}");
+            return 1;
+        }
+    };
+    let mount_helper::HelperCall::Mount { args, verbose } = call else {
+        return 0;
+    };
+    if verbose {
+        let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        eprintln!("mount.fuse.kmsfs: running {}", shown.join(" "));
+    }
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => exit_with(dispatch(cli), mount_helper::EXIT_MOUNT_FAILURE),
+        Err(e) => {
+            eprintln!("mount.fuse.kmsfs: {e}");
+            1
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
         Command::Init(a) => fs_cli::init(cli.kms.as_deref(), a),
         Command::Mount(a) => fs_cli::mount(cli.kms.as_deref(), a),
         Command::Umount(a) => fs_cli::umount(a),
@@ -67,12 +100,16 @@ fn main() {
         Command::Fsck(a) => fsck::run(cli.kms.as_deref(), a),
         Command::Encrypt(a) => encrypt::run(cli.kms.as_deref(), a),
         Command::Kms { args } => kms_cli::run(cli.kms.as_deref(), &args),
-    };
+    }
+}
+
+/// Exits with the command's status, or prints its error and exits with `on_error`.
+fn exit_with(result: anyhow::Result<i32>, on_error: i32) -> ! {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("kmsfs: {e:#}");
-            std::process::exit(1);
+            std::process::exit(on_error);
         }
     }
 }
