@@ -16,11 +16,11 @@ mod mount_helper;
 mod serve_cli;
 mod volume;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Transparent file encryption with envelope encryption and a KMS.
 #[derive(Debug, Parser)]
-#[command(name = "kmsfs", version, about, long_about = None)]
+#[command(name = "kmsfs", version, about, long_about = None, after_help = EX_MAIN)]
 struct Cli {
     /// The KMS: a key-store directory (embedded KMS) or an http(s):// URL.
     /// Default: $KMSFS_KMS, else $XDG_DATA_HOME/kmsfs/kms (~/.local/share/kmsfs/kms).
@@ -34,28 +34,120 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Make BACKING a new encrypted volume (creates its CMK unless --key is given).
+    #[command(after_help = EX_INIT)]
     Init(fs_cli::InitArgs),
     /// Mount the volume BACKING on MOUNTPOINT (initialising BACKING if it is new).
+    #[command(after_help = EX_MOUNT)]
     Mount(fs_cli::MountArgs),
-    /// Unmount MOUNTPOINT, waiting for the daemon to flush.
+    /// Unmount MOUNTPOINT, waiting for the daemon to flush and exit.
+    #[command(after_help = EX_UMOUNT)]
     Umount(fs_cli::UmountArgs),
     /// Show a mounted volume's DEK cache and KMS counters.
+    #[command(after_help = EX_STATS)]
     Stats(fs_cli::StatsArgs),
     /// Verify a volume offline: the config MAC, every file header and every block
     /// (with the KMS). Reports each problem with file and block; never repairs.
     /// Exit status: 0 clean, 2 warnings only, 4 errors, 1 cannot check.
+    #[command(after_help = EX_FSCK)]
     Fsck(fsck::FsckArgs),
     /// Encrypt an existing directory tree into a new volume (offline), then verify it.
     /// Exit status: 0 verified, 2 the volume differs from the source, 1 error.
+    #[command(after_help = EX_ENCRYPT)]
     Encrypt(encrypt::EncryptArgs),
     /// Run a KMS action, `tccli kms` style: `kmsfs kms CreateKey --Alias test`;
     /// `kmsfs kms serve --listen ADDR` runs the KMS as an HTTP server.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, after_help = EX_KMS)]
     Kms {
         /// The action and its `--Param value` pairs.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = EX_COMPLETIONS)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per subcommand into --dir.
+    #[command(after_help = EX_MAN)]
+    Man {
+        /// Write kmsfs.1 and kmsfs-SUBCOMMAND.1 into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+const EX_MAIN: &str = "\
+EXAMPLES:
+  kmsfs init /srv/enc                          make a volume (and its CMK)
+  kmsfs mount /srv/enc /mnt/plain              mount it; returns once it is live
+  kmsfs encrypt /data /srv/enc                 encrypt an existing tree into a new volume
+  kmsfs umount /mnt/plain                      unmount and wait for the daemon to flush
+  kmsfs --kms https://kms.example:8443 mount /srv/enc /mnt/plain
+  kmsfs help mount                             the options of one command";
+const EX_INIT: &str = "\
+EXAMPLES:
+  kmsfs init /srv/enc
+  kmsfs init /srv/enc --key alias/backups --dek-policy per-file
+  kmsfs --kms /var/lib/kmsfs/kms init /srv/enc";
+const EX_MOUNT: &str = "\
+EXAMPLES:
+  kmsfs mount /srv/enc /mnt/plain
+  kmsfs mount /srv/enc /mnt/plain -o allow_other,noexec --log-file /var/log/kmsfs.log
+  kmsfs mount -f /srv/enc /mnt/plain           stay in the foreground, log to stderr
+  mount -t fuse.kmsfs /srv/enc /mnt/plain -o kms=/var/lib/kmsfs/kms
+                                               the same through mount(8) (needs
+                                               scripts/install-mount-helper.sh)";
+const EX_UMOUNT: &str = "\
+EXAMPLES:
+  kmsfs umount /mnt/plain";
+const EX_STATS: &str = "\
+EXAMPLES:
+  kmsfs stats /mnt/plain
+  kmsfs stats /mnt/plain --json | jq .kms_calls";
+const EX_FSCK: &str = "\
+EXAMPLES:
+  kmsfs fsck /srv/enc                          check an unmounted volume
+  kmsfs fsck /srv/enc --json";
+const EX_ENCRYPT: &str = "\
+EXAMPLES:
+  kmsfs encrypt /data /srv/enc                 copy, then verify; /data is kept
+  kmsfs encrypt /data /srv/enc --json          summary as JSON
+  kmsfs encrypt /data /srv/enc --delete-source-after-verify
+                                               delete /data only if verification is clean
+  kmsfs encrypt /data /srv/enc --key alias/archive --dek-policy per-file";
+const EX_KMS: &str = "\
+EXAMPLES:
+  kmsfs kms CreateKey --Alias backups
+  kmsfs kms ListKeys
+  kmsfs kms DisableKey --KeyId 0b5b…
+  kmsfs kms serve --listen 127.0.0.1:8443";
+const EX_COMPLETIONS: &str = "\
+EXAMPLES:
+  kmsfs completions bash > /etc/bash_completion.d/kmsfs
+  kmsfs completions zsh > \"${fpath[1]}/_kmsfs\"
+  kmsfs completions fish > ~/.config/fish/completions/kmsfs.fish";
+const EX_MAN: &str = "\
+EXAMPLES:
+  kmsfs man | man -l -
+  kmsfs man --dir /usr/local/share/man/man1 && mandb";
+
+/// Writes a completion script or the man pages.
+fn generate(cmd: &Command) -> anyhow::Result<i32> {
+    let mut c = Cli::command();
+    match cmd {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut c, "kmsfs", &mut std::io::stdout());
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(c, dir)?;
+            eprintln!("kmsfs: wrote the man pages into {}", dir.display());
+        }
+        Command::Man { dir: None } => clap_mangen::Man::new(c).render(&mut std::io::stdout())?,
+        _ => {}
+    }
+    Ok(0)
 }
 
 fn main() {
@@ -100,6 +192,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Fsck(a) => fsck::run(cli.kms.as_deref(), a),
         Command::Encrypt(a) => encrypt::run(cli.kms.as_deref(), a),
         Command::Kms { args } => kms_cli::run(cli.kms.as_deref(), &args),
+        c @ (Command::Completions { .. } | Command::Man { .. }) => generate(&c),
     }
 }
 
