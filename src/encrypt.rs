@@ -67,6 +67,7 @@ struct Summary {
     seconds: f64,
     mb_per_s: f64,
     verified: u64,
+    verify_seconds: f64,
     mismatches: Vec<String>,
     source_deleted: bool,
 }
@@ -131,6 +132,7 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
     let mut sum = c.sum;
     sum.seconds = secs;
     sum.mb_per_s = sum.bytes as f64 / 1e6 / secs.max(1e-6);
+    let t1 = Instant::now();
     let mut v = Verifier {
         vol: &vol,
         src: &src,
@@ -138,10 +140,15 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
         inodes: HashMap::new(),
         mismatches: Vec::new(),
         verified: 0,
+        bar: progress_bar(total_bytes),
     };
-    v.tree(Path::new(""))?;
+    v.bar.set_message("verifying");
+    let verified = v.tree(Path::new(""));
+    v.bar.finish_and_clear();
+    verified?;
     sum.verified = v.verified;
     sum.mismatches = v.mismatches;
+    sum.verify_seconds = t1.elapsed().as_secs_f64();
     drop(vol);
     let clean = sum.mismatches.is_empty();
     if a.delete_source_after_verify && clean {
@@ -184,8 +191,9 @@ fn report(
             sum.mb_per_s
         );
         println!(
-            "kmsfs: verified {} entries by decrypting them again: {}",
+            "kmsfs: verified {} entries in {:.1} s by decrypting them again: {}",
             sum.verified,
+            sum.verify_seconds,
             if sum.mismatches.is_empty() {
                 "all equal to the source".to_string()
             } else {
@@ -534,6 +542,7 @@ struct Verifier<'a> {
     inodes: HashMap<(u64, u64), (u64, u64)>,
     mismatches: Vec<String>,
     verified: u64,
+    bar: ProgressBar,
 }
 
 impl Verifier<'_> {
@@ -597,9 +606,14 @@ impl Verifier<'_> {
         ];
         for (what, x, y, check) in pairs {
             if check && x != y {
+                let why = if what == "link count" && x > y {
+                    " (a hard link outside the source tree cannot be kept)"
+                } else {
+                    ""
+                };
                 self.bad(
                     rel,
-                    format!("{what} {x:o} in the source, {y:o} in the volume"),
+                    format!("{what} {x:o} in the source, {y:o} in the volume{why}"),
                 );
             }
         }
@@ -655,6 +669,7 @@ impl Verifier<'_> {
             let plain = content::read(&bf, Some(&key), geo, off, CHUNK as u32)
                 .map_err(|r| anyhow!("{:#}", content_error(r)))?;
             hb.update(&plain);
+            self.bar.inc(n as u64);
             if n == 0 || plain.is_empty() {
                 break;
             }

@@ -325,6 +325,27 @@ fn delete_source_only_after_a_clean_verification() {
     assert!(src.join("kmsfs.conf").exists());
     fs::remove_file(src.join("kmsfs.conf")).unwrap();
 
+    // A difference the volume cannot avoid: a hard link to a file outside SRC keeps a link
+    // count of 2 there, 1 in the volume. Reported, exit 2, and the source is not deleted.
+    fs::write(t.path().join("outside"), b"shared").unwrap();
+    fs::hard_link(t.path().join("outside"), src.join("d/inside")).unwrap();
+    let out = encrypt(
+        &kms,
+        &[&src, &t.path().join("b0")],
+        &["--delete-source-after-verify", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let sum: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mism = sum["mismatches"].as_array().unwrap();
+    assert_eq!(mism.len(), 1, "{sum}");
+    assert!(mism[0].as_str().unwrap().contains("d/inside"), "{sum}");
+    assert!(mism[0].as_str().unwrap().contains("link count"), "{sum}");
+    assert_eq!(sum["source_deleted"], false);
+    assert!(text(&out).contains("left untouched"), "{}", text(&out));
+    assert_eq!(fs::read(src.join("d/f")).unwrap(), b"keep me");
+    assert_eq!(fs::read(src.join("d/inside")).unwrap(), b"shared");
+    fs::remove_file(t.path().join("outside")).unwrap();
+
     // Verified clean: the source goes, the volume holds it.
     let backing = t.path().join("b2");
     let out = encrypt(&kms, &[&src, &backing], &["--delete-source-after-verify"]);
