@@ -330,14 +330,16 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let backing = backing_given
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", backing_given.display()))?;
-    if !a.mountpoint.exists() && !a.no_init {
+    let missing = matches!(std::fs::symlink_metadata(&a.mountpoint),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if missing && !a.no_init {
         std::fs::create_dir_all(&a.mountpoint)
             .with_context(|| format!("cannot create mountpoint {}", a.mountpoint.display()))?;
     }
-    let mountpoint = a
-        .mountpoint
-        .canonicalize()
-        .with_context(|| format!("mountpoint {} does not exist", a.mountpoint.display()))?;
+    let mountpoint = a.mountpoint.canonicalize().map_err(|e| {
+        let m = a.mountpoint.display();
+        anyhow::anyhow!("mountpoint {m}: {e}; create the directory first (mkdir -p {m})")
+    })?;
     if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
         bail!(
             "the mountpoint and the backing directory must not contain each other; \
@@ -441,11 +443,15 @@ fn check_mount_prerequisites(mountpoint: &Path, options: &[String]) -> anyhow::R
              install the fuse3 package (apt-get install fuse3)"
         );
     }
-    if !mountpoint.is_dir() {
-        bail!(
-            "the mountpoint {} is not a directory; mount on a directory",
-            mountpoint.display()
-        );
+    let m = mountpoint.display();
+    match std::fs::metadata(mountpoint) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => bail!("the mountpoint {m} is not a directory; mount on a directory"),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "{m} is a dead FUSE mount (its daemon exited): run `kmsfs umount {m}` \
+             (or `umount -l {m}`), then mount again"
+        ),
+        Err(e) => bail!("cannot use the mountpoint {m}: {e}"),
     }
     let nonempty = options
         .iter()
@@ -619,7 +625,12 @@ fn getxattr_path(p: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Runs `kmsfs umount`.
 pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
-    let mp = a.mountpoint.canonicalize().unwrap_or(a.mountpoint.clone());
+    // A dead mount (ENOTCONN) cannot be canonicalised; its absolute path still names it.
+    let mp = a
+        .mountpoint
+        .canonicalize()
+        .or_else(|_| std::path::absolute(&a.mountpoint))
+        .unwrap_or(a.mountpoint.clone());
     if !is_mountpoint(&mp) {
         bail!(
             "{} is not mounted (nothing to unmount); `grep fuse.kmsfs /proc/mounts` lists \

@@ -164,6 +164,32 @@ fn mount_errors_say_what_to_do() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(full.join("precious").exists());
 
+    // A dead mount (daemon killed): mounting again says to unmount it first, and that works.
+    let dead = t.path().join("dead");
+    fs::create_dir(&dead).unwrap();
+    let out = mount(&dead, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid: i32 = fsmount::getxattr(&dead, "user.kmsfs.pid")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: kill of the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let t0 = std::time::Instant::now();
+    while fs::metadata(&dead).is_ok() && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = mount(&dead, &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("dead FUSE mount"), "{}", text(&out));
+    assert!(text(&out).contains("kmsfs umount"), "{}", text(&out));
+    let out = kmsfs().arg("umount").arg(&dead).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = mount(&dead, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = kmsfs().arg("umount").arg(&dead).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
     // A file as mountpoint.
     let file = t.path().join("file");
     fs::write(&file, b"").unwrap();
