@@ -411,6 +411,8 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         let _ = write!(f, "ready\n{init_msg}");
         drop(f);
         detach_stdio();
+    } else {
+        notify_systemd_ready(&mountpoint);
     }
     std::thread::spawn(move || {
         let mut sig: libc::c_int = 0;
@@ -471,6 +473,30 @@ fn on_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
+}
+
+/// Tells systemd that a foreground mount is live (`Type=notify` units): `READY=1` on
+/// `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). Without it, nothing.
+fn notify_systemd_ready(mountpoint: &Path) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = target.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(Path::new(&target)),
+    };
+    let msg = format!(
+        "READY=1\nMAINPID={}\nSTATUS=kmsfs mounted on {}\n",
+        std::process::id(),
+        mountpoint.display()
+    );
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(msg.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd at {}: {e}", target.to_string_lossy());
+    }
 }
 
 fn block_signals() -> libc::sigset_t {

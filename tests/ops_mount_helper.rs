@@ -244,3 +244,34 @@ fn systemd_units_verify() {
         .current_dir(t.path()));
     assert!(!out.status.success());
 }
+
+#[test]
+fn foreground_mount_notifies_systemd_when_live() {
+    use std::os::unix::net::UnixDatagram;
+    let t = tempfile::tempdir().unwrap();
+    let (kms, backing, mnt) = volume(t.path());
+    let sock_path = t.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = kmsfs()
+        .arg("--kms")
+        .arg(&kms)
+        .args(["mount", "-f"])
+        .arg(&backing)
+        .arg(&mnt)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no READY=1 from kmsfs mount -f");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(is_mounted(&mnt), "READY=1 before the mount was live");
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    assert!(msg.contains(&format!("MAINPID={}", child.id())), "{msg}");
+    fs::write(mnt.join("f"), b"x").unwrap();
+    let out = run(kmsfs().arg("umount").arg(&mnt));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(child.wait().unwrap().success());
+}
