@@ -114,22 +114,40 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
-    kms_core::connect(kms).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))
+/// Connects to the KMS named by `--kms` (or its default).
+pub fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
+    kms_core::connect(kms).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the KMS: {e}; pass --kms (or set $KMSFS_KMS) to a key-store \
+             directory or an http(s):// URL of a running KMS server"
+        )
+    })
+}
+
+/// Adds what to do next to a KMS refusal or failure met while opening a volume.
+pub fn with_next_step(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let hint = if text.contains("CmkDisabled") || text.contains("KeyDisabled") {
+        "the volume's CMK is disabled: enable it again (kmsfs kms EnableKey --KeyId ID) \
+         if that was not intended"
+    } else if text.contains("PendingDelete") {
+        "the volume's CMK is scheduled for deletion: cancel it \
+         (kmsfs kms CancelKeyDeletion --KeyId ID) before it is too late"
+    } else if text.contains("CmkArchived") {
+        "the volume's CMK is archived: kmsfs kms CancelKeyArchive --KeyId ID"
+    } else if text.contains("InternalError") || text.contains("connect") {
+        "the KMS did not answer: check that the KMS server is running and that --kms \
+         (or $KMSFS_KMS) names it, then retry"
+    } else {
+        return e;
+    };
+    e.context(hint)
 }
 
 /// Runs `kmsfs init`.
 pub fn init(kms: Option<&str>, a: InitArgs) -> anyhow::Result<i32> {
-    std::fs::create_dir_all(&a.backing)
-        .with_context(|| format!("cannot create {}", a.backing.display()))?;
-    if !dir_is_empty(&a.backing)? {
-        bail!(
-            "{} is not empty; a new volume needs an empty directory",
-            a.backing.display()
-        );
-    }
     let k = connect(kms)?;
-    let cfg = volume::init_volume(k.as_ref(), kms, &a.backing, &a.init.options())?;
+    let cfg = init_backing(k.as_ref(), kms, &a.backing, &a.init)?;
     println!(
         "kmsfs: initialised volume {} in {} (CMK {}, DEK policy {:?})",
         cfg.uuid,
@@ -140,11 +158,43 @@ pub fn init(kms: Option<&str>, a: InitArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Makes `backing` (created if missing, else it must be empty) a new volume, as
+/// `kmsfs init` and `kmsfs encrypt` do.
+pub fn init_backing(
+    k: &dyn kms_core::Kms,
+    kms: Option<&str>,
+    backing: &Path,
+    flags: &InitFlags,
+) -> anyhow::Result<volume::VolumeConfig> {
+    std::fs::create_dir_all(backing).with_context(|| {
+        format!(
+            "cannot create {}; check the parent directory exists and is writable",
+            backing.display()
+        )
+    })?;
+    if !dir_is_empty(backing)? {
+        bail!(
+            "{} is not empty; a new volume needs a new or empty directory \
+             (pick another path, or empty this one first)",
+            backing.display()
+        );
+    }
+    volume::init_volume(k, kms, backing, &flags.options())
+}
+
 fn dir_is_empty(p: &Path) -> anyhow::Result<bool> {
     Ok(std::fs::read_dir(p)
         .with_context(|| format!("cannot read {}", p.display()))?
         .next()
         .is_none())
+}
+
+/// The `subtype=` option, as a kernel option: fuser's own `Subtype` reaches only
+/// fusermount3, not the mount(2) call it makes as root, so /proc/mounts said `fuse`;
+/// as a plain option the kernel (root) and fusermount3 (users) both see it, and the
+/// mount's type is `fuse.kmsfs` either way.
+fn subtype(name: &str) -> MountOption {
+    MountOption::CUSTOM(format!("subtype={name}"))
 }
 
 /// Parsed `-o` options.
@@ -159,7 +209,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     let mut dev = false;
     let mut fuse = vec![
         MountOption::FSName(format!("kmsfs:{}", backing.display())),
-        MountOption::Subtype("kmsfs".into()),
+        subtype("kmsfs"),
         MountOption::DefaultPermissions,
     ];
     let mut acl = SessionACL::Owner;
@@ -172,7 +222,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
         match o {
             "allow_other" => acl = SessionACL::All,
             "allow_root" => acl = SessionACL::RootAndOwner,
-            "default_permissions" => {}
+            "default_permissions" | "nonempty" => {}
             "ro" => {
                 read_only = true;
                 fuse.push(MountOption::RO);
@@ -194,8 +244,8 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
                 fuse.push(MountOption::FSName(x[7..].into()))
             }
             x if x.starts_with("subtype=") => {
-                fuse.retain(|m| !matches!(m, MountOption::Subtype(_)));
-                fuse.push(MountOption::Subtype(x[8..].into()))
+                fuse.retain(|m| !matches!(m, MountOption::CUSTOM(c) if c.starts_with("subtype=")));
+                fuse.push(subtype(&x[8..]))
             }
             x => fuse.push(MountOption::CUSTOM(x.into())),
         }
@@ -269,7 +319,10 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let backing_given = &a.backing;
     if !backing_given.exists() {
         if a.no_init {
-            bail!("{} does not exist", backing_given.display());
+            bail!(
+                "{} does not exist; check the path, or create a volume there with `kmsfs init`",
+                backing_given.display()
+            );
         }
         std::fs::create_dir_all(backing_given)
             .with_context(|| format!("cannot create {}", backing_given.display()))?;
@@ -277,23 +330,31 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let backing = backing_given
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", backing_given.display()))?;
-    if !a.mountpoint.exists() && !a.no_init {
+    let missing = matches!(std::fs::symlink_metadata(&a.mountpoint),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if missing && !a.no_init {
         std::fs::create_dir_all(&a.mountpoint)
             .with_context(|| format!("cannot create mountpoint {}", a.mountpoint.display()))?;
     }
-    let mountpoint = a
-        .mountpoint
-        .canonicalize()
-        .with_context(|| format!("mountpoint {} does not exist", a.mountpoint.display()))?;
+    let mountpoint = a.mountpoint.canonicalize().map_err(|e| {
+        let m = a.mountpoint.display();
+        anyhow::anyhow!("mountpoint {m}: {e}; create the directory first (mkdir -p {m})")
+    })?;
     if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
-        bail!("the mountpoint and the backing directory must not contain each other");
+        bail!(
+            "the mountpoint and the backing directory must not contain each other; \
+             put them side by side (e.g. /srv/enc and /mnt/plain)"
+        );
     }
+    check_mount_prerequisites(&mountpoint, &a.options)?;
     let k = connect(kms)?;
     let mut init_msg = String::new();
     if !backing.join(CONFIG_NAME).exists() {
         if a.no_init {
             bail!(
-                "{} is not a kmsfs volume (no {CONFIG_NAME}); refusing to initialise",
+                "{} is not a kmsfs volume (no {CONFIG_NAME}); check the path, or make it a \
+                 volume first with `kmsfs init {}`",
+                backing.display(),
                 backing.display()
             );
         }
@@ -314,15 +375,18 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         eprintln!("{msg}");
         init_msg = msg;
     }
-    let vol = Arc::new(Volume::open(
-        k,
-        kms,
-        &backing,
-        CacheOptions {
-            capacity: a.dek_cache_size,
-            max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
-        },
-    )?);
+    let vol = Arc::new(
+        Volume::open(
+            k,
+            kms,
+            &backing,
+            CacheOptions {
+                capacity: a.dek_cache_size,
+                max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
+            },
+        )
+        .map_err(with_next_step)?,
+    );
     harden_process();
     let opts = parse_opts(&a.options, &backing);
     let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -347,6 +411,8 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         let _ = write!(f, "ready\n{init_msg}");
         drop(f);
         detach_stdio();
+    } else {
+        notify_systemd_ready(&mountpoint);
     }
     std::thread::spawn(move || {
         let mut sig: libc::c_int = 0;
@@ -360,6 +426,77 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     session.run().context("FUSE session failed")?;
     tracing::info!("unmounted, exiting");
     Ok(0)
+}
+
+/// What mounting needs before any KMS call: /dev/fuse, fusermount3 (without root), and
+/// an empty directory as mountpoint (unless `-o nonempty`). Each error says what to do.
+fn check_mount_prerequisites(mountpoint: &Path, options: &[String]) -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: load the FUSE module (modprobe fuse) or, in a container, \
+             pass the device in (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && !on_path("fusermount3") {
+        bail!(
+            "fusermount3 is not installed; mounting without root needs it: \
+             install the fuse3 package (apt-get install fuse3)"
+        );
+    }
+    let m = mountpoint.display();
+    match std::fs::metadata(mountpoint) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => bail!("the mountpoint {m} is not a directory; mount on a directory"),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "{m} is a dead FUSE mount (its daemon exited): run `kmsfs umount {m}` \
+             (or `umount -l {m}`), then mount again"
+        ),
+        Err(e) => bail!("cannot use the mountpoint {m}: {e}"),
+    }
+    let nonempty = options
+        .iter()
+        .flat_map(|s| s.split(','))
+        .any(|o| o == "nonempty");
+    if !nonempty && !dir_is_empty(mountpoint)? {
+        bail!(
+            "the mountpoint {} is not empty: the mount would hide its files; use an empty \
+             directory, or pass -o nonempty to mount over them anyway",
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// Tells systemd that a foreground mount is live (`Type=notify` units): `READY=1` on
+/// `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). Without it, nothing.
+fn notify_systemd_ready(mountpoint: &Path) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = target.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(Path::new(&target)),
+    };
+    let msg = format!(
+        "READY=1\nMAINPID={}\nSTATUS=kmsfs mounted on {}\n",
+        std::process::id(),
+        mountpoint.display()
+    );
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(msg.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd at {}: {e}", target.to_string_lossy());
+    }
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -514,7 +651,19 @@ fn getxattr_path(p: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Runs `kmsfs umount`.
 pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
-    let mp = a.mountpoint.canonicalize().unwrap_or(a.mountpoint.clone());
+    // A dead mount (ENOTCONN) cannot be canonicalised; its absolute path still names it.
+    let mp = a
+        .mountpoint
+        .canonicalize()
+        .or_else(|_| std::path::absolute(&a.mountpoint))
+        .unwrap_or(a.mountpoint.clone());
+    if !is_mountpoint(&mp) {
+        bail!(
+            "{} is not mounted (nothing to unmount); `grep fuse.kmsfs /proc/mounts` lists \
+             kmsfs mounts",
+            mp.display()
+        );
+    }
     let pid: Option<i32> = getxattr_path(&mp, fuse::PID_XATTR)
         .ok()
         .and_then(|v| String::from_utf8(v).ok())
@@ -529,11 +678,17 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
         let c = CString::new(mp.as_os_str().as_bytes())?;
         // SAFETY: valid C string.
         if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-            bail!(
-                "cannot unmount {}: {}",
-                mp.display(),
-                std::io::Error::last_os_error()
-            );
+            let e = std::io::Error::last_os_error();
+            let next = if e.raw_os_error() == Some(libc::EBUSY) {
+                format!(
+                    "; files on it are still in use: `fuser -vm {}` lists the processes, \
+                     close them and retry",
+                    mp.display()
+                )
+            } else {
+                String::new()
+            };
+            bail!("cannot unmount {}: {e}{next}", mp.display());
         }
     }
     if let Some(pid) = pid {
@@ -541,12 +696,34 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
         // SAFETY: kill with signal 0 only probes.
         while unsafe { libc::kill(pid, 0) } == 0 && is_kmsfs(pid) {
             if t0.elapsed() > Duration::from_secs(30) {
-                bail!("unmounted, but the daemon (pid {pid}) has not exited after 30 s");
+                bail!(
+                    "unmounted, but the daemon (pid {pid}) has not exited after 30 s; it may \
+                     still be flushing: check its --log-file, and wait or `kill {pid}`"
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     Ok(0)
+}
+
+/// Whether `p` is a mountpoint, per /proc/self/mountinfo.
+fn is_mountpoint(p: &Path) -> bool {
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    let mut want = Vec::new();
+    for &b in p.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => want.extend(format!("\\{b:03o}").bytes()),
+            _ => want.push(b),
+        }
+    }
+    let want = &want[..];
+    std::fs::read("/proc/self/mountinfo")
+        .map(|s| {
+            s.split(|b| *b == b'\n')
+                .any(|l| l.split(|b| *b == b' ').nth(4) == Some(want))
+        })
+        .unwrap_or(true)
 }
 
 fn is_kmsfs(pid: i32) -> bool {

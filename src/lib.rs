@@ -12,10 +12,12 @@
 //! - [`fsck`]: the offline volume checker; [`rewrap`]: re-wrapping every DEK under a new CMK.
 //! - [`metrics`]: the daemon's counters behind `kmsfs stats`.
 //! - [`fuse`]: the FUSE daemon.
-//! - [`fs_cli`], [`kms_cli`], [`serve_cli`]: the subcommands.
+//! - [`fs_cli`], [`kms_cli`], [`serve_cli`], [`encrypt`]: the subcommands; [`mount_helper`]:
+//!   `mount.fuse.kmsfs`, the helper mount(8) runs for `-t fuse.kmsfs` and fstab lines.
 
 pub mod aead;
 pub mod dek_cache;
+pub mod encrypt;
 pub mod format;
 pub mod fs_cli;
 pub mod fs_error;
@@ -23,6 +25,7 @@ pub mod fsck;
 pub mod fuse;
 pub mod kms_cli;
 pub mod metrics;
+pub mod mount_helper;
 pub mod rewrap;
 pub mod serve_cli;
 pub mod volume;

@@ -201,7 +201,8 @@ fn to_timespec(t: TimeOrNow) -> libc::timespec {
     }
 }
 
-fn is_reserved(parent: u64, name: &OsStr) -> bool {
+/// Whether `name` in directory `parent` is the volume config (or its temp file), hidden from the mount.
+pub fn is_reserved(parent: u64, name: &OsStr) -> bool {
     parent == INodeNo::ROOT.0
         && (name.as_bytes() == CONFIG_NAME.as_bytes()
             || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes())
@@ -472,27 +473,7 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        match mode & libc::S_IFMT {
-            libc::S_IFDIR => sys::mkdirat(pdir.raw(), name, mode & 0o7777)?,
-            _ => sys::mknodat(pdir.raw(), name, mode, rdev as u64)?,
-        }
-        let fd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
-        if let Err(e) = sys::fchown_fd(fd.as_raw_fd(), uid, gid) {
-            let _ = sys::unlinkat(
-                pdir.raw(),
-                name,
-                if mode & libc::S_IFMT == libc::S_IFDIR {
-                    libc::AT_REMOVEDIR
-                } else {
-                    0
-                },
-            );
-            return Err(e.into());
-        }
-        // chown clears set-id bits on non-directories: put the requested mode back.
-        if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR {
-            let _ = sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777);
-        }
+        let fd = make_node(pdir.raw(), name, mode, rdev as u64, uid, gid)?;
         let (inode, st) = self.remember(fd)?;
         Ok(self.attr_of(inode.ino, &st))
     }
@@ -670,28 +651,13 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        let (file, created): (File, bool) = match sys::openat(
-            pdir.raw(),
-            name,
-            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-            mode & 0o7777,
-        ) {
-            Ok(fd) => (fd.into(), true),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => (
-                sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into(),
-                false,
-            ),
+        let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into()
+            }
             Err(e) => return Err(e.into()),
         };
-        if created {
-            if let Err(e) = sys::fchown_fd(file.as_raw_fd(), uid, gid) {
-                let _ = sys::unlinkat(pdir.raw(), name, 0);
-                return Err(e.into());
-            }
-            if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-                let _ = sys::chmod_fd(file.as_raw_fd(), mode & 0o7777);
-            }
-        }
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd)?;
         if flags & libc::O_TRUNC != 0 {
@@ -940,12 +906,7 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        sys::symlinkat(target, pdir.raw(), name)?;
-        if let Err(e) = sys::lchownat(pdir.raw(), name, uid, gid) {
-            let _ = sys::unlinkat(pdir.raw(), name, 0);
-            return Err(e.into());
-        }
-        let fd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
+        let fd = make_symlink(pdir.raw(), name, target, uid, gid)?;
         let (inode, st) = self.remember(fd)?;
         Ok(self.attr_of(inode.ino, &st))
     }
@@ -1501,6 +1462,81 @@ impl Filesystem for KmsFs {
 
 /// Whether a remembered inode's `known` anchor and a fresh `new` one with the same
 /// (st_dev, st_ino) reach the same file, not a later file that reused the number.
+/// Creates directory, device, fifo or socket `name` in backing directory `dir`, owned by
+/// `uid:gid`, and returns its `O_PATH` fd. The daemon's `mknod`/`mkdir` and
+/// `kmsfs encrypt` lay out entries through this (and [`create_file`], [`make_symlink`]).
+pub fn make_node(
+    dir: RawFd,
+    name: &OsStr,
+    mode: u32,
+    rdev: u64,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<OwnedFd> {
+    let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+    if is_dir {
+        sys::mkdirat(dir, name, mode & 0o7777)?;
+    } else {
+        sys::mknodat(dir, name, mode, rdev)?;
+    }
+    let fd = sys::openat(dir, name, libc::O_PATH, 0)?;
+    if let Err(e) = own_new_entry(fd.as_raw_fd(), mode, uid, gid) {
+        let _ = sys::unlinkat(dir, name, if is_dir { libc::AT_REMOVEDIR } else { 0 });
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Creates regular file `name` in backing directory `dir` (`O_EXCL`, opened read-write),
+/// owned by `uid:gid`. Its content is then written with [`content::write`].
+pub fn create_file(
+    dir: RawFd,
+    name: &OsStr,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<File> {
+    let file: File = sys::openat(
+        dir,
+        name,
+        libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+        mode & 0o7777,
+    )?
+    .into();
+    if let Err(e) = own_new_entry(file.as_raw_fd(), mode | libc::S_IFREG, uid, gid) {
+        let _ = sys::unlinkat(dir, name, 0);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// Creates symlink `name` → `target` in backing directory `dir`, owned by `uid:gid`;
+/// returns its `O_PATH` fd.
+pub fn make_symlink(
+    dir: RawFd,
+    name: &OsStr,
+    target: &OsStr,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<OwnedFd> {
+    sys::symlinkat(target, dir, name)?;
+    if let Err(e) = sys::lchownat(dir, name, uid, gid) {
+        let _ = sys::unlinkat(dir, name, 0);
+        return Err(e);
+    }
+    sys::openat(dir, name, libc::O_PATH, 0)
+}
+
+/// Chowns a just-created entry; chown clears set-id bits on non-directories, so those of
+/// `mode` are put back.
+fn own_new_entry(fd: RawFd, mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+    sys::fchown_fd(fd, uid, gid)?;
+    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR {
+        let _ = sys::chmod_fd(fd, mode & 0o7777);
+    }
+    Ok(())
+}
+
 fn same_file(known: &Anchor, new: &Anchor) -> bool {
     match (known, new) {
         // A held fd keeps the backing inode, so its number cannot be reused.
