@@ -418,3 +418,51 @@ fn rewrap_through_the_remote_kms_while_mounted() {
     }
     assert_eq!(fs::read(m.p("after")).unwrap(), b"after the rewrap");
 }
+
+/// Takes (`F_OFD_SETLK`, F_WRLCK) or releases (F_UNLCK) the header lock `kmsfs rewrap`
+/// uses, on an open backing file.
+fn ofd_header_lock(f: &fs::File, kind: i32) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a zeroed flock is valid; fcntl on an fd we own.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_len = 1024;
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
+        0
+    );
+}
+
+#[test]
+fn the_daemon_creates_and_truncates_headers_under_the_rewrap_lock() {
+    let m = Mounted::new(&[]);
+    fs::write(m.p("e"), b"").unwrap();
+    fs::write(m.p("t"), b"to be truncated").unwrap();
+    for (name, op) in [("e", "first write"), ("t", "truncate to zero")] {
+        let raw = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.b(name))
+            .unwrap();
+        ofd_header_lock(&raw, libc::F_WRLCK as i32);
+        let p = m.p(name);
+        let t = std::thread::spawn(move || match name {
+            "e" => fs::write(&p, b"first bytes").unwrap(),
+            _ => fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(0)
+                .unwrap(),
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!t.is_finished(), "{op} went ahead under the rewrap's lock");
+        assert_eq!(raw.metadata().unwrap().len() == 0, name == "e", "{op}");
+        ofd_header_lock(&raw, libc::F_UNLCK as i32);
+        t.join().unwrap();
+    }
+    assert_eq!(fs::read(m.p("e")).unwrap(), b"first bytes");
+    assert_eq!(fs::metadata(m.b("t")).unwrap().len(), 0);
+}
