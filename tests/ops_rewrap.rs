@@ -446,7 +446,7 @@ fn the_daemon_creates_and_truncates_headers_under_the_rewrap_lock() {
             .write(true)
             .open(m.b(name))
             .unwrap();
-        ofd_header_lock(&raw, libc::F_WRLCK as i32);
+        ofd_header_lock(&raw, libc::F_WRLCK);
         let p = m.p(name);
         let t = std::thread::spawn(move || match name {
             "e" => fs::write(&p, b"first bytes").unwrap(),
@@ -460,7 +460,7 @@ fn the_daemon_creates_and_truncates_headers_under_the_rewrap_lock() {
         std::thread::sleep(Duration::from_millis(500));
         assert!(!t.is_finished(), "{op} went ahead under the rewrap's lock");
         assert_eq!(raw.metadata().unwrap().len() == 0, name == "e", "{op}");
-        ofd_header_lock(&raw, libc::F_UNLCK as i32);
+        ofd_header_lock(&raw, libc::F_UNLCK);
         t.join().unwrap();
     }
     assert_eq!(fs::read(m.p("e")).unwrap(), b"first bytes");
