@@ -306,6 +306,8 @@ fn walk_dir(
                 rel: &r.to_string_lossy(),
             }),
             Ok(_) => {}
+            // Deleted since the directory was listed (a mounted volume).
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => visit(Walked::Error {
                 rel: &r.to_string_lossy(),
                 message: format!("cannot stat: {err}"),

@@ -127,6 +127,9 @@ impl Outcome {
     }
 }
 
+/// A file's (dev, ino), when it could be opened, and what happened to it.
+type FileResult = (Option<(u64, u64)>, Result<Outcome, String>);
+
 /// The most passes before giving up on a volume that keeps getting old-key headers.
 const MAX_PASSES: u32 = 5;
 
@@ -300,11 +303,13 @@ impl Rewrapper {
         walk_volume(backing, &mut |w| {
             let (key, o) = match w {
                 Walked::File { path, rel } => match self.file(path) {
-                    (key, Err(reason)) => (
+                    // Deleted since it was listed: nothing to re-wrap.
+                    None => return,
+                    Some((key, Err(reason))) => (
                         key.unwrap_or_else(|| path_key(rel)),
                         Outcome::Failed(rel.to_owned(), reason),
                     ),
-                    (key, Ok(o)) => (key.unwrap_or_else(|| path_key(rel)), o),
+                    Some((key, Ok(o))) => (key.unwrap_or_else(|| path_key(rel)), o),
                 },
                 Walked::Error { rel, message } => {
                     (path_key(rel), Outcome::Failed(rel.to_owned(), message))
@@ -343,8 +348,9 @@ impl Rewrapper {
         }
     }
 
-    /// Re-wraps one file's header; returns its (dev, ino) if known and what happened.
-    fn file(&mut self, path: &Path) -> (Option<(u64, u64)>, Result<Outcome, String>) {
+    /// Re-wraps one file's header; returns its (dev, ino) if known and what happened,
+    /// or `None` when the file no longer exists.
+    fn file(&mut self, path: &Path) -> Option<FileResult> {
         let f = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -352,13 +358,14 @@ impl Rewrapper {
             .open(path)
         {
             Ok(f) => f,
-            Err(e) => return (None, Err(format!("cannot open: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => return Some((None, Err(format!("cannot open: {e}")))),
         };
         let key = match f.metadata() {
             Ok(m) => (m.dev(), m.ino()),
-            Err(e) => return (None, Err(format!("cannot stat: {e}"))),
+            Err(e) => return Some((None, Err(format!("cannot stat: {e}")))),
         };
-        (Some(key), self.header(&f))
+        Some((Some(key), self.header(&f)))
     }
 
     fn header(&mut self, f: &std::fs::File) -> Result<Outcome, String> {

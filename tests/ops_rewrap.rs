@@ -126,7 +126,8 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
         .to_owned();
     let re_before = audit_count(&kms, "ReEncrypt");
 
-    // Rewrap while the mount is in use: files keep being written during the run.
+    // Rewrap while the mount is in use: files keep being written (and some deleted)
+    // during the run.
     let t0 = Instant::now();
     let child = rewrap_cmd(
         &kms,
@@ -138,9 +139,14 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
     .spawn()
     .unwrap();
     let mut during = 0usize;
+    let mut deleted = HashSet::new();
     let mut child: Child = child;
     while child.try_wait().unwrap().is_none() {
         fs::write(m.p(&format!("during{during}")), content(10_000 + during)).unwrap();
+        if during % 3 == 2 {
+            fs::remove_file(m.p(&format!("during{}", during - 2))).unwrap();
+            deleted.insert(during - 2);
+        }
         during += 1;
         std::thread::sleep(Duration::from_millis(5));
         assert!(t0.elapsed() < Duration::from_secs(120), "rewrap hangs");
@@ -174,7 +180,9 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
     );
     assert_eq!(m.cmk(), new_cmk, "the config names the new CMK");
     // The config was replaced, the one-mount lock still holds.
-    let second = Mounted::existing(&kms, &backing, &[]).err().unwrap_or_default();
+    let second = Mounted::existing(&kms, &backing, &[])
+        .err()
+        .unwrap_or_default();
     assert!(second.contains("already mounted"), "second mount: {second}");
 
     // Files written after the rewrap get DEKs under the new CMK: the daemon reloaded.
@@ -197,7 +205,7 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
     m.unmount();
     m.mount(&[]).unwrap();
     check_files(&m, 0..N);
-    for i in 0..during {
+    for i in (0..during).filter(|i| !deleted.contains(i)) {
         assert!(fs::read(m.p(&format!("during{i}"))).unwrap() == content(10_000 + i));
     }
     for i in 0..50 {
@@ -409,4 +417,52 @@ fn rewrap_through_the_remote_kms_while_mounted() {
         assert_eq!(fs::read(m.p(&format!("f{i}"))).unwrap(), content(i));
     }
     assert_eq!(fs::read(m.p("after")).unwrap(), b"after the rewrap");
+}
+
+/// Takes (`F_OFD_SETLK`, F_WRLCK) or releases (F_UNLCK) the header lock `kmsfs rewrap`
+/// uses, on an open backing file.
+fn ofd_header_lock(f: &fs::File, kind: i32) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a zeroed flock is valid; fcntl on an fd we own.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_len = 1024;
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
+        0
+    );
+}
+
+#[test]
+fn the_daemon_creates_and_truncates_headers_under_the_rewrap_lock() {
+    let m = Mounted::new(&[]);
+    fs::write(m.p("e"), b"").unwrap();
+    fs::write(m.p("t"), b"to be truncated").unwrap();
+    for (name, op) in [("e", "first write"), ("t", "truncate to zero")] {
+        let raw = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.b(name))
+            .unwrap();
+        ofd_header_lock(&raw, libc::F_WRLCK);
+        let p = m.p(name);
+        let t = std::thread::spawn(move || match name {
+            "e" => fs::write(&p, b"first bytes").unwrap(),
+            _ => fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(0)
+                .unwrap(),
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!t.is_finished(), "{op} went ahead under the rewrap's lock");
+        assert_eq!(raw.metadata().unwrap().len() == 0, name == "e", "{op}");
+        ofd_header_lock(&raw, libc::F_UNLCK);
+        t.join().unwrap();
+    }
+    assert_eq!(fs::read(m.p("e")).unwrap(), b"first bytes");
+    assert_eq!(fs::metadata(m.b("t")).unwrap().len(), 0);
 }
