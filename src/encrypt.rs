@@ -9,7 +9,7 @@
 //! set: it becomes the time of the copy), xattrs, symlinks, hard links, fifos, sockets
 //! and devices (devices need root).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::IsTerminal;
@@ -222,22 +222,28 @@ fn report(
     Ok(())
 }
 
-/// Counts regular files and their bytes, for the progress bar.
+/// Counts regular files and their bytes (a hard-linked file once), for the progress bar.
 fn scan(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    let (mut files, mut bytes) = (0, 0);
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let e = e?;
-        let md = e.metadata()?;
-        if md.is_dir() {
-            let (f, b) = scan(&e.path())?;
-            files += f;
-            bytes += b;
-        } else if md.is_file() {
-            files += 1;
-            bytes += md.len();
+    fn walk(
+        dir: &Path,
+        seen: &mut HashSet<(u64, u64)>,
+        acc: &mut (u64, u64),
+    ) -> anyhow::Result<()> {
+        for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let e = e?;
+            let md = e.metadata()?;
+            if md.is_dir() {
+                walk(&e.path(), seen, acc)?;
+            } else if md.is_file() && (md.nlink() == 1 || seen.insert((md.dev(), md.ino()))) {
+                acc.0 += 1;
+                acc.1 += md.len();
+            }
         }
+        Ok(())
     }
-    Ok((files, bytes))
+    let mut acc = (0, 0);
+    walk(dir, &mut HashSet::new(), &mut acc)?;
+    Ok(acc)
 }
 
 fn progress_bar(total_bytes: u64) -> ProgressBar {

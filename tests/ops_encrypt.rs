@@ -109,6 +109,11 @@ fn build_tree(src: &Path) -> (&'static str, &'static str) {
     let fifo = c(&src.join("fifo"));
     // SAFETY: valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    // A character device (the tests run as root), like /dev/null.
+    let dev = c(&src.join("char-dev"));
+    // SAFETY: valid C string.
+    let r = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o640, libc::makedev(1, 3)) };
+    assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
     // Times last (setting them on a directory before filling it would be undone).
     for (i, rel) in [
         "a/b/c/deep.txt",
@@ -183,6 +188,7 @@ fn compare(src: &Path, mnt: &Path) -> Vec<String> {
         check("mode", a.mode() as u64, b.mode() as u64);
         check("uid", a.uid() as u64, b.uid() as u64);
         check("gid", a.gid() as u64, b.gid() as u64);
+        check("rdev", a.rdev(), b.rdev());
         check("mtime", a.mtime() as u64, b.mtime() as u64);
         check("mtime_nsec", a.mtime_nsec() as u64, b.mtime_nsec() as u64);
         if !a.is_dir() {

@@ -201,7 +201,8 @@ fn to_timespec(t: TimeOrNow) -> libc::timespec {
     }
 }
 
-/// Whether `name` in directory `parent` is the volume config (or its temp file), hidden from the mount.
+/// Whether `name` in directory `parent` is the volume config (or its temp file), which
+/// the mount hides.
 pub fn is_reserved(parent: u64, name: &OsStr) -> bool {
     parent == INodeNo::ROOT.0
         && (name.as_bytes() == CONFIG_NAME.as_bytes()
