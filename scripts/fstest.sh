@@ -3,7 +3,8 @@
 # (allow_other + default_permissions, as root) and prints
 #   pjdfstest: N passed, M failed, K skipped
 # With --peer gocryptfs it runs the same suite, same config, on a fresh gocryptfs
-# mount (-allow_other) instead, for comparison.
+# mount (-allow_other) instead, for comparison; --peer native runs it in a plain directory of
+# the filesystem /tmp is on (ext4 here), no FUSE, for the baseline.
 #
 # Exit status (kmsfs only): non-zero when more tests fail than the threshold in
 # scripts/fstest.threshold (or --max-failures N), so CI catches regressions.
@@ -11,7 +12,7 @@
 # --no-allow-other mounts without allow_other (the default configuration; the kernel then
 # refuses the test users, so expect failures; the threshold is not applied).
 #
-# Usage: scripts/fstest.sh [--peer gocryptfs] [--no-allow-other] [--max-failures N] [--keep] [TEST_FILTER…]
+# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [--max-failures N] [--keep] [TEST_FILTER…]
 # Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     *) filters+=("$1"); shift ;;
   esac
 done
-case "$peer" in kmsfs|gocryptfs) ;; *) echo "fstest: unknown --peer $peer (kmsfs|gocryptfs)" >&2; exit 2 ;; esac
+case "$peer" in kmsfs|gocryptfs|native) ;; *) echo "fstest: unknown --peer $peer (kmsfs|gocryptfs|native)" >&2; exit 2 ;; esac
 if [ -z "$max_failures" ]; then
   max_failures=$(grep -v '^#' "$root/scripts/fstest.threshold" 2>/dev/null | head -n1 | tr -dc 0-9)
   max_failures=${max_failures:-0}
@@ -87,13 +88,15 @@ if [ "$peer" = kmsfs ]; then
   KMSFS_KMS="$work/kms" "$bin" mount "${opts[@]}" --log-file "$work/daemon.log" \
     "$work/backing" "$work/mnt"
   daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$work/mnt")
+elif [ "$peer" = native ]; then
+  chmod 755 "$work/mnt"
 else
   printf 'fstest-password\n' > "$work/pw"
   gocryptfs -init -q -passfile "$work/pw" "$work/backing" >/dev/null
   gopts=(); [ "$allow_other" = 1 ] && gopts=(-allow_other)
   gocryptfs -q "${gopts[@]}" -passfile "$work/pw" "$work/backing" "$work/mnt"
 fi
-grep " $work/mnt " /proc/mounts
+[ "$peer" = native ] || grep " $work/mnt " /proc/mounts
 
 cat > "$work/pjdfstest.toml" <<'EOF'
 [features]
@@ -126,7 +129,9 @@ failed=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$summary")
 skipped=$(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$summary")
 passed=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$summary")
 echo "$summary"
-echo "pjdfstest ($peer$([ "$allow_other" = 1 ] && echo ", allow_other" || echo ", default mount")): $passed passed, $failed failed, $skipped skipped"
+mode=$([ "$allow_other" = 1 ] && echo ", allow_other" || echo ", default mount")
+[ "$peer" = native ] && mode=", no FUSE"
+echo "pjdfstest ($peer$mode): $passed passed, $failed failed, $skipped skipped"
 echo "pjdfstest: $passed passed, $failed failed, $skipped skipped"
 if [ "$peer" = kmsfs ] && [ "$allow_other" = 1 ] && [ "$failed" -gt "$max_failures" ]; then
   echo "fstest: $failed failures, more than the allowed $max_failures (scripts/fstest.threshold)" >&2

@@ -25,3 +25,10 @@ python3 -c "import cryptography.hazmat.primitives.ciphers.aead" 2>/dev/null ||
 if [ -x "$here/install-kms-clients.sh" ]; then
   "$here/install-kms-clients.sh"
 fi
+
+# cargo-fuzz for scripts/fuzz.sh (libFuzzer is C++: it needs g++).
+if ! command -v g++ >/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++ >/dev/null
+fi
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet

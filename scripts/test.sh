@@ -2,7 +2,8 @@
 # The one command that runs kmsfs's tests: installs what they need, then runs the
 # Rust test suite (unit tests, real FUSE mounts, the real KMS clients over HTTP) and
 # the POSIX conformance suite (pjdfstest) and a bounded random-operation exerciser (fsx,
-# fio --verify=crc32c, concurrent writers) against fresh mounts.
+# fio --verify=crc32c, concurrent writers) against fresh mounts, and the fuzz targets
+# for a bounded time (scripts/fuzz.sh).
 #
 # Needs root (FUSE mounts with allow_other, pjdfstest's user switching) and /dev/fuse.
 set -euo pipefail
@@ -18,3 +19,6 @@ scripts/fstest.sh
 
 echo "== fsx, fio --verify, concurrent writers =="
 scripts/fsx.sh
+
+echo "== fuzz (cargo-fuzz, 30 s per target) =="
+scripts/fuzz.sh

@@ -483,6 +483,47 @@ pub fn test_vector_store_file_version(
     encode_file(&root, &h, body)
 }
 
+/// Decodes `keys.kms` bytes: the framing, the root-key check, the MAC and the JSON body.
+fn decode_file(root: &RootKeys, path: &Path, bytes: &[u8]) -> KmsResult<(Header, Body)> {
+    let (h, end) = Header::parse(path, bytes)?;
+    if h.check != root.check {
+        return Err(internal(format!(
+            "key store {} was replaced by a store under another root key",
+            path.display()
+        )));
+    }
+    if !crypto::hmac_sha256_verify(&root.mac[..], &bytes[..end], &bytes[end..]) {
+        return Err(internal(format!(
+            "key store {} fails authentication (damaged or tampered); restore it from a backup",
+            path.display()
+        )));
+    }
+    let body: Body = serde_json::from_slice(&bytes[STORE_HEADER_LEN..end]).map_err(|e| {
+        internal(format!(
+            "key store {} has an unreadable body: {e}",
+            path.display()
+        ))
+    })?;
+    Ok((h, body))
+}
+
+/// Parses the bytes of a `keys.kms` under `root_key` without any I/O, as a load does:
+/// framing, root-key check, MAC, JSON body, and every version's wrapped material
+/// (unwrapped and decoded, then dropped). Returns the key records. For the fuzz
+/// target and tools; [`Store`] is the way to use a store.
+///
+/// # Errors
+/// `InternalError` naming what is wrong, as [`Store::open`] reports it.
+pub fn parse_store_file(root_key: &[u8; KEY_LEN], bytes: &[u8]) -> KmsResult<Vec<KeyRecord>> {
+    let root = RootKeys::derive(root_key);
+    let path = Path::new(STORE_FILE);
+    let (_, body) = decode_file(&root, path, bytes)?;
+    for rec in &body.keys {
+        unwrap_material(&root, path, rec)?;
+    }
+    Ok(body.keys)
+}
+
 /// `material_check` of imported material: hex HMAC-SHA256(check key,
 /// `u8 len(key_id) ‖ key_id ‖ material`).
 fn material_check(root: &RootKeys, key_id: &str, material: &[u8]) -> String {
@@ -914,25 +955,7 @@ impl Store {
         let mut bytes = Vec::with_capacity(md.len() as usize);
         f.read_to_end(&mut bytes)
             .map_err(|e| io_err("cannot read", &self.store_path, e))?;
-        let (h, end) = Header::parse(&self.store_path, &bytes)?;
-        if h.check != self.root.check {
-            return Err(internal(format!(
-                "key store {} was replaced by a store under another root key",
-                self.store_path.display()
-            )));
-        }
-        if !crypto::hmac_sha256_verify(&self.root.mac[..], &bytes[..end], &bytes[end..]) {
-            return Err(internal(format!(
-                "key store {} fails authentication (damaged or tampered); restore it from a backup",
-                self.store_path.display()
-            )));
-        }
-        let body: Body = serde_json::from_slice(&bytes[STORE_HEADER_LEN..end]).map_err(|e| {
-            internal(format!(
-                "key store {} has an unreadable body: {e}",
-                self.store_path.display()
-            ))
-        })?;
+        let (h, body) = decode_file(&self.root, &self.store_path, &bytes)?;
         let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::clone(&snap);

@@ -646,50 +646,15 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
         headers,
         body,
     } = req;
-    let action = outcome.action.clone();
-    if action.is_empty() {
-        return Err(match header(headers, "x-tc-action") {
-            None => KmsError::new(
-                ErrorCode::MissingParameter,
-                "the X-TC-Action header is missing",
-            ),
-            Some(_) => KmsError::new(
-                ErrorCode::InvalidAction,
-                "X-TC-Action is not an action name (letters and digits)",
-            ),
-        });
-    }
-    let version = header(headers, "x-tc-version").unwrap_or_default();
-    if version != API_VERSION {
-        return Err(KmsError::new(
-            ErrorCode::NoSuchVersion,
-            format!("X-TC-Version must be {API_VERSION}, not {version:?}"),
-        ));
-    }
-    if *method != Method::POST && *method != Method::GET {
-        return Err(KmsError::new(
-            ErrorCode::UnsupportedOperation,
-            "only POST and GET requests are served",
-        ));
-    }
     let lookup = |id: &str| state.principals.get(id).map(|p| p.secret_key().clone());
-    let header_fn = |n: &str| header(headers, n);
-    let signed_query = if *method == Method::GET {
-        query.as_str()
-    } else {
-        ""
+    let parts = RequestParts {
+        method,
+        path,
+        query,
+        headers,
+        body,
     };
-    let verified = tc3::verify(
-        &IncomingRequest {
-            method: method.as_str(),
-            uri: path.as_str(),
-            query: signed_query,
-            body: if *method == Method::GET { b"" } else { body },
-            header: &header_fn,
-        },
-        &lookup,
-        tc3::unix_now(),
-    )?;
+    let (action, verified) = decode(&parts, &lookup, tc3::unix_now())?;
     outcome.principal = verified.secret_id.clone();
     if header(headers, "x-tc-token").is_some_and(|t| !t.is_empty()) {
         return Err(KmsError::new(
@@ -720,11 +685,7 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
         e
     };
     principal.admit(Instant::now()).map_err(|e| refuse(e, ""))?;
-    let params = if *method == Method::GET {
-        super::params_from_query(query)?
-    } else {
-        super::params_from_json(body)?
-    };
+    let params = decode_params(method, query, body)?;
     check_rights(principal, &action, &params).map_err(|(e, key)| refuse(e, &key))?;
     let response = state.kms.call(&ctx, &action, &params)?;
     // Decrypt and ReEncrypt name their key only inside the blob: check it now, and drop
@@ -740,6 +701,97 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
         }
     }
     Ok(response)
+}
+
+/// A request as the decoder sees it: no connection, no server state.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestParts<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI path.
+    pub path: &'a str,
+    /// The raw query string (empty when there is none).
+    pub query: &'a str,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The whole body.
+    pub body: &'a [u8],
+}
+
+/// The stateless first half of serving a request: the `X-TC-Action` name, the API
+/// version, the method and the TC3 signature. `lookup` gives a SecretId's SecretKey;
+/// `now` is the server clock (Unix seconds). Returns the action and who signed.
+/// The server then checks replays and rates, and decodes the parameters with
+/// [`decode_params`].
+///
+/// # Errors
+/// `MissingParameter` / `InvalidAction` (no or bad `X-TC-Action`), `NoSuchVersion`,
+/// `UnsupportedOperation` (neither POST nor GET), and the `AuthFailure.*` codes of
+/// [`tc3::verify`].
+pub fn decode(
+    req: &RequestParts<'_>,
+    lookup: &dyn Fn(&str) -> Option<tc3::SecretKey>,
+    now: i64,
+) -> KmsResult<(String, tc3::Verified)> {
+    let RequestParts {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = *req;
+    let action = action_of(headers);
+    if action.is_empty() {
+        return Err(match header(headers, "x-tc-action") {
+            None => KmsError::new(
+                ErrorCode::MissingParameter,
+                "the X-TC-Action header is missing",
+            ),
+            Some(_) => KmsError::new(
+                ErrorCode::InvalidAction,
+                "X-TC-Action is not an action name (letters and digits)",
+            ),
+        });
+    }
+    let version = header(headers, "x-tc-version").unwrap_or_default();
+    if version != API_VERSION {
+        return Err(KmsError::new(
+            ErrorCode::NoSuchVersion,
+            format!("X-TC-Version must be {API_VERSION}, not {version:?}"),
+        ));
+    }
+    if *method != Method::POST && *method != Method::GET {
+        return Err(KmsError::new(
+            ErrorCode::UnsupportedOperation,
+            "only POST and GET requests are served",
+        ));
+    }
+    let header_fn = |n: &str| header(headers, n);
+    let get = *method == Method::GET;
+    let verified = tc3::verify(
+        &IncomingRequest {
+            method: method.as_str(),
+            uri: path,
+            query: if get { query } else { "" },
+            body: if get { b"" } else { body },
+            header: &header_fn,
+        },
+        lookup,
+        now,
+    )?;
+    Ok((action, verified))
+}
+
+/// A request's parameters: the query string of a GET, the JSON body of a POST.
+///
+/// # Errors
+/// `InvalidParameter` when they do not decode.
+pub fn decode_params(method: &Method, query: &str, body: &[u8]) -> KmsResult<Value> {
+    if *method == Method::GET {
+        super::params_from_query(query)
+    } else {
+        super::params_from_json(body)
+    }
 }
 
 fn unauthorized(principal: &Principal, action: &str, key: Option<&str>) -> KmsError {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Fuzzes the parsers of untrusted input (fuzz/, cargo-fuzz + libFuzzer) for a bounded
+# time: each target runs FUZZ_SECONDS (default 30) from its seed corpus (fuzz/seeds/<target>/,
+# made by fuzz/make-seeds.py) and the script prints, per target, the executions libFuzzer
+# counted (its final stat::number_of_executed_units).
+#
+# Exit status: non-zero when any target crashes, leaks, times out or fails to build;
+# the crash artifact's path (fuzz/artifacts/<target>/crash-…) is in the output.
+# Reproduce one: RUSTC_BOOTSTRAP=1 cargo fuzz run -O <target> <artifact> (in fuzz/).
+#
+# Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags
+# (AddressSanitizer). FUZZ_SANITIZER=none builds without ASan (faster, fewer finds).
+# Installs cargo-fuzz when missing.
+#
+# Usage: scripts/fuzz.sh [TARGET…]     e.g. FUZZ_SECONDS=3600 scripts/fuzz.sh http_request
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds=${FUZZ_SECONDS:-30}
+sanitizer=${FUZZ_SANITIZER:-address}
+export PATH="$HOME/.cargo/bin:$PATH"
+export RUSTC_BOOTSTRAP=1
+# The fuzz workspace has its own target directory; a CARGO_TARGET_DIR meant for the
+# main workspace would mix sanitizer builds into it.
+unset CARGO_TARGET_DIR
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: cargo install cargo-fuzz --locked"
+  cargo install cargo-fuzz --locked --quiet
+fi
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
+
+t0=$(date +%s)
+cargo fuzz build -O -s "$sanitizer"
+echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - t0 )) s (sanitizer: $sanitizer)"
+
+work=$(mktemp -d /tmp/kmsfs-fuzz.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+failed=()
+summary=()
+for t in "${targets[@]}"; do
+  # New inputs go to a scratch corpus (first directory); the seeds stay as committed.
+  # FUZZ_CORPUS=DIR keeps the corpus in DIR/<target> instead, to grow it across runs.
+  corpus="${FUZZ_CORPUS:-$work/corpus}/$t"
+  mkdir -p "$corpus"
+  set +e
+  cargo fuzz run -O -s "$sanitizer" "$t" "$corpus" "seeds/$t" -- \
+    -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 > "$work/$t.log" 2>&1
+  rc=$?
+  set -e
+  execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$work/$t.log" | tail -n1)
+  [ -n "$execs" ] || execs=$(sed -nE 's/^#([0-9]+)[[:space:]]+DONE.*/\1/p' "$work/$t.log" | tail -n1)
+  line=$(printf '%-16s %12s executions in %s s' "$t" "${execs:-?}" "$seconds")
+  if [ "$rc" -ne 0 ]; then
+    line="$line  FAILED (exit $rc)"
+    failed+=("$t")
+    echo "fuzz: $t failed; the end of its log:" >&2
+    tail -n 60 "$work/$t.log" >&2
+    grep -hE "Test unit written to|artifact_prefix" "$work/$t.log" >&2 || true
+  fi
+  echo "fuzz: $line"
+  summary+=("$line")
+done
+echo "fuzz: summary ($(( $(date +%s) - t0 )) s in all)"
+printf '  %s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: FAILED: ${failed[*]} (artifacts under fuzz/artifacts/)" >&2
+  exit 1
+fi
