@@ -73,7 +73,8 @@ pub struct MountArgs {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// Mount options, comma-separated: allow_other (implies default_permissions), ro,
-    /// suid, dev, exec/noexec, atime/noatime, sync, fsname=…, and other FUSE options.
+    /// suid, dev, exec/noexec, atime/noatime, sync, fsname=…, shared_storage (other
+    /// daemons serve the same backing directory at once), and other FUSE options.
     /// Default: nosuid,nodev,default_permissions.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -93,6 +94,10 @@ pub struct MountArgs {
     /// Refuse to initialise a new volume (as a mount helper must).
     #[arg(long)]
     pub no_init: bool,
+    /// Other kmsfs daemons serve the same backing directory at the same time (same as
+    /// `-o shared_storage`; see docs/SERVER.md, "Shared storage").
+    #[arg(long)]
+    pub shared_storage: bool,
     #[command(flatten)]
     pub init: InitFlags,
 }
@@ -152,6 +157,8 @@ struct MountOpts {
     fuse: Vec<MountOption>,
     acl: SessionACL,
     read_only: bool,
+    /// `shared_storage`: other daemons share the backing directory.
+    shared: bool,
 }
 
 fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
@@ -164,6 +171,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     ];
     let mut acl = SessionACL::Owner;
     let mut read_only = false;
+    let mut shared = false;
     for o in list
         .iter()
         .flat_map(|s| s.split(','))
@@ -173,6 +181,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
             "allow_other" => acl = SessionACL::All,
             "allow_root" => acl = SessionACL::RootAndOwner,
             "default_permissions" => {}
+            "shared_storage" => shared = true,
             "ro" => {
                 read_only = true;
                 fuse.push(MountOption::RO);
@@ -214,6 +223,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
         fuse,
         acl,
         read_only,
+        shared,
     }
 }
 
@@ -314,7 +324,9 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         eprintln!("{msg}");
         init_msg = msg;
     }
-    let vol = Arc::new(Volume::open(
+    let opts = parse_opts(&a.options, &backing);
+    let shared = opts.shared || a.shared_storage;
+    let vol = Arc::new(Volume::open_with(
         k,
         kms,
         &backing,
@@ -322,11 +334,13 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
             capacity: a.dek_cache_size,
             max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
         },
+        shared,
     )?);
     harden_process();
-    let opts = parse_opts(&a.options, &backing);
     let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let fs = KmsFs::new(vol, root, opts.read_only).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fs = KmsFs::new(vol, root, opts.read_only)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_shared_storage(shared);
     let mut config = Config::default();
     config.mount_options = opts.fuse;
     config.acl = opts.acl;

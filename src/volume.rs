@@ -308,11 +308,24 @@ pub struct CacheOptions {
 impl Volume {
     /// Opens the volume at `backing`: reads and locks its config, checks the KMS hint,
     /// unwraps the config DEK and verifies the MAC.
+    #[allow(dead_code)] // the daemon calls `open_with`; kept for callers that never share
     pub fn open(
         kms: Arc<dyn Kms>,
         kms_spec: Option<&str>,
         backing: &Path,
         cache: CacheOptions,
+    ) -> anyhow::Result<Volume> {
+        Self::open_with(kms, kms_spec, backing, cache, false)
+    }
+
+    /// [`Volume::open`]; with `shared` (shared storage) the config's lock is taken shared:
+    /// any number of shared-storage daemons, or one other daemon, serve the directory.
+    pub fn open_with(
+        kms: Arc<dyn Kms>,
+        kms_spec: Option<&str>,
+        backing: &Path,
+        cache: CacheOptions,
+        shared: bool,
     ) -> anyhow::Result<Volume> {
         let path = backing.join(CONFIG_NAME);
         let f = std::fs::OpenOptions::new()
@@ -326,9 +339,16 @@ impl Volume {
                 )
             })?;
         // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mode = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+        if unsafe { libc::flock(f.as_raw_fd(), mode | libc::LOCK_NB) } != 0 {
+            if shared {
+                bail!(
+                    "{} is already mounted by a kmsfs without shared_storage; unmount it first",
+                    backing.display()
+                );
+            }
             bail!(
-                "{} is already mounted (another kmsfs holds its lock); unmount it first",
+                "{} is already mounted (another kmsfs holds its lock); unmount it first, or mount every daemon with -o shared_storage",
                 backing.display()
             );
         }

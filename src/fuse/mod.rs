@@ -11,6 +11,7 @@
 //! its fd, as directories do.
 
 pub mod content;
+pub mod shared;
 pub mod sys;
 
 use std::collections::HashMap;
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -40,6 +41,7 @@ pub const STATS_XATTR: &str = "user.kmsfs.stats";
 /// Virtual xattr on the mount root: the daemon's pid.
 pub const PID_XATTR: &str = "user.kmsfs.pid";
 
+/// How long the kernel may trust attributes and entries we reply (0 in shared storage).
 const TTL: Duration = Duration::from_secs(1);
 
 /// The one place errno is made.
@@ -116,6 +118,8 @@ struct CachedKey {
     key: Arc<ContentKey>,
     at: Instant,
     header: Vec<u8>,
+    /// Shared storage: the backing file's (size, ctime) when the header was last checked.
+    seen: Option<(i64, i64, i64)>,
 }
 
 #[derive(Default)]
@@ -150,6 +154,10 @@ pub struct KmsFs {
     read_only: bool,
     /// `None`: every inode holds an fd (no file handles on this backing fs).
     handle_mount: Option<HandleMount>,
+    /// Other daemons share the backing directory (see [`shared`]).
+    shared: bool,
+    /// Entry and attribute timeout given to the kernel.
+    ttl: Duration,
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -238,7 +246,20 @@ impl KmsFs {
             next_fh: AtomicU64::new(1),
             read_only,
             handle_mount,
+            shared: false,
+            ttl: TTL,
         })
+    }
+
+    /// Shared storage (`-o shared_storage`): other daemons change the backing directory
+    /// too. The kernel caches no entries or attributes (timeout 0) and drops a file's
+    /// cached pages when its size or mtime changed; a file's header is checked again
+    /// whenever its backing size or ctime changed; content changes take OFD byte-range
+    /// locks on the backing file; appends go to the end of the backing file as it is.
+    pub fn with_shared_storage(mut self, on: bool) -> Self {
+        self.shared = on;
+        self.ttl = if on { Duration::ZERO } else { TTL };
+        self
     }
 
     /// The backing file of `inode` for one operation (`ESTALE` once it was deleted).
@@ -547,6 +568,7 @@ impl KmsFs {
             key: key.clone(),
             at: Instant::now(),
             header: hdr,
+            seen: None,
         });
         Ok(Some(key))
     }
@@ -622,9 +644,7 @@ impl KmsFs {
         }
         let f = self.open_backing(&inode, flags)?;
         if flags & libc::O_TRUNC != 0 {
-            let _g = inode.content.write();
-            f.set_len(0)?;
-            *inode.ckey.lock() = None;
+            self.empty_file(&inode, &f)?;
         } else {
             // A bad header or a refused key fails the open.
             self.content_key(&inode, &f, true)?;
@@ -673,9 +693,7 @@ impl KmsFs {
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd)?;
         if flags & libc::O_TRUNC != 0 {
-            let _g = inode.content.write();
-            file.set_len(0)?;
-            *inode.ckey.lock() = None;
+            self.empty_file(&inode, &file)?;
         }
         let attr = self.attr_of(inode.ino, &st);
         let fh = self.new_handle(inode, HandleKind::File(file));
@@ -687,10 +705,48 @@ impl KmsFs {
         let HandleKind::File(f) = &h.kind else {
             return Err(err(libc::EISDIR));
         };
+        if self.shared {
+            // Exclusive: the OFD locks of this handle's file are one set (see `shared`).
+            let _g = h.inode.content.write();
+            let _l = shared::lock_read(f, &self.vol.geo, off, size)?;
+            let key = self.current_key(&h.inode, f)?;
+            return content::read(f, key.as_deref(), &self.vol.geo, off, size)
+                .map_err(|r| self.log_bad_block(&h.inode, r));
+        }
         let _g = h.inode.content.read();
         let key = self.content_key(&h.inode, f, false)?;
         content::read(f, key.as_deref(), &self.vol.geo, off, size)
             .map_err(|r| self.log_bad_block(&h.inode, r))
+    }
+
+    /// The content key for a read or write: the cached one, but in shared storage checked
+    /// against the header on disk whenever the backing file's size or ctime changed since
+    /// the last check (another daemon may have truncated it and written a new header).
+    fn current_key(&self, inode: &Inode, f: &File) -> FsResult<Option<Arc<ContentKey>>> {
+        if !self.shared {
+            return self.content_key(inode, f, false);
+        }
+        let st = sys::fstat(f.as_raw_fd())?;
+        let now = (st.st_size, st.st_ctime, st.st_ctime_nsec);
+        if let Some(c) = inode.ckey.lock().as_ref() {
+            if c.seen == Some(now) && c.at.elapsed() < self.vol.cache.max_age() {
+                return Ok(Some(c.key.clone()));
+            }
+        }
+        let key = self.content_key(inode, f, true)?;
+        if let Some(c) = inode.ckey.lock().as_mut() {
+            c.seen = Some(now);
+        }
+        Ok(key)
+    }
+
+    /// Truncates an open file to 0 (its header goes too: the next write makes another).
+    fn empty_file(&self, inode: &Inode, f: &File) -> FsResult<()> {
+        let _g = inode.content.write();
+        let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
+        f.set_len(0)?;
+        *inode.ckey.lock() = None;
+        Ok(())
     }
 
     /// The key for a write: the existing one, or a new header for an empty file.
@@ -699,7 +755,7 @@ impl KmsFs {
         inode: &Inode,
         f: &File,
     ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>)> {
-        match self.content_key(inode, f, false)? {
+        match self.current_key(inode, f)? {
             Some(k) => Ok((k, None)),
             None => {
                 let (hdr, key) = self.vol.new_file().inspect_err(|e| {
@@ -718,13 +774,25 @@ impl KmsFs {
         }
     }
 
-    fn do_write(&self, fh: FileHandle, off: u64, data: &[u8]) -> FsResult<u32> {
+    /// Writes `data` at `off`; `append` (the file was opened `O_APPEND`) in shared
+    /// storage writes at the end of the backing file as it is under the locks instead,
+    /// since the kernel's idea of the size may predate another daemon's append.
+    fn do_write(&self, fh: FileHandle, off: u64, data: &[u8], append: bool) -> FsResult<u32> {
         self.check_writable()?;
         let h = self.handle(fh)?;
         let HandleKind::File(f) = &h.kind else {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.write();
+        let mut off = off;
+        let _l = if self.shared && !data.is_empty() {
+            let at = (!append).then_some(off);
+            let (l, plain) = shared::lock_write(f, &self.vol.geo, at, data.len() as u64)?;
+            off = at.unwrap_or(plain);
+            Some(l)
+        } else {
+            None
+        };
         let (key, hdr) = self.key_for_write(&h.inode, f)?;
         content::write(f, &key, &self.vol.geo, hdr.as_deref(), off, data)
             .map_err(|r| self.log_bad_block(&h.inode, r))?;
@@ -733,18 +801,18 @@ impl KmsFs {
                 key,
                 at: Instant::now(),
                 header,
+                seen: None,
             });
         }
         Ok(data.len() as u32)
     }
 
     fn truncate_file(&self, inode: &Inode, f: &File, size: u64) -> FsResult<()> {
-        let _g = inode.content.write();
         if size == 0 {
-            f.set_len(0)?;
-            *inode.ckey.lock() = None;
-            return Ok(());
+            return self.empty_file(inode, f);
         }
+        let _g = inode.content.write();
+        let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
         let (key, hdr) = self.key_for_write(inode, f)?;
         content::truncate(f, Some(&key), &self.vol.geo, hdr.as_deref(), size)
             .map_err(|r| self.log_bad_block(inode, r))?;
@@ -753,6 +821,7 @@ impl KmsFs {
                 key,
                 at: Instant::now(),
                 header,
+                seen: None,
             });
         }
         Ok(())
@@ -1001,13 +1070,19 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
 }
 
 impl Filesystem for KmsFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if self.shared {
+            // Cached pages are dropped when a getattr finds another size or mtime.
+            if let Err(e) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
+                tracing::warn!("the kernel lacks FUSE_AUTO_INVAL_DATA ({e:?}): shared storage may serve stale pages of files kept open");
+            }
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent, name) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1018,7 +1093,7 @@ impl Filesystem for KmsFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.inode(ino).and_then(|i| self.getattr_ino(&i)) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1042,7 +1117,7 @@ impl Filesystem for KmsFs {
         reply: ReplyAttr,
     ) {
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1068,7 +1143,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_mknod(req, parent, name, mode, rdev) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1083,7 +1158,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_mknod(req, parent, name, libc::S_IFDIR | (mode & 0o7777), 0) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1126,7 +1201,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_symlink(req, parent, link_name, target.as_os_str()) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1156,7 +1231,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_link(ino, newparent, newname) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1193,11 +1268,12 @@ impl Filesystem for KmsFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(fh, offset, data) {
+        let append = self.shared && flags.0 & libc::O_APPEND != 0;
+        match self.do_write(fh, offset, data, append) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1393,9 +1469,13 @@ impl Filesystem for KmsFs {
         reply: ReplyCreate,
     ) {
         match self.do_create(req, parent, name, mode, flags) {
-            Ok((a, fh)) => {
-                reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((a, fh)) => reply.created(
+                &self.ttl,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
