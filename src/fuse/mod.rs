@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -43,6 +43,9 @@ pub const PID_XATTR: &str = "user.kmsfs.pid";
 
 /// How long the kernel may trust attributes and entries we reply (0 in shared storage).
 const TTL: Duration = Duration::from_secs(1);
+
+/// The largest write request asked of the kernel (it caps them at 256 pages).
+const MAX_WRITE: u32 = 1 << 20;
 
 /// The one place errno is made.
 pub fn errno(e: &FsError) -> Errno {
@@ -1071,6 +1074,19 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
 
 impl Filesystem for KmsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Writes arrive as whole 1 MiB requests (the kernel's 256-page cap), each sealed
+        // in one buffer and written by one pwrite.
+        let _ = config.set_max_write(MAX_WRITE);
+        // Lookups and readdirs of one directory may run in parallel (the backing fs
+        // serialises what must be).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        if !self.shared {
+            // Entries come with their attributes (`ls -l`, `du`, `rm -r` need no lookup
+            // per entry); the kernel falls back to plain readdir where nobody stats.
+            let _ = config.add_capabilities(
+                InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+            );
+        }
         if self.shared {
             // Cached pages are dropped when a getattr finds another size or mtime.
             if let Err(e) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
@@ -1354,6 +1370,71 @@ impl Filesystem for KmsFs {
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let HandleKind::Dir(entries) = &h.kind else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let dir = match self.fd_of(&h.inode) {
+            Ok(d) => d,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = (i + 1) as u64;
+            if i < 2 {
+                // "." and "..": the kernel neither links nor counts them.
+                let attr = match self.getattr_ino(&h.inode) {
+                    Ok(a) => a,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                if reply.add(
+                    INodeNo(h.inode.ino),
+                    off,
+                    &e.name,
+                    &self.ttl,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // As a lookup (one counted per entry sent); an entry gone since opendir is
+            // left out.
+            let Ok((inode, st)) = sys::openat(dir.raw(), &e.name, libc::O_PATH, 0)
+                .map_err(FsError::from)
+                .and_then(|fd| self.remember(fd))
+            else {
+                continue;
+            };
+            let attr = self.attr_of(inode.ino, &st);
+            if reply.add(
+                INodeNo(inode.ino),
+                off,
+                &e.name,
+                &self.ttl,
+                &attr,
+                Generation(0),
+            ) {
+                // Not sent: not counted.
+                drop(inode);
+                self.do_forget(attr.ino.0, 1);
                 break;
             }
         }
