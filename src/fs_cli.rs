@@ -354,7 +354,6 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let mut unmounter = session.unmount_callable();
     let notifier = session.notifier();
     std::thread::spawn(move || expiry.run(notifier));
-    set_readahead(&mountpoint, READAHEAD_KB);
     tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), "mounted");
     if let Some(fd) = ready_fd {
         // SAFETY: our parent's pipe.
@@ -375,50 +374,6 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     session.run().context("FUSE session failed")?;
     tracing::info!("unmounted, exiting");
     Ok(0)
-}
-
-/// Readahead of the mount: 1 MiB, so streaming reads arrive as 1 MiB requests (the
-/// kernel's default for FUSE is 128 KiB, and `max_readahead` can only lower it).
-const READAHEAD_KB: u32 = 1024;
-
-/// Sets the mount's `read_ahead_kb` (its backing device info in sysfs, found by the
-/// device number in /proc/self/mountinfo, without a request to the filesystem itself).
-/// Best effort: it needs root.
-fn set_readahead(mountpoint: &Path, kb: u32) {
-    let want = mountinfo_escape(&mountpoint.to_string_lossy());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // "36 35 0:58 / /mnt/point rw,… - fuse.kmsfs …": the last mount on that point.
-    let Some(dev) = info
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.get(4) == Some(&want.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
-        })
-        .next_back()
-    else {
-        tracing::debug!("readahead: mount not found in /proc/self/mountinfo");
-        return;
-    };
-    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-    match std::fs::write(&path, kb.to_string()) {
-        Ok(()) => tracing::debug!(path, kb, "readahead set"),
-        Err(e) => tracing::debug!(path, "readahead not set: {e}"),
-    }
-}
-
-/// A path as /proc/self/mountinfo writes it (space, tab, newline, backslash in octal).
-fn mountinfo_escape(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
-    for c in p.chars() {
-        match c {
-            ' ' => out.push_str("\\040"),
-            '\t' => out.push_str("\\011"),
-            '\n' => out.push_str("\\012"),
-            '\\' => out.push_str("\\134"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn block_signals() -> libc::sigset_t {
