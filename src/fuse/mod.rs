@@ -1316,7 +1316,18 @@ impl Filesystem for KmsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.write().remove(&fh.0);
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            let inode = h.inode.clone();
+            drop(h);
+            // The last handle of the file: its content key and header (about 2 KiB) go
+            // too, or every file ever written stays keyed while the kernel keeps its
+            // inode (25,000 extracted files: +58 MiB). The next open derives it again
+            // from the DEK cache.
+            if inode.open.lock().iter().all(|w| w.strong_count() == 0) {
+                *inode.ckey.lock() = None;
+            }
+        }
         self.drop_if_unused(ino.0);
         reply.ok();
     }
