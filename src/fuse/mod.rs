@@ -274,16 +274,17 @@ impl KmsFs {
         let Some(m) = &self.handle_mount else {
             return Err(err(libc::ESTALE));
         };
-        match sys::open_by_handle(m.fd.as_raw_fd(), h, libc::O_PATH | libc::O_NOFOLLOW) {
-            Ok(fd) => Ok(InodeFd::Opened(fd)),
-            Err(e) => {
-                // Unlinked but still open through the mount: reach it through that open file.
-                if let Some(open) = inode.open.lock().iter().find_map(Weak::upgrade) {
-                    return Ok(InodeFd::Open(open));
-                }
-                Err(e.into())
-            }
+        // A file open through the mount is reached through that open file: no
+        // open_by_handle_at + close per request while a program writes it (the kernel's
+        // getattr/getxattr/setattr around writes), and it still works once unlinked.
+        if let Some(open) = inode.open.lock().iter().find_map(Weak::upgrade) {
+            return Ok(InodeFd::Open(open));
         }
+        Ok(InodeFd::Opened(sys::open_by_handle(
+            m.fd.as_raw_fd(),
+            h,
+            libc::O_PATH | libc::O_NOFOLLOW,
+        )?))
     }
 
     /// The backing path of `inode`, for log lines.
