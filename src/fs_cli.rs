@@ -463,6 +463,9 @@ fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
     if a.no_init {
         cmd.arg("--no-init");
     }
+    if a.shared_storage {
+        cmd.arg("--shared-storage");
+    }
     if let Some(k) = &a.init.key {
         cmd.arg("--key").arg(k);
     }
