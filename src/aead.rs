@@ -54,6 +54,12 @@ impl Drop for XaesKey {
     }
 }
 
+/// The AES-256-GCM key derived for one nonce prefix (the first 96 bits of an XAES nonce),
+/// kept while consecutive messages share the prefix: the blocks of one request then pay
+/// for one derivation (three AES block calls and a GCM key setup) instead of one each.
+#[derive(Default)]
+pub struct Derived(Option<([u8; 12], LessSafeKey)>);
+
 impl XaesKey {
     /// Prepares `key` for XAES-256-GCM.
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
@@ -90,14 +96,44 @@ impl XaesKey {
         Ok(LessSafeKey::new(unbound))
     }
 
+    /// The derived key of `nonce`'s prefix, from `cache` when it holds that prefix.
+    fn derived<'c>(
+        &self,
+        cache: &'c mut Derived,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<&'c LessSafeKey, IntegrityError> {
+        let mut prefix = [0u8; 12];
+        prefix.copy_from_slice(&nonce[..12]);
+        let hit = matches!(&cache.0, Some((p, _)) if *p == prefix);
+        if !hit {
+            cache.0 = Some((prefix, self.derive(&prefix)?));
+        }
+        match &cache.0 {
+            Some((_, k)) => Ok(k),
+            None => Err(IntegrityError),
+        }
+    }
+
     /// Encrypts `in_out` in place; returns the tag.
+    #[cfg(test)]
     pub fn seal(
         &self,
         nonce: &[u8; NONCE_LEN],
         ad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], IntegrityError> {
-        let key = self.derive(nonce)?;
+        self.seal_cached(&mut Derived::default(), nonce, ad, in_out)
+    }
+
+    /// [`XaesKey::seal`], deriving the per-prefix key only when `cache` holds another.
+    pub fn seal_cached(
+        &self,
+        cache: &mut Derived,
+        nonce: &[u8; NONCE_LEN],
+        ad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], IntegrityError> {
+        let key = self.derived(cache, nonce)?;
         let n = Nonce::try_assume_unique_for_key(&nonce[12..]).map_err(|_| IntegrityError)?;
         let tag = key
             .seal_in_place_separate_tag(n, Aad::from(ad), in_out)
@@ -108,6 +144,7 @@ impl XaesKey {
     }
 
     /// Decrypts `in_out` in place if `tag` verifies; on failure `in_out` holds no plaintext.
+    #[cfg(test)]
     pub fn open(
         &self,
         nonce: &[u8; NONCE_LEN],
@@ -115,7 +152,19 @@ impl XaesKey {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), IntegrityError> {
-        let key = self.derive(nonce)?;
+        self.open_cached(&mut Derived::default(), nonce, ad, in_out, tag)
+    }
+
+    /// [`XaesKey::open`], deriving the per-prefix key only when `cache` holds another.
+    pub fn open_cached(
+        &self,
+        cache: &mut Derived,
+        nonce: &[u8; NONCE_LEN],
+        ad: &[u8],
+        in_out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), IntegrityError> {
+        let key = self.derived(cache, nonce)?;
         let n = Nonce::try_assume_unique_for_key(&nonce[12..]).map_err(|_| IntegrityError)?;
         let t = Tag::from(*tag);
         key.open_in_place_separate_tag(n, Aad::from(ad), t, in_out, 0..)

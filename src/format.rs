@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::aead::{self, IntegrityError, XaesKey, NONCE_LEN, TAG_LEN};
+use crate::aead::{self, Derived, IntegrityError, XaesKey, NONCE_LEN, TAG_LEN};
 
 /// Magic at the start of every file header.
 pub const HEADER_MAGIC: &[u8; 8] = b"KMSFSHDR";
@@ -199,13 +199,39 @@ impl ContentKey {
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
+        self.seal_into(&mut Derived::default(), b, nonce, plain, out)
+    }
+
+    fn seal_into(
+        &self,
+        cache: &mut Derived,
+        b: BlockNo,
+        nonce: &[u8; NONCE_LEN],
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), IntegrityError> {
         let start = out.len();
         out.extend_from_slice(nonce);
         out.extend_from_slice(plain);
         let ad = block_ad(&self.file_id, b);
-        let tag = self.xaes.seal(nonce, &ad, &mut out[start + NONCE_LEN..])?;
+        let tag = self
+            .xaes
+            .seal_cached(cache, nonce, &ad, &mut out[start + NONCE_LEN..])?;
         out.extend_from_slice(&tag);
         Ok(())
+    }
+
+    /// A sealer for the blocks of one request (docs/FORMAT.md, "AEAD bound"): they share
+    /// one random nonce prefix, so one XAES key derivation, and one CSPRNG call; their
+    /// GCM nonces are a random base plus a counter, distinct within the request.
+    pub fn sealer(&self) -> Result<BlockSealer<'_>, IntegrityError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aead::random(&mut nonce)?;
+        Ok(BlockSealer {
+            key: self,
+            nonce,
+            cache: Derived::default(),
+        })
     }
 
     /// Seals `plain` as block `b` under a fresh random nonce, appending to `out`.
@@ -228,6 +254,18 @@ impl ContentKey {
         stored: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
+        self.open_block_cached(&mut Derived::default(), b, stored, out)
+    }
+
+    /// [`ContentKey::open_block`] for consecutive blocks: `cache` keeps the derived key
+    /// while their nonces share a prefix (blocks sealed by one request do).
+    pub fn open_block_cached(
+        &self,
+        cache: &mut Derived,
+        b: BlockNo,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), IntegrityError> {
         if stored.iter().all(|&x| x == 0) {
             let n = stored.len().saturating_sub(BLOCK_OVERHEAD as usize);
             out.resize(out.len() + n, 0);
@@ -244,11 +282,40 @@ impl ContentKey {
         let start = out.len();
         out.extend_from_slice(&stored[NONCE_LEN..ct_end]);
         let ad = block_ad(&self.file_id, b);
-        let r = self.xaes.open(&nonce, &ad, &mut out[start..], &tag);
+        let r = self
+            .xaes
+            .open_cached(cache, &nonce, &ad, &mut out[start..], &tag);
         if r.is_err() {
             out.truncate(start);
         }
         r
+    }
+}
+
+/// Seals the blocks of one request (see [`ContentKey::sealer`]).
+pub struct BlockSealer<'a> {
+    key: &'a ContentKey,
+    /// The next nonce: the request's random prefix ‖ random base + blocks sealed so far.
+    nonce: [u8; NONCE_LEN],
+    cache: Derived,
+}
+
+impl BlockSealer<'_> {
+    /// Seals `plain` as block `b`, appending `nonce ‖ ct ‖ tag` to `out`.
+    pub fn seal(
+        &mut self,
+        b: BlockNo,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), IntegrityError> {
+        let nonce = self.nonce;
+        self.key.seal_into(&mut self.cache, b, &nonce, plain, out)?;
+        // The low 64 bits of the GCM nonce count up (wrapping): distinct for 2^64 blocks.
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&self.nonce[NONCE_LEN - 8..]);
+        let next = u64::from_be_bytes(low).wrapping_add(1);
+        self.nonce[NONCE_LEN - 8..].copy_from_slice(&next.to_be_bytes());
+        Ok(())
     }
 }
 
@@ -634,6 +701,42 @@ mod tests {
     }
 
     /// The vectors printed in docs/FORMAT.md.
+    #[test]
+    fn a_request_shares_one_nonce_prefix_and_opens_with_one_cache() {
+        let k = ContentKey::derive(&[3; 32], FileId([4; 16]), 4096);
+        let mut sealer = k.sealer().unwrap();
+        let mut out = Vec::new();
+        for b in 0..3 {
+            sealer.seal(BlockNo(b), &[b as u8; 100], &mut out).unwrap();
+        }
+        // Another request in between: another prefix.
+        let mut other = Vec::new();
+        k.seal_block(BlockNo(9), b"other", &mut other).unwrap();
+        let blocks: Vec<&[u8]> = out.chunks(140).collect();
+        let nonces: Vec<&[u8]> = blocks.iter().map(|c| &c[..NONCE_LEN]).collect();
+        assert!(nonces.iter().all(|n| n[..12] == nonces[0][..12]));
+        assert!(nonces[0] != nonces[1] && nonces[1] != nonces[2] && nonces[0] != nonces[2]);
+        assert_ne!(other[..12], nonces[0][..12]);
+        // One cache across both requests, in any order, opens everything.
+        let mut cache = Derived::default();
+        let mut plain = Vec::new();
+        for (b, c) in [
+            (0, blocks[0]),
+            (9, &other[..]),
+            (1, blocks[1]),
+            (2, blocks[2]),
+        ] {
+            plain.clear();
+            k.open_block_cached(&mut cache, BlockNo(b), c, &mut plain)
+                .unwrap();
+        }
+        assert_eq!(plain, [2u8; 100]);
+        // The cache does not let a block pass under another block number.
+        assert!(k
+            .open_block_cached(&mut cache, BlockNo(5), blocks[2], &mut plain)
+            .is_err());
+    }
+
     #[test]
     fn format_md_vectors() {
         let h = vector_header();

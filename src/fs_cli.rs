@@ -73,7 +73,8 @@ pub struct MountArgs {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// Mount options, comma-separated: allow_other (implies default_permissions), ro,
-    /// suid, dev, exec/noexec, atime/noatime, sync, fsname=…, and other FUSE options.
+    /// suid, dev, exec/noexec, atime/noatime, sync, fsname=…, shared_storage (other
+    /// daemons serve the same backing directory at once), and other FUSE options.
     /// Default: nosuid,nodev,default_permissions.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -93,6 +94,10 @@ pub struct MountArgs {
     /// Refuse to initialise a new volume (as a mount helper must).
     #[arg(long)]
     pub no_init: bool,
+    /// Other kmsfs daemons serve the same backing directory at the same time (same as
+    /// `-o shared_storage`; see docs/SERVER.md, "Shared storage").
+    #[arg(long)]
+    pub shared_storage: bool,
     #[command(flatten)]
     pub init: InitFlags,
 }
@@ -202,6 +207,8 @@ struct MountOpts {
     fuse: Vec<MountOption>,
     acl: SessionACL,
     read_only: bool,
+    /// `shared_storage`: other daemons share the backing directory.
+    shared: bool,
 }
 
 fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
@@ -214,6 +221,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     ];
     let mut acl = SessionACL::Owner;
     let mut read_only = false;
+    let mut shared = false;
     for o in list
         .iter()
         .flat_map(|s| s.split(','))
@@ -223,6 +231,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
             "allow_other" => acl = SessionACL::All,
             "allow_root" => acl = SessionACL::RootAndOwner,
             "default_permissions" | "nonempty" => {}
+            "shared_storage" => shared = true,
             "ro" => {
                 read_only = true;
                 fuse.push(MountOption::RO);
@@ -264,6 +273,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
         fuse,
         acl,
         read_only,
+        shared,
     }
 }
 
@@ -375,22 +385,24 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         eprintln!("{msg}");
         init_msg = msg;
     }
-    let vol = Arc::new(
-        Volume::open(
-            k,
-            kms,
-            &backing,
-            CacheOptions {
-                capacity: a.dek_cache_size,
-                max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
-            },
-        )
-        .map_err(with_next_step)?,
-    );
-    harden_process();
     let opts = parse_opts(&a.options, &backing);
+    let shared = opts.shared || a.shared_storage;
+    let vol = Arc::new(Volume::open_with(
+        k,
+        kms,
+        &backing,
+        CacheOptions {
+            capacity: a.dek_cache_size,
+            max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
+        },
+        shared,
+    )
+    .map_err(with_next_step)?);
+    harden_process();
     let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let fs = KmsFs::new(vol, root, opts.read_only).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fs = KmsFs::new(vol, root, opts.read_only)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_shared_storage(shared);
     let mut config = Config::default();
     config.mount_options = opts.fuse;
     config.acl = opts.acl;
@@ -585,6 +597,9 @@ fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
         .arg(a.dek_cache_max_age.to_string());
     if a.no_init {
         cmd.arg("--no-init");
+    }
+    if a.shared_storage {
+        cmd.arg("--shared-storage");
     }
     if let Some(k) = &a.init.key {
         cmd.arg("--key").arg(k);

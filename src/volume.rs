@@ -312,16 +312,25 @@ fn open_config(backing: &Path) -> anyhow::Result<File> {
 
 /// The one-mount-per-volume lock: an exclusive flock on the backing directory itself,
 /// whose inode stays the same when the config is replaced.
-fn lock_backing(backing: &Path) -> anyhow::Result<File> {
+fn lock_backing(backing: &Path, shared: bool) -> anyhow::Result<File> {
     let d = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(backing)
         .with_context(|| format!("cannot open {}", backing.display()))?;
+    // Shared storage takes the lock shared: any number of shared-storage daemons, or
+    // one other daemon, serve the directory.
+    let mode = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
     // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if unsafe { libc::flock(d.as_raw_fd(), mode | libc::LOCK_NB) } != 0 {
+        if shared {
+            bail!(
+                "{} is already mounted by a kmsfs without shared_storage; unmount it first",
+                backing.display()
+            );
+        }
         bail!(
-            "{} is already mounted (another kmsfs holds its lock); unmount it first",
+            "{} is already mounted (another kmsfs holds its lock); unmount it first, or mount every daemon with -o shared_storage",
             backing.display()
         );
     }
@@ -497,15 +506,28 @@ pub struct CacheOptions {
 impl Volume {
     /// Opens the volume at `backing`: reads and locks its config, checks the KMS hint,
     /// unwraps the config DEK and verifies the MAC.
+    #[allow(dead_code)] // the daemon calls `open_with`; kept for callers that never share
     pub fn open(
         kms: Arc<dyn Kms>,
         kms_spec: Option<&str>,
         backing: &Path,
         cache: CacheOptions,
     ) -> anyhow::Result<Volume> {
+        Self::open_with(kms, kms_spec, backing, cache, false)
+    }
+
+    /// [`Volume::open`]; with `shared` (shared storage) the config's lock is taken shared:
+    /// any number of shared-storage daemons, or one other daemon, serve the directory.
+    pub fn open_with(
+        kms: Arc<dyn Kms>,
+        kms_spec: Option<&str>,
+        backing: &Path,
+        cache: CacheOptions,
+        shared: bool,
+    ) -> anyhow::Result<Volume> {
         let path = backing.join(CONFIG_NAME);
         let f = open_config(backing)?;
-        let lock = lock_backing(backing)?;
+        let lock = lock_backing(backing, shared)?;
         let stamp = ConfStamp::of(&f.metadata()?);
         let bytes = read_config_bytes(&f)?;
         let (cfg, _) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;

@@ -16,17 +16,9 @@ use std::time::{Duration, Instant};
 use fsmount::Mounted;
 use kms_http_support::{count_requests, ServerProc, SECRET_ID, SECRET_KEY};
 
-/// A daemon on `backing` whose KMS is the server at `url` (credentials from the
-/// environment, as a host would give them); unmounted on drop.
+/// A daemon on `backing` whose KMS is the server at `url`; unmounted on drop.
 fn mount(url: &str, backing: &Path, extra: &[&str]) -> Mounted {
-    static CREDENTIALS: std::sync::Once = std::sync::Once::new();
-    CREDENTIALS.call_once(|| {
-        std::env::remove_var("KMSFS_KMS_CREDENTIALS");
-        std::env::set_var("TENCENTCLOUD_SECRET_ID", SECRET_ID);
-        std::env::set_var("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
-    });
-    Mounted::existing(Path::new(url), backing, extra)
-        .unwrap_or_else(|e| panic!("kmsfs mount via {url}: {e}"))
+    Mounted::remote(url, backing, extra, SECRET_ID, SECRET_KEY)
 }
 
 #[test]

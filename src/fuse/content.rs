@@ -4,6 +4,7 @@
 
 use std::fs::File;
 
+use crate::aead::Derived;
 use crate::format::{BlockNo, ContentKey, Geometry};
 use crate::fs_error::{FsError, FsResult};
 use crate::fuse::sys;
@@ -42,9 +43,10 @@ fn read_blocks(
     buf.truncate(n);
     let sb = geo.stored_block() as usize;
     let mut out = Vec::with_capacity(buf.len());
+    let mut derived = Derived::default();
     for (i, chunk) in buf.chunks(sb).enumerate() {
         let b = first + i as u64;
-        key.open_block(BlockNo(b), chunk, &mut out)
+        key.open_block_cached(&mut derived, BlockNo(b), chunk, &mut out)
             .map_err(|_| Ok(BadBlock(b)))?;
     }
     Ok(out)
@@ -73,13 +75,16 @@ pub fn read(
     let bs = geo.block_size;
     let first = off / bs;
     let last = (end - 1) / bs;
-    let data = read_blocks(f, key, geo, blen, first, last)?;
+    let mut data = read_blocks(f, key, geo, blen, first, last)?;
     let lo = (off - first * bs) as usize;
     let hi = ((end - first * bs) as usize).min(data.len());
     if lo >= hi {
         return Ok(Vec::new());
     }
-    Ok(data[lo..hi].to_vec())
+    // In place: no second buffer (an aligned read moves nothing).
+    data.truncate(hi);
+    data.drain(..lo);
+    Ok(data)
 }
 
 /// Plaintext of one block (empty beyond EOF).
@@ -194,6 +199,7 @@ pub fn write(
             .ok_or(Err(FsError::TooBig))?
     };
     let mut plainbuf = Vec::with_capacity(bs as usize);
+    let mut sealer = key.sealer().map_err(|_| Err(FsError::Errno(libc::EIO)))?;
     for b in first..=last {
         let bstart = b * bs;
         let lo = (off.max(bstart) - bstart) as usize;
@@ -209,7 +215,8 @@ pub fn write(
         }
         let src = &data[(bstart + lo as u64 - off) as usize..(bstart + hi as u64 - off) as usize];
         plainbuf[lo..hi].copy_from_slice(src);
-        key.seal_block(BlockNo(b), &plainbuf, &mut out)
+        sealer
+            .seal(BlockNo(b), &plainbuf, &mut out)
             .map_err(|_| Err(FsError::Errno(libc::EIO)))?;
     }
     sys::pwrite_all(f, &out, start_off).map_err(|e| Err(FsError::Io(e)))

@@ -11,6 +11,7 @@
 //! its fd, as directories do.
 
 pub mod content;
+pub mod shared;
 pub mod sys;
 
 use std::collections::HashMap;
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -41,7 +42,11 @@ pub const STATS_XATTR: &str = "user.kmsfs.stats";
 /// Virtual xattr on the mount root: the daemon's pid.
 pub const PID_XATTR: &str = "user.kmsfs.pid";
 
+/// How long the kernel may trust attributes and entries we reply (0 in shared storage).
 const TTL: Duration = Duration::from_secs(1);
+
+/// The largest write request asked of the kernel (it caps them at 256 pages).
+const MAX_WRITE: u32 = 1 << 20;
 
 /// The one place errno is made.
 pub fn errno(e: &FsError) -> Errno {
@@ -117,6 +122,8 @@ struct CachedKey {
     key: Arc<ContentKey>,
     at: Instant,
     header: Vec<u8>,
+    /// Shared storage: the backing file's (size, ctime) when the header was last checked.
+    seen: Option<(i64, i64, i64)>,
 }
 
 #[derive(Default)]
@@ -151,6 +158,10 @@ pub struct KmsFs {
     read_only: bool,
     /// `None`: every inode holds an fd (no file handles on this backing fs).
     handle_mount: Option<HandleMount>,
+    /// Other daemons share the backing directory (see [`shared`]).
+    shared: bool,
+    /// Entry and attribute timeout given to the kernel.
+    ttl: Duration,
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -241,7 +252,20 @@ impl KmsFs {
             next_fh: AtomicU64::new(1),
             read_only,
             handle_mount,
+            shared: false,
+            ttl: TTL,
         })
+    }
+
+    /// Shared storage (`-o shared_storage`): other daemons change the backing directory
+    /// too. The kernel caches no entries or attributes (timeout 0) and drops a file's
+    /// cached pages when its size or mtime changed; a file's header is checked again
+    /// whenever its backing size or ctime changed; content changes take OFD byte-range
+    /// locks on the backing file; appends go to the end of the backing file as it is.
+    pub fn with_shared_storage(mut self, on: bool) -> Self {
+        self.shared = on;
+        self.ttl = if on { Duration::ZERO } else { TTL };
+        self
     }
 
     /// The backing file of `inode` for one operation (`ESTALE` once it was deleted).
@@ -253,16 +277,17 @@ impl KmsFs {
         let Some(m) = &self.handle_mount else {
             return Err(err(libc::ESTALE));
         };
-        match sys::open_by_handle(m.fd.as_raw_fd(), h, libc::O_PATH | libc::O_NOFOLLOW) {
-            Ok(fd) => Ok(InodeFd::Opened(fd)),
-            Err(e) => {
-                // Unlinked but still open through the mount: reach it through that open file.
-                if let Some(open) = inode.open.lock().iter().find_map(Weak::upgrade) {
-                    return Ok(InodeFd::Open(open));
-                }
-                Err(e.into())
-            }
+        // A file open through the mount is reached through that open file: no
+        // open_by_handle_at + close per request while a program writes it (the kernel's
+        // getattr/getxattr/setattr around writes), and it still works once unlinked.
+        if let Some(open) = inode.open.lock().iter().find_map(Weak::upgrade) {
+            return Ok(InodeFd::Open(open));
         }
+        Ok(InodeFd::Opened(sys::open_by_handle(
+            m.fd.as_raw_fd(),
+            h,
+            libc::O_PATH | libc::O_NOFOLLOW,
+        )?))
     }
 
     /// The path of `inode` relative to the mount (`/dir/file`), for log lines.
@@ -548,6 +573,7 @@ impl KmsFs {
             key: key.clone(),
             at: Instant::now(),
             header: hdr,
+            seen: None,
         });
         Ok(Some(key))
     }
@@ -625,10 +651,7 @@ impl KmsFs {
         }
         let f = self.open_backing(&inode, flags)?;
         if flags & libc::O_TRUNC != 0 {
-            let _g = inode.content.write();
-            let _hl = self.header_lock(&f)?;
-            f.set_len(0)?;
-            *inode.ckey.lock() = None;
+            self.empty_file(&inode, &f)?;
         } else {
             // A bad header or a refused key fails the open.
             self.content_key(&inode, &f, true)?;
@@ -662,10 +685,7 @@ impl KmsFs {
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd)?;
         if flags & libc::O_TRUNC != 0 {
-            let _g = inode.content.write();
-            let _hl = self.header_lock(&file)?;
-            file.set_len(0)?;
-            *inode.ckey.lock() = None;
+            self.empty_file(&inode, &file)?;
         }
         let attr = self.attr_of(inode.ino, &st);
         let fh = self.new_handle(inode, HandleKind::File(file));
@@ -677,10 +697,29 @@ impl KmsFs {
         let HandleKind::File(f) = &h.kind else {
             return Err(err(libc::EISDIR));
         };
+        if self.shared {
+            // Exclusive: the OFD locks of this handle's file are one set (see `shared`).
+            let _g = h.inode.content.write();
+            let _l = shared::lock_read(f, &self.vol.geo, off, size)?;
+            let key = self.current_key(&h.inode, f)?;
+            return self.read_counted(&h.inode, f, key, off, size);
+        }
         let _g = h.inode.content.read();
         let key = self.content_key(&h.inode, f, false)?;
+        self.read_counted(&h.inode, f, key, off, size)
+    }
+
+    /// Reads with `key` and counts the plaintext bytes for `kmsfs stats`.
+    fn read_counted(
+        &self,
+        inode: &Inode,
+        f: &File,
+        key: Option<Arc<ContentKey>>,
+        off: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
         let d = content::read(f, key.as_deref(), &self.vol.geo, off, size)
-            .map_err(|r| self.log_bad_block(&h.inode, r))?;
+            .map_err(|r| self.log_bad_block(inode, r))?;
         Metrics::add(&self.vol.metrics.bytes_read, d.len() as u64);
         Ok(d)
     }
@@ -691,6 +730,38 @@ impl KmsFs {
         Ok(volume::lock_header(f, self.vol.geo.header_size)?)
     }
 
+    /// The content key for a read or write: the cached one, but in shared storage checked
+    /// against the header on disk whenever the backing file's size or ctime changed since
+    /// the last check (another daemon may have truncated it and written a new header).
+    fn current_key(&self, inode: &Inode, f: &File) -> FsResult<Option<Arc<ContentKey>>> {
+        if !self.shared {
+            return self.content_key(inode, f, false);
+        }
+        let st = sys::fstat(f.as_raw_fd())?;
+        let now = (st.st_size, st.st_ctime, st.st_ctime_nsec);
+        if let Some(c) = inode.ckey.lock().as_ref() {
+            if c.seen == Some(now) && c.at.elapsed() < self.vol.cache.max_age() {
+                return Ok(Some(c.key.clone()));
+            }
+        }
+        let key = self.content_key(inode, f, true)?;
+        if let Some(c) = inode.ckey.lock().as_mut() {
+            c.seen = Some(now);
+        }
+        Ok(key)
+    }
+
+    /// Truncates an open file to 0 (its header goes too: the next write makes another),
+    /// under the header lock (a rewrap must not write a slot into the emptied file).
+    fn empty_file(&self, inode: &Inode, f: &File) -> FsResult<()> {
+        let _g = inode.content.write();
+        let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
+        let _hl = self.header_lock(f)?;
+        f.set_len(0)?;
+        *inode.ckey.lock() = None;
+        Ok(())
+    }
+
     /// The key for a write: the existing one, or a new header for an empty file (with
     /// the header lock, to be held until the header is written).
     #[allow(clippy::type_complexity)]
@@ -699,7 +770,7 @@ impl KmsFs {
         inode: &Inode,
         f: &'f File,
     ) -> FsResult<(Arc<ContentKey>, Option<Vec<u8>>, Option<HeaderLock<'f>>)> {
-        match self.content_key(inode, f, false)? {
+        match self.current_key(inode, f)? {
             Some(k) => Ok((k, None, None)),
             None => {
                 let lock = self.header_lock(f)?;
@@ -719,13 +790,25 @@ impl KmsFs {
         }
     }
 
-    fn do_write(&self, fh: FileHandle, off: u64, data: &[u8]) -> FsResult<u32> {
+    /// Writes `data` at `off`; `append` (the file was opened `O_APPEND`) in shared
+    /// storage writes at the end of the backing file as it is under the locks instead,
+    /// since the kernel's idea of the size may predate another daemon's append.
+    fn do_write(&self, fh: FileHandle, off: u64, data: &[u8], append: bool) -> FsResult<u32> {
         self.check_writable()?;
         let h = self.handle(fh)?;
         let HandleKind::File(f) = &h.kind else {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.write();
+        let mut off = off;
+        let _l = if self.shared && !data.is_empty() {
+            let at = (!append).then_some(off);
+            let (l, plain) = shared::lock_write(f, &self.vol.geo, at, data.len() as u64)?;
+            off = at.unwrap_or(plain);
+            Some(l)
+        } else {
+            None
+        };
         let (key, hdr, _hl) = self.key_for_write(&h.inode, f)?;
         content::write(f, &key, &self.vol.geo, hdr.as_deref(), off, data)
             .map_err(|r| self.log_bad_block(&h.inode, r))?;
@@ -734,6 +817,7 @@ impl KmsFs {
                 key,
                 at: Instant::now(),
                 header,
+                seen: None,
             });
         }
         Metrics::add(&self.vol.metrics.bytes_written, data.len() as u64);
@@ -741,13 +825,11 @@ impl KmsFs {
     }
 
     fn truncate_file(&self, inode: &Inode, f: &File, size: u64) -> FsResult<()> {
-        let _g = inode.content.write();
         if size == 0 {
-            let _hl = self.header_lock(f)?;
-            f.set_len(0)?;
-            *inode.ckey.lock() = None;
-            return Ok(());
+            return self.empty_file(inode, f);
         }
+        let _g = inode.content.write();
+        let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
         let (key, hdr, _hl) = self.key_for_write(inode, f)?;
         content::truncate(f, Some(&key), &self.vol.geo, hdr.as_deref(), size)
             .map_err(|r| self.log_bad_block(inode, r))?;
@@ -756,6 +838,7 @@ impl KmsFs {
                 key,
                 at: Instant::now(),
                 header,
+                seen: None,
             });
         }
         Ok(())
@@ -1004,13 +1087,32 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
 }
 
 impl Filesystem for KmsFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Writes arrive as whole 1 MiB requests (the kernel's 256-page cap), each sealed
+        // in one buffer and written by one pwrite.
+        let _ = config.set_max_write(MAX_WRITE);
+        // Lookups and readdirs of one directory may run in parallel (the backing fs
+        // serialises what must be).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        if !self.shared {
+            // Entries come with their attributes (`ls -l`, `du`, `rm -r` need no lookup
+            // per entry); the kernel falls back to plain readdir where nobody stats.
+            let _ = config.add_capabilities(
+                InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+            );
+        }
+        if self.shared {
+            // Cached pages are dropped when a getattr finds another size or mtime.
+            if let Err(e) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
+                tracing::warn!("the kernel lacks FUSE_AUTO_INVAL_DATA ({e:?}): shared storage may serve stale pages of files kept open");
+            }
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent, name) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1021,7 +1123,7 @@ impl Filesystem for KmsFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.inode(ino).and_then(|i| self.getattr_ino(&i)) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1045,7 +1147,7 @@ impl Filesystem for KmsFs {
         reply: ReplyAttr,
     ) {
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1071,7 +1173,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_mknod(req, parent, name, mode, rdev) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1086,7 +1188,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_mknod(req, parent, name, libc::S_IFDIR | (mode & 0o7777), 0) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1129,7 +1231,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_symlink(req, parent, link_name, target.as_os_str()) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1159,7 +1261,7 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         match self.do_link(ino, newparent, newname) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1196,11 +1298,12 @@ impl Filesystem for KmsFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(fh, offset, data) {
+        let append = self.shared && flags.0 & libc::O_APPEND != 0;
+        match self.do_write(fh, offset, data, append) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1227,7 +1330,18 @@ impl Filesystem for KmsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.write().remove(&fh.0);
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            let inode = h.inode.clone();
+            drop(h);
+            // The last handle of the file: its content key and header (about 2 KiB) go
+            // too, or every file ever written stays keyed while the kernel keeps its
+            // inode (25,000 extracted files: +58 MiB). The next open derives it again
+            // from the DEK cache.
+            if inode.open.lock().iter().all(|w| w.strong_count() == 0) {
+                *inode.ckey.lock() = None;
+            }
+        }
         self.drop_if_unused(ino.0);
         reply.ok();
     }
@@ -1281,6 +1395,71 @@ impl Filesystem for KmsFs {
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let HandleKind::Dir(entries) = &h.kind else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let dir = match self.fd_of(&h.inode) {
+            Ok(d) => d,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = (i + 1) as u64;
+            if i < 2 {
+                // "." and "..": the kernel neither links nor counts them.
+                let attr = match self.getattr_ino(&h.inode) {
+                    Ok(a) => a,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                if reply.add(
+                    INodeNo(h.inode.ino),
+                    off,
+                    &e.name,
+                    &self.ttl,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // As a lookup (one counted per entry sent); an entry gone since opendir is
+            // left out.
+            let Ok((inode, st)) = sys::openat(dir.raw(), &e.name, libc::O_PATH, 0)
+                .map_err(FsError::from)
+                .and_then(|fd| self.remember(fd))
+            else {
+                continue;
+            };
+            let attr = self.attr_of(inode.ino, &st);
+            if reply.add(
+                INodeNo(inode.ino),
+                off,
+                &e.name,
+                &self.ttl,
+                &attr,
+                Generation(0),
+            ) {
+                // Not sent: not counted.
+                drop(inode);
+                self.do_forget(attr.ino.0, 1);
                 break;
             }
         }
@@ -1396,9 +1575,13 @@ impl Filesystem for KmsFs {
         reply: ReplyCreate,
     ) {
         match self.do_create(req, parent, name, mode, flags) {
-            Ok((a, fh)) => {
-                reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((a, fh)) => reply.created(
+                &self.ttl,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

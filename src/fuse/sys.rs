@@ -415,3 +415,41 @@ pub fn open_by_handle(mount_fd: RawFd, h: &FileHandle, flags: i32) -> io::Result
     // SAFETY: fd was just returned by open_by_handle_at.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// What an OFD lock request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// `fcntl(F_OFD_SETLKW)`: an open-file-description byte-range lock on `start..start+len`
+/// (`len == 0`: to the end of the file and beyond), waiting for conflicting locks of other
+/// open file descriptions (also those of other processes) to go away. Locks of one open
+/// file description never conflict with each other; a new one replaces them on its range.
+pub fn ofd_lock(f: &File, kind: LockKind, start: u64, len: u64) -> io::Result<()> {
+    let l_type = match kind {
+        LockKind::Read => libc::F_RDLCK,
+        LockKind::Write => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
+    };
+    // SAFETY: a zeroed flock is valid; every field used is set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = i64::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    fl.l_len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    fl.l_pid = 0; // required for OFD locks
+    loop {
+        // SAFETY: fl is a valid flock for the duration of the call; the fd is ours.
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLKW, &mut fl) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

@@ -78,6 +78,19 @@ impl Mounted {
         Ok(m)
     }
 
+    /// Mounts `backing` with the `kmsfs kms serve` at `url` as its KMS, credentials given
+    /// in the environment as a host would give them (set once per test process).
+    pub fn remote(url: &str, backing: &Path, extra: &[&str], id: &str, key: &str) -> Mounted {
+        static CREDENTIALS: std::sync::Once = std::sync::Once::new();
+        CREDENTIALS.call_once(|| {
+            std::env::remove_var("KMSFS_KMS_CREDENTIALS");
+            std::env::set_var("TENCENTCLOUD_SECRET_ID", id);
+            std::env::set_var("TENCENTCLOUD_SECRET_KEY", key);
+        });
+        Mounted::existing(Path::new(url), backing, extra)
+            .unwrap_or_else(|e| panic!("kmsfs mount via {url}: {e}"))
+    }
+
     /// (Re)mounts in the foreground (`mount -f`) and waits until the mount is live.
     pub fn mount(&mut self, extra: &[&str]) -> Result<(), String> {
         let logf = File::options()
