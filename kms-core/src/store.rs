@@ -1148,3 +1148,40 @@ fn write_synced(opts: &mut OpenOptions, path: &Path, bytes: &[u8], what: &str) -
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err(&format!("cannot write {what} file"), path, e))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The golden v1 volume's key store (tests/golden/v1/kms) and its root key.
+    const GOLDEN: &[u8] = include_bytes!("../../tests/golden/v1/kms/keys.kms");
+    const GOLDEN_ROOT: &[u8] = include_bytes!("../../tests/golden/v1/kms/root.key");
+
+    #[test]
+    fn parse_store_file_reads_the_golden_store_and_refuses_any_change() {
+        let root: [u8; KEY_LEN] = GOLDEN_ROOT[10..].try_into().unwrap();
+        let keys = parse_store_file(&root, GOLDEN).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].versions.len(), 1);
+        // One flipped bit anywhere (header, body, MAC) and the file is refused.
+        for i in [0, 9, 20, 40, 50, STORE_HEADER_LEN + 3, GOLDEN.len() - 1] {
+            let mut bad = GOLDEN.to_vec();
+            bad[i] ^= 1;
+            assert!(parse_store_file(&root, &bad).is_err(), "byte {i}");
+        }
+        assert!(parse_store_file(&root, &GOLDEN[..GOLDEN.len() - 1]).is_err());
+        assert!(parse_store_file(&[0u8; KEY_LEN], GOLDEN).is_err());
+        // A well-framed body that is not a key list, and a record whose material does
+        // not authenticate, are refused too.
+        let framed = test_vector_store_file(&root, 1, br#"{"keys":7}"#);
+        assert!(parse_store_file(&root, &framed).is_err());
+        let body = &GOLDEN[STORE_HEADER_LEN..GOLDEN.len() - STORE_MAC_LEN];
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let wrapped = keys[0].versions[0].wrapped.clone();
+        let forged = text.replace(&wrapped, &B64.encode([0u8; 60]));
+        let framed = test_vector_store_file(&root, 1, forged.as_bytes());
+        let e = parse_store_file(&root, &framed).unwrap_err();
+        assert!(e.message.contains("does not authenticate"), "{}", e.message);
+    }
+}

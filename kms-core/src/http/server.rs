@@ -849,6 +849,116 @@ fn check_rights(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::http::tc3::{OutgoingRequest, SecretKey};
+
+    const NOW: i64 = 1_795_439_559;
+
+    fn lookup(id: &str) -> Option<SecretKey> {
+        (id == "AKIDtest").then(|| SecretKey::new("test-key"))
+    }
+
+    /// A POST signed the way the SDKs sign it, with one header changed by `edit`.
+    fn signed(body: &[u8], edit: impl FnOnce(&mut HeaderMap)) -> HeaderMap {
+        let auth = tc3::sign_post(
+            "AKIDtest",
+            &SecretKey::new("test-key"),
+            &OutgoingRequest {
+                host: "kms.example",
+                content_type: "application/json",
+                action: "DescribeKey",
+                body,
+                timestamp: NOW,
+            },
+        );
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "kms.example".to_owned()),
+            ("content-type", "application/json".to_owned()),
+            ("x-tc-action", "DescribeKey".to_owned()),
+            ("x-tc-version", API_VERSION.to_owned()),
+            ("x-tc-timestamp", NOW.to_string()),
+            ("authorization", auth),
+        ] {
+            h.insert(n, HeaderValue::from_str(&v).unwrap());
+        }
+        edit(&mut h);
+        h
+    }
+
+    fn code(method: &Method, headers: &HeaderMap, body: &[u8]) -> Option<ErrorCode> {
+        let parts = RequestParts {
+            method,
+            path: "/",
+            query: "",
+            headers,
+            body,
+        };
+        decode(&parts, &lookup, NOW).err().map(|e| e.code)
+    }
+
+    #[test]
+    fn decode_verifies_a_signed_request_and_names_each_refusal() {
+        let body = br#"{"KeyId":"k"}"#;
+        let ok = signed(body, |_| {});
+        let parts = RequestParts {
+            method: &Method::POST,
+            path: "/",
+            query: "",
+            headers: &ok,
+            body,
+        };
+        let (action, v) = decode(&parts, &lookup, NOW).unwrap();
+        assert_eq!(
+            (action.as_str(), v.secret_id.as_str()),
+            ("DescribeKey", "AKIDtest")
+        );
+        assert!(v.action_signed);
+        assert_eq!(
+            decode_params(&Method::POST, "", body).unwrap()["KeyId"],
+            "k"
+        );
+        assert_eq!(
+            decode_params(&Method::GET, "KeyId=a%20b", b"ignored").unwrap()["KeyId"],
+            "a b"
+        );
+        // Each check, in the server's order.
+        let no_action = signed(body, |h| {
+            h.remove("x-tc-action");
+        });
+        assert_eq!(
+            code(&Method::POST, &no_action, body),
+            Some(ErrorCode::MissingParameter)
+        );
+        let bad_action = signed(body, |h| {
+            h.insert("x-tc-action", HeaderValue::from_static("Describe-Key"));
+        });
+        assert_eq!(
+            code(&Method::POST, &bad_action, body),
+            Some(ErrorCode::InvalidAction)
+        );
+        let old = signed(body, |h| {
+            h.insert("x-tc-version", HeaderValue::from_static("2017-03-12"));
+        });
+        assert_eq!(
+            code(&Method::POST, &old, body),
+            Some(ErrorCode::NoSuchVersion)
+        );
+        assert_eq!(
+            code(&Method::PUT, &ok, body),
+            Some(ErrorCode::UnsupportedOperation)
+        );
+        assert_eq!(
+            code(&Method::POST, &ok, br#"{"KeyId":"other"}"#),
+            Some(ErrorCode::AuthSignatureFailure)
+        );
+        let unsigned = signed(body, |h| {
+            h.remove("authorization");
+        });
+        assert_eq!(
+            code(&Method::POST, &unsigned, body),
+            Some(ErrorCode::AuthInvalidAuthorization)
+        );
+    }
 
     #[test]
     fn replay_under_another_action_is_refused_and_forgotten_after_the_window() {
