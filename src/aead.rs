@@ -233,12 +233,19 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Parses lowercase or uppercase hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    // Lowercase only, as `hex` writes: one spelling per byte string (from_str_radix
+    // alone would also take `+f` and `AB`).
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
         .collect()
 }
 
@@ -302,6 +309,10 @@ mod tests {
     #[test]
     fn hkdf_rfc5869_case1() {
         let ikm = [0x0b; 22];
+        assert_eq!(unhex("00ff7a"), Some(vec![0, 255, 0x7a]));
+        for bad in ["+f", "AB", "0", "0g", " 1"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
         let salt = unhex("000102030405060708090a0b0c").unwrap();
         let info = unhex("f0f1f2f3f4f5f6f7f8f9").unwrap();
         let okm = hkdf_sha256(&ikm, &salt, &info);

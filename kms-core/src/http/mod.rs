@@ -83,6 +83,10 @@ fn percent_decode(s: &str) -> Option<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let h = b.get(i + 1..i + 3)?;
+                // Two hex digits, nothing else (from_str_radix alone takes `%+5`).
+                if !h.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let h = std::str::from_utf8(h).ok()?;
                 out.push(u8::from_str_radix(h, 16).ok()?);
                 i += 2;
@@ -140,6 +144,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn percent_escapes_take_two_hex_digits_only() {
+        assert_eq!(percent_decode("a%2Fb+c").as_deref(), Some("a/b c"));
+        for bad in ["%+5", "%-1", "%4", "%zz", "% 1"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        }
+    }
 
     proptest! {
         /// Every parser of untrusted request bytes answers Ok or Err, never panics.
