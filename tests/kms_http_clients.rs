@@ -20,10 +20,20 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// tccli in a temporary HOME, with the endpoint configured once as KMS-API.md says.
 struct Tccli<'a> {
     home: &'a Path,
+    /// The Unix second in which the previous command started.
+    last: std::cell::Cell<i64>,
 }
 
 impl Tccli<'_> {
     fn raw(&self, args: &[&str]) -> Output {
+        // tccli does not sign the action, so two calls with one body (DescribeKey then
+        // CancelKeyDeletion on one key) in one second carry one signature, and the server
+        // refuses it under a second state-changing action (docs/SERVER.md, "Replay
+        // protection"). A script, like this one, starts each command in a new second.
+        while kms_core::http::tc3::unix_now() <= self.last.get() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.last.set(kms_core::http::tc3::unix_now());
         Command::new("tccli")
             .args(args)
             .env("HOME", self.home)
@@ -85,7 +95,10 @@ fn tccli_runs_the_seed_commands() {
     );
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let t = Tccli { home: &home };
+    let t = Tccli {
+        home: &home,
+        last: std::cell::Cell::new(0),
+    };
     for args in [
         ["configure", "set", "region", "ap-guangzhou"],
         [
