@@ -387,17 +387,19 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     }
     let opts = parse_opts(&a.options, &backing);
     let shared = opts.shared || a.shared_storage;
-    let vol = Arc::new(Volume::open_with(
-        k,
-        kms,
-        &backing,
-        CacheOptions {
-            capacity: a.dek_cache_size,
-            max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
-        },
-        shared,
-    )
-    .map_err(with_next_step)?);
+    let vol = Arc::new(
+        Volume::open_with(
+            k,
+            kms,
+            &backing,
+            CacheOptions {
+                capacity: a.dek_cache_size,
+                max_age: Duration::from_secs(a.dek_cache_max_age.max(1)),
+            },
+            shared,
+        )
+        .map_err(with_next_step)?,
+    );
     harden_process();
     let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fs = KmsFs::new(vol, root, opts.read_only)
