@@ -205,18 +205,13 @@ fn background_mount_umount_and_stats() {
         dir.path().join("m"),
     );
     fs::create_dir(&mnt).unwrap();
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
-        .arg("mount")
-        .arg(&backing)
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    fsmount::run_ok(
+        kmsfs()
+            .arg("--kms")
+            .arg(&kms)
+            .arg("mount")
+            .arg(&backing)
+            .arg(&mnt),
     );
     struct Guard(std::path::PathBuf);
     impl Drop for Guard {
@@ -245,12 +240,7 @@ fn background_mount_umount_and_stats() {
     let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
     assert_eq!(v["deks_generated"], 1);
     let pid = fsmount::getxattr(&mnt, "user.kmsfs.pid").expect("daemon pid xattr");
-    let out = kmsfs().arg("umount").arg(&mnt).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fsmount::run_ok(kmsfs().arg("umount").arg(&mnt));
     assert!(!fsmount::is_mounted(&mnt));
     if let Ok(pid) = pid.trim().parse::<i32>() {
         // Gone, or a zombie waiting for a reaper that is not us.
@@ -261,18 +251,13 @@ fn background_mount_umount_and_stats() {
         );
     }
     // SIGTERM unmounts cleanly too.
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
-        .arg("mount")
-        .arg(&backing)
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    fsmount::run_ok(
+        kmsfs()
+            .arg("--kms")
+            .arg(&kms)
+            .arg("mount")
+            .arg(&backing)
+            .arg(&mnt),
     );
     let pid = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(pid.contains(&*mnt.to_string_lossy()));

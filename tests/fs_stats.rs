@@ -13,20 +13,10 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use fsmount::{audit_count, kmsfs, pattern, Mounted};
+use fsmount::{audit_count, kmsfs, pattern, run_ok, Mounted};
 
 fn stats(m: &Mounted) -> serde_json::Value {
-    let out = kmsfs()
-        .arg("stats")
-        .arg("--json")
-        .arg(&m.mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(kmsfs().arg("stats").arg("--json").arg(&m.mnt));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

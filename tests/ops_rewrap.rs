@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fsmount::{audit_count, init_volume, kmsfs, pattern, Mounted};
+use fsmount::{audit_count, init_volume, kmsfs, pattern, run_ok, Mounted};
 
 /// Header geometry of the default volume (docs/FORMAT.md): prefix 32 bytes, two slots.
 const PREFIX: usize = 32;
@@ -354,18 +354,7 @@ fn a_corrupt_header_is_reported_and_left_untouched() {
 
 /// `kmsfs --kms URL kms ACTION ARGS…` against the server: the response JSON.
 fn remote_kms(url: &str, args: &[&str]) -> serde_json::Value {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(url)
-        .arg("kms")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(kmsfs().arg("--kms").arg(url).arg("kms").args(args));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -226,15 +226,21 @@ pub fn bsize(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().size()
 }
 
-/// Runs a shell command, asserting success; returns stdout.
-pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+/// Runs `cmd`, asserting it exits 0 (the message shows its output); its output.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{cmd}: {}{}",
+        "{cmd:?}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs a shell command, asserting success; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = run_ok(Command::new("sh").arg("-c").arg(cmd));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -279,18 +285,13 @@ pub fn audit_count(kms: &Path, action: &str) -> usize {
 
 /// `kmsfs --kms KMS init BACKING ARGS…`, asserting success.
 pub fn init_volume(kms: &Path, backing: &Path, args: &[&str]) {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(kms)
-        .arg("init")
-        .arg(backing)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        kmsfs()
+            .arg("--kms")
+            .arg(kms)
+            .arg("init")
+            .arg(backing)
+            .args(args),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("initialised volume"));
 }
