@@ -205,14 +205,18 @@ fn background_mount_umount_and_stats() {
         dir.path().join("m"),
     );
     fs::create_dir(&mnt).unwrap();
-    fsmount::run_ok(
-        kmsfs()
-            .arg("--kms")
-            .arg(&kms)
-            .arg("mount")
-            .arg(&backing)
-            .arg(&mnt),
-    );
+    // `kmsfs mount` without -f: returns once the background daemon serves the mount.
+    let mount = || {
+        fsmount::run_ok(
+            kmsfs()
+                .arg("--kms")
+                .arg(&kms)
+                .arg("mount")
+                .arg(&backing)
+                .arg(&mnt),
+        )
+    };
+    mount();
     struct Guard(std::path::PathBuf);
     impl Drop for Guard {
         fn drop(&mut self) {
@@ -251,14 +255,7 @@ fn background_mount_umount_and_stats() {
         );
     }
     // SIGTERM unmounts cleanly too.
-    fsmount::run_ok(
-        kmsfs()
-            .arg("--kms")
-            .arg(&kms)
-            .arg("mount")
-            .arg(&backing)
-            .arg(&mnt),
-    );
+    mount();
     let pid = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(pid.contains(&*mnt.to_string_lossy()));
     let pid: i32 = fsmount::getxattr(&mnt, "user.kmsfs.pid")
