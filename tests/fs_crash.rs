@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fsmount::{kmsfs, Mounted};
+use fsmount::Mounted;
 
 const BS: usize = 4096;
 
@@ -203,14 +203,7 @@ fn check_mounted(m: &Mounted, models: &[Model], seen: &mut Seen, what: &str) {
 /// torn tail on a block written since its file's last fsync, and every block the mount
 /// found torn must be among them.
 fn check_fsck(kms: &Path, backing: &Path, models: &[Model], seen: &Seen, what: &str) -> usize {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(kms)
-        .arg("fsck")
-        .arg("--json")
-        .arg(backing)
-        .output()
-        .unwrap();
+    let out = fsmount::run_fsck(kms, backing, &["--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{what}: fsck: {e}: {}",

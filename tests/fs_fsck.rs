@@ -9,19 +9,12 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use fsmount::{kmsfs, pattern, Mounted};
+use fsmount::{pattern, Mounted};
 use serde_json::Value;
 
 /// Runs `kmsfs fsck --json`; (exit code, report).
 fn fsck(kms: &Path, backing: &Path) -> (i32, Value) {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(kms)
-        .arg("fsck")
-        .arg("--json")
-        .arg(backing)
-        .output()
-        .unwrap();
+    let out = fsmount::run_fsck(kms, backing, &["--json"]);
     let code = out.status.code().unwrap_or(-1);
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -166,13 +159,7 @@ fn clean_volume_passes_and_each_damage_is_reported_with_file_and_block() {
     assert_eq!(v["errors"], 5, "{v:#}");
     assert_eq!(v["warnings"], 2, "{v:#}");
     // The text report names file and block too.
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
-        .arg("fsck")
-        .arg(&m.backing)
-        .output()
-        .unwrap();
+    let out = fsmount::run_fsck(&m.kms, &m.backing, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("error: bad-tag block 2: block fails authentication"),

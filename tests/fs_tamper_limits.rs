@@ -11,21 +11,17 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use fsmount::{backing_size, kmsfs, pattern, Mounted};
+use fsmount::{backing_size, pattern, Mounted};
 
 const HEADER: u64 = 1024;
 const STORED: u64 = 4096 + 40;
 
 /// `kmsfs fsck` exit status of the mounted volume (read-only while mounted).
 fn fsck_status(m: &Mounted) -> i32 {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
-        .arg("fsck")
-        .arg(&m.backing)
-        .output()
-        .unwrap();
-    out.status.code().unwrap_or(-1)
+    fsmount::run_fsck(&m.kms, &m.backing, &[])
+        .status
+        .code()
+        .unwrap_or(-1)
 }
 
 /// Lets the kernel's attribute cache of the mount expire after a backing change.

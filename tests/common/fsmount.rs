@@ -238,6 +238,19 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     out
 }
 
+/// `kmsfs --kms KMS fsck EXTRA… BACKING` (it exits non-zero on findings, so no
+/// assertion here); its output.
+pub fn run_fsck(kms: &Path, backing: &Path, extra: &[&str]) -> std::process::Output {
+    kmsfs()
+        .arg("--kms")
+        .arg(kms)
+        .arg("fsck")
+        .args(extra)
+        .arg(backing)
+        .output()
+        .unwrap()
+}
+
 /// Runs a shell command, asserting success; returns stdout.
 pub fn sh(cmd: &str) -> String {
     let out = run_ok(Command::new("sh").arg("-c").arg(cmd));
