@@ -12,7 +12,9 @@
 # --no-allow-other mounts without allow_other (the default configuration; the kernel then
 # refuses the test users, so expect failures; the threshold is not applied).
 #
-# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [--max-failures N] [--keep] [TEST_FILTER…]
+# -o OPTS adds kmsfs mount options (e.g. -o writeback_cache).
+#
+# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [-o OPTS] [--max-failures N] [--keep] [TEST_FILTER…]
 # Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ peer=kmsfs
 max_failures=""
 keep=0
 allow_other=1
+extra_opts=()
 filters=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,7 +32,8 @@ while [ $# -gt 0 ]; do
     --max-failures) max_failures="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --no-allow-other) allow_other=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -o) extra_opts+=(-o "$2"); shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) filters+=("$1"); shift ;;
   esac
 done
@@ -84,7 +88,7 @@ trap cleanup EXIT
 if [ "$peer" = kmsfs ]; then
   cargo build --quiet --bin kmsfs
   bin="$root/target/debug/kmsfs"
-  opts=(); [ "$allow_other" = 1 ] && opts=(-o allow_other)
+  opts=("${extra_opts[@]}"); [ "$allow_other" = 1 ] && opts+=(-o allow_other)
   KMSFS_KMS="$work/kms" "$bin" mount "${opts[@]}" --log-file "$work/daemon.log" \
     "$work/backing" "$work/mnt"
   daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$work/mnt")

@@ -11,11 +11,12 @@
 #   4. kmsfs fsck of the volume after the unmount.
 # Prints one line per stage and a summary; exits non-zero on the first failure.
 #
-# Usage: scripts/fsx.sh [--ops N] [--seed S] [--fio-size SIZE] [--procs P] [--keep]
+# Usage: scripts/fsx.sh [--ops N] [--seed S] [--fio-size SIZE] [--procs P] [-o OPTS] [--keep]
 #   --ops N       fsx operations (default 15000, about 50 s here; the whole script < 2 min)
 #   --seed S      fsx seed (default: random, printed; rerun with it to reproduce)
 #   --fio-size    fio file size (default 64m)
 #   --procs P     concurrent writer processes (default 4)
+#   -o OPTS       mount options (e.g. writeback_cache)
 #   --keep        keep the work directory (fsx logs, daemon log)
 # Needs root and /dev/fuse.
 set -euo pipefail
@@ -27,14 +28,16 @@ seed=$(( (RANDOM << 15) | RANDOM ))
 fio_size=64m
 procs=4
 keep=0
+mount_opts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --ops) ops="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --fio-size) fio_size="$2"; shift 2 ;;
     --procs) procs="$2"; shift 2 ;;
+    -o) mount_opts+=(-o "$2"); shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "fsx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -74,7 +77,7 @@ cleanup() {
 }
 trap cleanup EXIT
 do_mount() {
-  "$bin" mount --log-file "$work/daemon.log" "$work/backing" "$mnt"
+  "$bin" mount "${mount_opts[@]}" --log-file "$work/daemon.log" "$work/backing" "$mnt"
   daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$mnt")
 }
 fail() {

@@ -74,7 +74,10 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Mount options, comma-separated: allow_other (implies default_permissions), ro,
     /// suid, dev, exec/noexec, atime/noatime, sync, fsname=…, shared_storage (other
-    /// daemons serve the same backing directory at once), and other FUSE options.
+    /// daemons serve the same backing directory at once), writeback_cache (writes land
+    /// in the page cache and reach the disk in large batches: faster, but a full disk or a
+    /// refused key is reported by fsync and close, not by write; see docs/OPERATIONS.md),
+    /// and other FUSE options.
     /// Default: nosuid,nodev,default_permissions.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -209,6 +212,8 @@ struct MountOpts {
     read_only: bool,
     /// `shared_storage`: other daemons share the backing directory.
     shared: bool,
+    /// `writeback_cache`: the kernel caches writes (see [`KmsFs::with_writeback_cache`]).
+    writeback: bool,
 }
 
 fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
@@ -222,6 +227,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     let mut acl = SessionACL::Owner;
     let mut read_only = false;
     let mut shared = false;
+    let mut writeback = false;
     for o in list
         .iter()
         .flat_map(|s| s.split(','))
@@ -232,6 +238,8 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
             "allow_root" => acl = SessionACL::RootAndOwner,
             "default_permissions" | "nonempty" => {}
             "shared_storage" => shared = true,
+            "writeback_cache" => writeback = true,
+            "no_writeback_cache" => writeback = false,
             "ro" => {
                 read_only = true;
                 fuse.push(MountOption::RO);
@@ -274,6 +282,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
         acl,
         read_only,
         shared,
+        writeback,
     }
 }
 
@@ -404,7 +413,8 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fs = KmsFs::new(vol, root, opts.read_only)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_shared_storage(shared);
+        .with_shared_storage(shared)
+        .with_writeback_cache(opts.writeback);
     let mut config = Config::default();
     config.mount_options = opts.fuse;
     config.acl = opts.acl;

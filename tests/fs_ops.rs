@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use fsmount::{backing_size, bsize, pattern, sh, Mounted};
+use fsmount::{as_nobody, backing_size, bsize, pattern, sh, Mounted};
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -442,19 +442,6 @@ fn allow_other_permissions_and_ownership() {
     fs::set_permissions(m.p("private"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::write(m.p("public"), b"everyone").unwrap();
     fs::set_permissions(m.p("public"), fs::Permissions::from_mode(0o644)).unwrap();
-    let as_nobody = |cmd: &str| {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-                cmd,
-            ])
-            .output()
-            .unwrap()
-    };
     let mnt = m.mnt.display();
     let r = as_nobody(&format!("cat {mnt}/public"));
     assert!(r.status.success(), "{r:?}");

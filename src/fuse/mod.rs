@@ -84,6 +84,13 @@ pub struct Inode {
     content: RwLock<()>,
     /// The content key, once the header was read (or written), when, and the header bytes.
     ckey: Mutex<Option<CachedKey>>,
+    /// The backing file's xattr names (listxattr's NUL-terminated list), once asked and
+    /// while only this daemon changes them (never in shared storage). The kernel asks
+    /// for names that are nearly never there over and over — `security.capability`
+    /// before writes and chowns, `security.selinux` and the POSIX ACLs in every `ls -l`
+    /// — and the answer "not there" comes from this list without a syscall. Held while
+    /// the mount sets or removes an xattr, so no listing in flight outlives the change.
+    xattr_names: Mutex<Option<Box<[u8]>>>,
 }
 
 /// The backing file of an inode, for one operation.
@@ -162,6 +169,12 @@ pub struct KmsFs {
     shared: bool,
     /// Entry and attribute timeout given to the kernel.
     ttl: Duration,
+    /// FUSE_HANDLE_KILLPRIV_V2 was offered (not in shared storage): the kernel asks no
+    /// `security.capability` before each write and no getattr before each chown, and
+    /// leaves clearing set-user-ID/set-group-ID to us (see [`drop_suidgid`]).
+    kill_priv: bool,
+    /// `-o writeback_cache` (never in shared storage): see [`KmsFs::with_writeback_cache`].
+    writeback: bool,
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -240,6 +253,7 @@ impl KmsFs {
             lookups: AtomicU64::new(1 << 40),
             content: RwLock::new(()),
             ckey: Mutex::new(None),
+            xattr_names: Mutex::new(None),
         });
         let mut t = InodeTable::default();
         t.by_key.insert(root.key, root.ino);
@@ -254,6 +268,8 @@ impl KmsFs {
             handle_mount,
             shared: false,
             ttl: TTL,
+            kill_priv: false,
+            writeback: false,
         })
     }
 
@@ -265,6 +281,20 @@ impl KmsFs {
     pub fn with_shared_storage(mut self, on: bool) -> Self {
         self.shared = on;
         self.ttl = if on { Duration::ZERO } else { TTL };
+        self
+    }
+
+    /// `-o writeback_cache`: the kernel keeps written pages in its cache and sends them
+    /// in large batches later (at the latest on fsync and close), keeping the size and
+    /// times of files itself meanwhile. Small and random writes cost a page copy instead
+    /// of a request each; the price is that a full disk or a refused key is reported by
+    /// fsync or close, not by the write. Not with shared storage, where another daemon
+    /// may change a file under the kernel's cached size.
+    pub fn with_writeback_cache(mut self, on: bool) -> Self {
+        if on && self.shared {
+            tracing::warn!("writeback_cache is ignored with shared storage");
+        }
+        self.writeback = on && !self.shared;
         self
     }
 
@@ -414,6 +444,7 @@ impl KmsFs {
             lookups: AtomicU64::new(1),
             content: RwLock::new(()),
             ckey: Mutex::new(None),
+            xattr_names: Mutex::new(None),
         });
         t.by_key.insert(key, ino);
         t.by_ino.insert(ino, inode.clone());
@@ -793,13 +824,27 @@ impl KmsFs {
     /// Writes `data` at `off`; `append` (the file was opened `O_APPEND`) in shared
     /// storage writes at the end of the backing file as it is under the locks instead,
     /// since the kernel's idea of the size may predate another daemon's append.
-    fn do_write(&self, fh: FileHandle, off: u64, data: &[u8], append: bool) -> FsResult<u32> {
+    ///
+    /// `kill_suidgid`: the writer lacks CAP_FSETID (`FUSE_WRITE_KILL_SUIDGID`), so the
+    /// file loses set-user-ID, and set-group-ID where group-executable, before the data
+    /// changes, as a local filesystem does (our pwrite, as root, would keep them).
+    fn do_write(
+        &self,
+        fh: FileHandle,
+        off: u64,
+        data: &[u8],
+        append: bool,
+        kill_suidgid: bool,
+    ) -> FsResult<u32> {
         self.check_writable()?;
         let h = self.handle(fh)?;
         let HandleKind::File(f) = &h.kind else {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.write();
+        if kill_suidgid {
+            drop_suidgid(f.as_raw_fd())?;
+        }
         let mut off = off;
         let _l = if self.shared && !data.is_empty() {
             let at = (!append).then_some(off);
@@ -855,9 +900,11 @@ impl KmsFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
+        kill_suidgid: bool,
     ) -> FsResult<FileAttr> {
         let inode = self.inode(ino)?;
-        if mode.is_some()
+        if kill_suidgid
+            || mode.is_some()
             || uid.is_some()
             || gid.is_some()
             || size.is_some()
@@ -883,6 +930,9 @@ impl KmsFs {
                     self.truncate_file(&inode, &f, size)?;
                 }
             }
+        }
+        if kill_suidgid && mode.is_none() {
+            drop_suidgid(fd.raw())?;
         }
         if uid.is_some() || gid.is_some() {
             sys::fchown_fd(fd.raw(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
@@ -1033,8 +1083,37 @@ impl KmsFs {
             }
         }
         let inode = self.inode(ino)?;
+        if !self.shared && !self.has_xattr(&inode, name)? {
+            return Err(err(libc::ENODATA));
+        }
         let v = sys::getxattr_fd(self.fd_of(&inode)?.raw(), name, size as usize)?;
         Ok(v)
+    }
+
+    /// Whether the backing file of `inode` may have xattr `name` (false: it has not),
+    /// from its cached name list, listed on first use. Outside this daemon names only
+    /// disappear (the backing kernel drops `security.capability` on our writes and
+    /// chowns): a stale name costs one getxattr answering ENODATA, never a wrong answer.
+    fn has_xattr(&self, inode: &Inode, name: &OsStr) -> FsResult<bool> {
+        let mut names = inode.xattr_names.lock();
+        if names.is_none() {
+            let list = sys::listxattr_all(self.fd_of(inode)?.raw())?;
+            *names = Some(list.into_boxed_slice());
+        }
+        let list = names.as_deref().unwrap_or_default();
+        Ok(list.split(|&b| b == 0).any(|n| n == name.as_bytes()))
+    }
+
+    /// Runs `change` (a setxattr or removexattr of `inode`'s backing file) with the
+    /// inode's name list held and forgotten: the next getxattr lists the names again.
+    fn change_xattrs(
+        &self,
+        inode: &Inode,
+        change: impl FnOnce(RawFd) -> std::io::Result<()>,
+    ) -> FsResult<()> {
+        let mut names = inode.xattr_names.lock();
+        *names = None;
+        Ok(change(self.fd_of(inode)?.raw())?)
     }
 }
 
@@ -1086,6 +1165,20 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
     }
 }
 
+/// Clears set-user-ID, and set-group-ID where group-executable, of the file `fd` reaches
+/// (what a local filesystem does when a caller without CAP_FSETID writes or truncates).
+fn drop_suidgid(fd: RawFd) -> FsResult<()> {
+    let mode = sys::fstat(fd)?.st_mode;
+    let mut keep = mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID);
+    if mode & libc::S_IXGRP == 0 {
+        keep |= mode & libc::S_ISGID;
+    }
+    if keep != mode & 0o7777 {
+        sys::chmod_fd(fd, keep)?;
+    }
+    Ok(())
+}
+
 impl Filesystem for KmsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Writes arrive as whole 1 MiB requests (the kernel's 256-page cap), each sealed
@@ -1100,6 +1193,22 @@ impl Filesystem for KmsFs {
             let _ = config.add_capabilities(
                 InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
             );
+        }
+        if !self.shared {
+            // Set-user-ID/set-group-ID are cleared here on write and truncate; the
+            // backing kernel clears them on chown and drops `security.capability` on
+            // our writes, truncates and chowns, as for any file.
+            self.kill_priv = config
+                .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                .is_ok();
+        }
+        if self.writeback {
+            if let Err(e) = config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE) {
+                tracing::warn!(
+                    "the kernel lacks FUSE_WRITEBACK_CACHE ({e:?}): writes go straight through"
+                );
+                self.writeback = false;
+            }
         }
         if self.shared {
             // Cached pages are dropped when a getattr finds another size or mtime.
@@ -1130,7 +1239,7 @@ impl Filesystem for KmsFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -1146,7 +1255,17 @@ impl Filesystem for KmsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+        // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves set-user-ID/set-group-ID to us
+        // on truncate and chown(-1, -1) (it then sends a setattr that sets nothing).
+        // fuser 0.18 hides FATTR_KILL_SUIDGID, the kernel's "caller lacks CAP_FSETID":
+        // a caller other than root stands for it.
+        let empty = [mode.is_none(), uid.is_none(), gid.is_none(), size.is_none()]
+            .into_iter()
+            .all(|none| none)
+            && atime.is_none()
+            && mtime.is_none();
+        let kill = self.kill_priv && (empty || (size.is_some() && req.uid() != 0));
+        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, kill) {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1297,13 +1416,14 @@ impl Filesystem for KmsFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let append = self.shared && flags.0 & libc::O_APPEND != 0;
-        match self.do_write(fh, offset, data, append) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.do_write(fh, offset, data, append, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1317,7 +1437,10 @@ impl Filesystem for KmsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do on close(): writes are on disk when acknowledged and locks are
+        // the kernel's. ENOSYS tells the kernel so once, and it sends no FLUSH again (one
+        // request less per file closed).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -1529,7 +1652,7 @@ impl Filesystem for KmsFs {
     ) {
         let r = self.check_writable().and_then(|_| {
             let i = self.inode(ino)?;
-            Ok(sys::setxattr_fd(self.fd_of(&i)?.raw(), name, value, flags)?)
+            self.change_xattrs(&i, |fd| sys::setxattr_fd(fd, name, value, flags))
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1551,7 +1674,7 @@ impl Filesystem for KmsFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.check_writable().and_then(|_| {
             let i = self.inode(ino)?;
-            Ok(sys::removexattr_fd(self.fd_of(&i)?.raw(), name)?)
+            self.change_xattrs(&i, |fd| sys::removexattr_fd(fd, name))
         });
         match r {
             Ok(()) => reply.ok(),

@@ -299,6 +299,22 @@ pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<Vec<u8>> {
     xattr_result(n, size, buf)
 }
 
+/// All xattr names of an fd's file (NUL-terminated, as listxattr returns them): one
+/// syscall for the usual file with few or none, a size query and a retry otherwise.
+pub fn listxattr_all(fd: RawFd) -> io::Result<Vec<u8>> {
+    match listxattr_fd(fd, 256) {
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => loop {
+            let want = listxattr_fd(fd, 0)?.len();
+            match listxattr_fd(fd, want) {
+                // Grown in between: ask again.
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+                r => return r,
+            }
+        },
+        r => r,
+    }
+}
+
 /// setxattr of an fd's file.
 pub fn setxattr_fd(fd: RawFd, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let p = xattr_path(fd);

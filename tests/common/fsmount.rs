@@ -251,6 +251,21 @@ pub fn run_fsck(kms: &Path, backing: &Path, extra: &[&str]) -> std::process::Out
         .unwrap()
 }
 
+/// Runs `cmd` in sh as uid/gid 65534 (nobody) with no supplementary groups.
+pub fn as_nobody(cmd: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .output()
+        .unwrap()
+}
+
 /// Runs a shell command, asserting success; returns stdout.
 pub fn sh(cmd: &str) -> String {
     let out = run_ok(Command::new("sh").arg("-c").arg(cmd));
