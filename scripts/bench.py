@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """kmsfs side by side with gocryptfs, securefs (format 4) and bindfs, in one run.
 
+kmsfs runs twice: as mounted by default, and as "kmsfs-wb", mounted with
+`-o writeback_cache` (opt-in: write errors surface at fsync/close; docs/OPERATIONS.md).
+The ratios are those of the default mount.
+
 Every filesystem gets a fresh backing directory on the same disk and runs the same
 workloads; the order of filesystems rotates between rounds against machine drift.
 Prints one table: the median of the rounds with its spread (min-max), and kmsfs's
@@ -22,7 +26,9 @@ import tarfile
 import time
 from pathlib import Path
 
-PEERS = ["kmsfs", "gocryptfs", "securefs", "bindfs"]
+PEERS = ["kmsfs", "kmsfs-wb", "gocryptfs", "securefs", "bindfs"]
+# kmsfs's own mount options per variant.
+KMSFS_OPTS = {"kmsfs": [], "kmsfs-wb": ["-o", "writeback_cache"]}
 PASSWORD = "bench-password-not-secret"
 
 
@@ -64,8 +70,9 @@ class Fs:
             shutil.rmtree(self.root)
         self.backing.mkdir(parents=True)
         self.mnt.mkdir()
-        if self.name == "kmsfs":
-            sh([self.kmsfs, "--kms", str(self.kms_store), "mount", str(self.backing), str(self.mnt)],
+        if self.name in KMSFS_OPTS:
+            sh([self.kmsfs, "--kms", str(self.kms_store), "mount", *KMSFS_OPTS[self.name],
+                str(self.backing), str(self.mnt)],
                stdout=subprocess.DEVNULL)
         elif self.name == "gocryptfs":
             pw = self.root / "pw"
@@ -89,7 +96,7 @@ class Fs:
     def daemon_pid(self):
         for line in out(["ps", "-eo", "pid=,args="]).splitlines():
             pid, _, args = line.strip().partition(" ")
-            if str(self.backing) in args and self.name in args.split()[0]:
+            if str(self.backing) in args and self.name.split("-")[0] in args.split()[0]:
                 return int(pid)
         return None
 
@@ -104,7 +111,7 @@ class Fs:
     def umount(self, quiet=False):
         if not os.path.ismount(self.mnt):
             return
-        if self.name == "kmsfs":
+        if self.name in KMSFS_OPTS:
             cmd = [self.kmsfs, "umount", str(self.mnt)]
         else:
             cmd = ["fusermount3", "-u", str(self.mnt)]

@@ -2,7 +2,8 @@
 # The one command that runs kmsfs's tests: installs what they need, then runs the
 # Rust test suite (unit tests, real FUSE mounts, the real KMS clients over HTTP) and
 # the POSIX conformance suite (pjdfstest) and a bounded random-operation exerciser (fsx,
-# fio --verify=crc32c, concurrent writers) against fresh mounts, and the fuzz targets
+# fio --verify=crc32c, concurrent writers) against fresh mounts, default and with
+# -o writeback_cache, and the fuzz targets
 # for a bounded time (scripts/fuzz.sh).
 #
 # Needs root (FUSE mounts with allow_other, pjdfstest's user switching) and /dev/fuse.
@@ -16,9 +17,13 @@ cargo test --workspace --locked -- --test-threads=2
 
 echo "== pjdfstest =="
 scripts/fstest.sh
+echo "== pjdfstest, -o writeback_cache =="
+scripts/fstest.sh -o writeback_cache
 
 echo "== fsx, fio --verify, concurrent writers =="
 scripts/fsx.sh
+echo "== fsx, fio --verify, concurrent writers, -o writeback_cache =="
+scripts/fsx.sh -o writeback_cache
 
 echo "== fuzz (cargo-fuzz, 30 s per target) =="
 scripts/fuzz.sh

@@ -84,8 +84,10 @@ pub struct MountArgs {
     /// Log file of a background daemon (default: none).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 2)]
+    /// FUSE worker threads. More than cores pays: a request finds a thread already
+    /// waiting on an idle core (4 KiB random IO here, 2 cores: 1 thread 14k, 2 threads 25k,
+    /// 4 threads 31k operations/s).
+    #[arg(long, default_value_t = 4)]
     pub threads: usize,
     /// DEK cache capacity (entries).
     #[arg(long, default_value_t = 1024)]
