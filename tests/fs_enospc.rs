@@ -229,3 +229,54 @@ fn fill_and_check(dir: &Path) {
         "fsck after freeing space: {probs:?}"
     );
 }
+
+/// `-o writeback_cache`: writes land in the page cache, so a full disk is reported by
+/// `fsync` (and `close`), as ENOSPC, never EIO and never not at all; fsynced files stay
+/// intact and freeing space makes the volume writable again.
+#[test]
+fn writeback_cache_reports_a_full_disk_at_fsync() {
+    let dir = tempfile::Builder::new()
+        .prefix("kmsfs-enospc")
+        .tempdir()
+        .unwrap();
+    let _small = SmallFs::tmpfs(&dir.path().join("small"));
+    let backing = dir.path().join("small/backing");
+    fs::create_dir(&backing).unwrap();
+    let wb = ["-o", "writeback_cache"];
+    let mut m = Mounted::existing(&dir.path().join("kms"), &backing, &wb).unwrap();
+
+    // The success it interrupts: 1 MB written and fsynced, on disk, read back.
+    let keep = pattern(1, 1_000_000);
+    let f = File::create(m.p("keep")).unwrap();
+    f.write_all_at(&keep, 0).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert!(fs::metadata(m.b("keep")).unwrap().len() > 1_000_000);
+
+    // 12 MB into an 8 MiB disk: write() takes it (the page cache), fsync cannot.
+    let big = pattern(3, 12_000_000);
+    let f = File::create(m.p("big")).unwrap();
+    f.write_all_at(&big, 0).unwrap();
+    assert_eq!(errno(f.sync_all()), Some(libc::ENOSPC), "fsync of 12 MB");
+    drop(f);
+    assert_eq!(fs::read(m.p("keep")).unwrap(), keep, "keep at ENOSPC");
+    m.unmount();
+    let (code, probs) = fsck(&m);
+    assert!(
+        probs.iter().all(|(path, _, _)| path.ends_with("big")),
+        "fsck at ENOSPC: only the unsynced file may be short: {probs:?} (exit {code:?})"
+    );
+
+    // Free space: writable again, through the cache and fsync.
+    m.mount(&wb).unwrap();
+    fs::remove_file(m.p("big")).unwrap();
+    let more = pattern(4, 500_000);
+    let f = File::create(m.p("after")).unwrap();
+    f.write_all_at(&more, 0).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    m.unmount();
+    m.mount(&[]).unwrap();
+    assert_eq!(fs::read(m.p("after")).unwrap(), more);
+    assert_eq!(fs::read(m.p("keep")).unwrap(), keep);
+}

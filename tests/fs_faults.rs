@@ -112,7 +112,17 @@ fn corrupt_header_fails_open_with_eio() {
 
 #[test]
 fn refused_key_gives_eacces_and_names_the_key() {
-    let m = Mounted::new(&["--dek-cache-max-age", "1"]);
+    refused_key(&[]);
+}
+
+/// With the page cache holding writes, the refusal comes back from fsync.
+#[test]
+fn refused_key_gives_eacces_with_writeback_cache() {
+    refused_key(&["-o", "writeback_cache"]);
+}
+
+fn refused_key(extra: &[&str]) {
+    let m = Mounted::new(&[&["--dek-cache-max-age", "1"], extra].concat());
     fs::write(m.p("f"), b"before the key was disabled").unwrap();
     // A file that stays open, with its plaintext in the kernel's page cache.
     let held = File::open(m.p("f")).unwrap();
