@@ -114,10 +114,10 @@ fn write_block(
 }
 
 /// Reserves backing space `from..end` (beyond the current end) before a write that grows
-/// the backing file by rewriting its partial last block, so that a full disk fails the
-/// write with ENOSPC before any byte is written (instead of a short pwrite tearing that
-/// block, which held acknowledged data). A filesystem without fallocate keeps the old
-/// behaviour.
+/// the backing file and rewrites data it held, so that a full disk fails the write with
+/// ENOSPC before any byte is written (instead of a short pwrite tearing a block that held
+/// acknowledged data, or applying half the write). A filesystem without fallocate keeps
+/// the old behaviour.
 fn reserve(f: &File, from: u64, end: u64) -> ContentResult<()> {
     if end <= from {
         return Ok(());
@@ -161,10 +161,12 @@ pub fn write(
     let wend = geo
         .backing_size(end.max(plain))
         .ok_or(Err(FsError::TooBig))?;
-    if !plain.is_multiple_of(bs) && end > plain {
-        // The partial last block is rewritten in place and grows: reserve what this
-        // write adds to the backing file (the padded old last block, the written blocks;
-        // a gap before them stays a hole) before writing any of it.
+    if end > plain && (!plain.is_multiple_of(bs) || off < plain) {
+        // The file grows and the same pwrite rewrites data it held (its partial last block
+        // re-sealed longer, or whole blocks before the old end): reserve what this write
+        // adds to the backing file (the padded old last block, the written blocks; a gap
+        // before them stays a hole) before writing any of it, so that a full disk fails
+        // it before anything changed.
         let wstart = geo
             .block_offset(BlockNo(first))
             .ok_or(Err(FsError::TooBig))?;
@@ -177,10 +179,10 @@ pub fn write(
         reserve(f, blen.max(wstart), wend)?;
         return write_blocks(f, key, geo, header, off, data, blen, plain);
     }
-    // Every byte this write adds lies past the old end and no block holding data grows
-    // (the header of an empty file, whole blocks appended, blocks overwritten in place):
-    // no reservation, one syscall less per write. A full disk fails the pwrite instead,
-    // and cutting the backing file back to its old length leaves it as it was.
+    // Either nothing grows (blocks overwritten in place) or every byte written lies past
+    // the old end (the header and blocks of an empty file, whole blocks appended): no
+    // reservation, one syscall less per write. A full disk fails the pwrite instead, and
+    // cutting the backing file back to its old length leaves it as it was.
     let r = write_blocks(f, key, geo, header, off, data, blen, plain);
     if r.is_err() && wend > blen {
         if let Err(e) = f.set_len(blen) {
