@@ -77,7 +77,8 @@ pub struct MountArgs {
     /// daemons serve the same backing directory at once), writeback_cache (writes land
     /// in the page cache and reach the disk in large batches: faster, but a full disk or a
     /// refused key is reported by fsync and close, not by write; see docs/OPERATIONS.md),
-    /// and other FUSE options.
+    /// noacl (POSIX ACLs refused; by default they are stored and enforced, except with
+    /// shared_storage), and other FUSE options.
     /// Default: nosuid,nodev,default_permissions.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -216,6 +217,8 @@ struct MountOpts {
     shared: bool,
     /// `writeback_cache`: the kernel caches writes (see [`KmsFs::with_writeback_cache`]).
     writeback: bool,
+    /// POSIX ACLs (`noacl` turns them off; see [`KmsFs::with_posix_acl`]).
+    posix_acl: bool,
 }
 
 fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
@@ -230,6 +233,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     let mut read_only = false;
     let mut shared = false;
     let mut writeback = false;
+    let mut posix_acl = true;
     for o in list
         .iter()
         .flat_map(|s| s.split(','))
@@ -242,6 +246,8 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
             "shared_storage" => shared = true,
             "writeback_cache" => writeback = true,
             "no_writeback_cache" => writeback = false,
+            "acl" => posix_acl = true,
+            "noacl" => posix_acl = false,
             "ro" => {
                 read_only = true;
                 fuse.push(MountOption::RO);
@@ -285,6 +291,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
         read_only,
         shared,
         writeback,
+        posix_acl,
     }
 }
 
@@ -416,7 +423,8 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     let fs = KmsFs::new(vol, root, opts.read_only)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_shared_storage(shared)
-        .with_writeback_cache(opts.writeback);
+        .with_writeback_cache(opts.writeback)
+        .with_posix_acl(opts.posix_acl);
     let mut config = Config::default();
     config.mount_options = opts.fuse;
     config.acl = opts.acl;

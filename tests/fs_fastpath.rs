@@ -15,7 +15,6 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
 use fsmount::{as_nobody, backing_size, pattern, Mounted};
 

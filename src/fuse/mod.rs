@@ -175,6 +175,17 @@ pub struct KmsFs {
     kill_priv: bool,
     /// `-o writeback_cache` (never in shared storage): see [`KmsFs::with_writeback_cache`].
     writeback: bool,
+    /// POSIX ACLs are enforced (FUSE_POSIX_ACL): see [`KmsFs::with_posix_acl`].
+    posix_acl: bool,
+}
+
+/// The xattrs that hold POSIX ACLs (`setfacl`, `getfacl`).
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+fn is_acl(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n == ACL_ACCESS || n == ACL_DEFAULT
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -270,6 +281,7 @@ impl KmsFs {
             ttl: TTL,
             kill_priv: false,
             writeback: false,
+            posix_acl: false,
         })
     }
 
@@ -296,6 +308,28 @@ impl KmsFs {
         }
         self.writeback = on && !self.shared;
         self
+    }
+
+    /// POSIX ACLs (on unless `-o noacl`; never with shared storage). The kernel enforces
+    /// them beside the mode bits and caches them per inode; they live as the backing
+    /// files' own ACLs, so the backing filesystem keeps them consistent with the mode
+    /// (chmod rewrites the mask, a new entry inherits its directory's default ACL, which
+    /// then takes the place of the umask). Off, ACLs are refused (EOPNOTSUPP) as on a
+    /// filesystem mounted `noacl`: an ACL the kernel would not enforce is never stored.
+    /// Not with shared storage: the kernel would keep ACLs another daemon has changed.
+    pub fn with_posix_acl(mut self, on: bool) -> Self {
+        self.posix_acl = on && !self.shared;
+        self
+    }
+
+    /// The mode a new entry is made with from the `mode` and `umask` of the request: with
+    /// ACLs the kernel leaves the umask to us (FUSE_DONT_MASK), to be skipped where the
+    /// parent has a default ACL (the backing filesystem applies that ACL instead).
+    fn new_mode(&self, parent: &Inode, mode: u32, umask: u32) -> FsResult<u32> {
+        if self.posix_acl && !self.has_xattr(parent, OsStr::from_bytes(ACL_DEFAULT))? {
+            return Ok(mode & !(umask & 0o777));
+        }
+        Ok(mode)
     }
 
     /// The backing file of `inode` for one operation (`ESTALE` once it was deleted).
@@ -521,6 +555,7 @@ impl KmsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         rdev: u32,
     ) -> FsResult<FileAttr> {
         self.check_writable()?;
@@ -528,6 +563,7 @@ impl KmsFs {
             return Err(err(libc::EPERM));
         }
         let p = self.inode(parent)?;
+        let mode = self.new_mode(&p, mode, umask)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let fd = make_node(pdir.raw(), name, mode, rdev as u64, uid, gid)?;
@@ -696,6 +732,7 @@ impl KmsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         flags: i32,
     ) -> FsResult<(FileAttr, u64)> {
         self.check_writable()?;
@@ -704,6 +741,7 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
+        let mode = self.new_mode(&p, mode, umask)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
@@ -1082,12 +1120,21 @@ impl KmsFs {
                 return Ok(std::process::id().to_string().into_bytes());
             }
         }
+        self.acl_allowed(name)?;
         let inode = self.inode(ino)?;
         if !self.shared && !self.has_xattr(&inode, name)? {
             return Err(err(libc::ENODATA));
         }
         let v = sys::getxattr_fd(self.fd_of(&inode)?.raw(), name, size as usize)?;
         Ok(v)
+    }
+
+    /// EOPNOTSUPP for an ACL xattr where ACLs are off (see [`KmsFs::with_posix_acl`]).
+    fn acl_allowed(&self, name: &OsStr) -> FsResult<()> {
+        if !self.posix_acl && is_acl(name) {
+            return Err(err(libc::EOPNOTSUPP));
+        }
+        Ok(())
     }
 
     /// Whether the backing file of `inode` may have xattr `name` (false: it has not),
@@ -1179,6 +1226,21 @@ fn drop_suidgid(fd: RawFd) -> FsResult<()> {
     Ok(())
 }
 
+/// After an access ACL was set on the file `fd` reaches: clears its set-group-ID bit if
+/// the caller is neither root nor in the file's group, as a local filesystem does (the
+/// backing filesystem saw the daemon, root, set it). The kernel would ask this with
+/// FUSE_SETXATTR_EXT, which fuser does not speak.
+fn acl_drop_sgid(req: &Request, fd: RawFd) -> std::io::Result<()> {
+    let st = sys::fstat(fd)?;
+    if st.st_mode & libc::S_ISGID == 0 || req.uid() == 0 || req.gid() == st.st_gid {
+        return Ok(());
+    }
+    if sys::in_group(req.pid(), st.st_gid).unwrap_or(false) {
+        return Ok(());
+    }
+    sys::chmod_fd(fd, st.st_mode & 0o7777 & !libc::S_ISGID)
+}
+
 impl Filesystem for KmsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Writes arrive as whole 1 MiB requests (the kernel's 256-page cap), each sealed
@@ -1201,6 +1263,16 @@ impl Filesystem for KmsFs {
             self.kill_priv = config
                 .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
                 .is_ok();
+        }
+        if self.posix_acl {
+            // The kernel checks ACLs beside the mode (cached per inode) and leaves the
+            // umask of new entries to us, so a default ACL can replace it.
+            if let Err(e) =
+                config.add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+            {
+                tracing::warn!("the kernel lacks FUSE_POSIX_ACL ({e:?}): ACLs are refused");
+                self.posix_acl = false;
+            }
         }
         if self.writeback {
             if let Err(e) = config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE) {
@@ -1287,11 +1359,11 @@ impl Filesystem for KmsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mknod(req, parent, name, mode, rdev) {
+        match self.do_mknod(req, parent, name, mode, umask, rdev) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1303,10 +1375,10 @@ impl Filesystem for KmsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mknod(req, parent, name, libc::S_IFDIR | (mode & 0o7777), 0) {
+        match self.do_mknod(req, parent, name, libc::S_IFDIR | (mode & 0o7777), umask, 0) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1642,7 +1714,7 @@ impl Filesystem for KmsFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1651,8 +1723,15 @@ impl Filesystem for KmsFs {
         reply: ReplyEmpty,
     ) {
         let r = self.check_writable().and_then(|_| {
+            self.acl_allowed(name)?;
             let i = self.inode(ino)?;
-            self.change_xattrs(&i, |fd| sys::setxattr_fd(fd, name, value, flags))
+            self.change_xattrs(&i, |fd| {
+                sys::setxattr_fd(fd, name, value, flags)?;
+                if name.as_bytes() == ACL_ACCESS {
+                    acl_drop_sgid(req, fd)?;
+                }
+                Ok(())
+            })
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1665,14 +1744,27 @@ impl Filesystem for KmsFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self
-            .inode(ino)
-            .and_then(|i| Ok(sys::listxattr_fd(self.fd_of(&i)?.raw(), size as usize)?));
+        let r = self.inode(ino).and_then(|i| {
+            let fd = self.fd_of(&i)?;
+            if self.posix_acl {
+                return Ok(sys::listxattr_fd(fd.raw(), size as usize)?);
+            }
+            // ACLs this mount does not enforce are not shown.
+            let all = sys::listxattr_all(fd.raw())?;
+            let mut names = Vec::with_capacity(all.len());
+            for n in all.split_inclusive(|&b| b == 0) {
+                if !is_acl(OsStr::from_bytes(n.strip_suffix(&[0]).unwrap_or(n))) {
+                    names.extend_from_slice(n);
+                }
+            }
+            Ok(names)
+        });
         reply_xattr(reply, size, r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.check_writable().and_then(|_| {
+            self.acl_allowed(name)?;
             let i = self.inode(ino)?;
             self.change_xattrs(&i, |fd| sys::removexattr_fd(fd, name))
         });
@@ -1693,11 +1785,11 @@ impl Filesystem for KmsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(req, parent, name, mode, flags) {
+        match self.do_create(req, parent, name, mode, umask, flags) {
             Ok((a, fh)) => reply.created(
                 &self.ttl,
                 &a,
@@ -1837,9 +1929,18 @@ pub fn make_symlink(
 /// Chowns a just-created entry; chown clears set-id bits on non-directories, so those of
 /// `mode` are put back.
 fn own_new_entry(fd: RawFd, mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+    let restore =
+        mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR;
+    // The mode as made: a default ACL of the directory may have narrowed the bits asked for.
+    let made = if restore {
+        sys::fstat(fd)?.st_mode & 0o7777
+    } else {
+        0
+    };
     sys::fchown_fd(fd, uid, gid)?;
-    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR {
-        let _ = sys::chmod_fd(fd, mode & 0o7777);
+    if restore {
+        // chown cleared the set-ID bits.
+        let _ = sys::chmod_fd(fd, made);
     }
     Ok(())
 }

@@ -469,3 +469,13 @@ pub fn ofd_lock(f: &File, kind: LockKind, start: u64, len: u64) -> io::Result<()
         }
     }
 }
+
+/// Whether process `pid` has `gid` among its supplementary groups (`/proc/PID/status`).
+pub fn in_group(pid: u32, gid: u32) -> io::Result<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let groups = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or_default();
+    Ok(groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
+}
