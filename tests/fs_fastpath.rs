@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::process::Command;
 
 use fsmount::{as_nobody, backing_size, pattern, Mounted};
 
@@ -78,6 +79,46 @@ fn set_id_bits_fall_on_writes_truncates_and_chowns_as_on_a_local_filesystem() {
     set_mode(&m, "chown", 0o6755);
     std::os::unix::fs::chown(m.p("chown"), None, None).unwrap();
     assert_eq!(backing_mode(&m, "chown"), 0o755, "chown(-1, -1)");
+}
+
+/// Truncates `file` (mode 6777, ten bytes) to 4 bytes with `runner` in front of
+/// `truncate`; returns the mode after.
+fn truncate_as(runner: &str, file: &Path) -> u32 {
+    fs::write(file, b"0123456789").unwrap();
+    fs::set_permissions(file, fs::Permissions::from_mode(0o6777)).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{runner} truncate -s 4 {}", file.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{runner}: {out:?}");
+    assert_eq!(fs::metadata(file).unwrap().len(), 4);
+    fs::metadata(file).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn a_truncate_keeps_set_id_bits_exactly_when_the_caller_has_cap_fsetid() {
+    let m = Mounted::new(&["-o", "allow_other"]);
+    let native = m.dir.path().join("native");
+    fs::create_dir(&native).unwrap();
+    let runners = [
+        // root without CAP_FSETID: the bits fall.
+        ("setpriv --bounding-set=-fsetid", 0o777),
+        // nobody with CAP_FSETID: they stay.
+        (
+            "setpriv --reuid=65534 --regid=65534 --clear-groups \
+             --inh-caps=+fsetid --ambient-caps=+fsetid",
+            0o6777,
+        ),
+        ("", 0o6777),
+    ];
+    for dir in [&native, &m.mnt] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+        for (i, (runner, want)) in runners.iter().enumerate() {
+            let f = dir.join(format!("f{i}"));
+            assert_eq!(truncate_as(runner, &f), *want, "{}: {runner}", f.display());
+        }
+    }
 }
 
 fn getxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {

@@ -938,10 +938,10 @@ impl KmsFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
-        kill_suidgid: bool,
+        kill_suidgid: KillSuidgid,
     ) -> FsResult<FileAttr> {
         let inode = self.inode(ino)?;
-        if kill_suidgid
+        if kill_suidgid != KillSuidgid::No
             || mode.is_some()
             || uid.is_some()
             || gid.is_some()
@@ -969,8 +969,19 @@ impl KmsFs {
                 }
             }
         }
-        if kill_suidgid && mode.is_none() {
-            drop_suidgid(fd.raw())?;
+        if mode.is_none() {
+            match kill_suidgid {
+                KillSuidgid::No => {}
+                KillSuidgid::Always => drop_suidgid(fd.raw())?,
+                KillSuidgid::UnlessFsetid(pid) => {
+                    let st = sys::fstat(fd.raw())?;
+                    if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0
+                        && !sys::has_cap(pid, CAP_FSETID).unwrap_or(false)
+                    {
+                        drop_suidgid(fd.raw())?;
+                    }
+                }
+            }
         }
         if uid.is_some() || gid.is_some() {
             sys::fchown_fd(fd.raw(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
@@ -1226,16 +1237,31 @@ fn drop_suidgid(fd: RawFd) -> FsResult<()> {
     Ok(())
 }
 
+/// What a setattr does with set-user-ID/set-group-ID (see [`drop_suidgid`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KillSuidgid {
+    No,
+    /// chown(-1, -1).
+    Always,
+    /// A truncate, by process `pid`: unless it has CAP_FSETID.
+    UnlessFsetid(u32),
+}
+
+/// Capability number of CAP_FSETID (linux/capability.h).
+const CAP_FSETID: u32 = 4;
+
 /// After an access ACL was set on the file `fd` reaches: clears its set-group-ID bit if
-/// the caller is neither root nor in the file's group, as a local filesystem does (the
+/// the caller is neither in the file's group nor has CAP_FSETID, as a local filesystem does (the
 /// backing filesystem saw the daemon, root, set it). The kernel would ask this with
 /// FUSE_SETXATTR_EXT, which fuser does not speak.
 fn acl_drop_sgid(req: &Request, fd: RawFd) -> std::io::Result<()> {
     let st = sys::fstat(fd)?;
-    if st.st_mode & libc::S_ISGID == 0 || req.uid() == 0 || req.gid() == st.st_gid {
+    if st.st_mode & libc::S_ISGID == 0 || req.gid() == st.st_gid {
         return Ok(());
     }
-    if sys::in_group(req.pid(), st.st_gid).unwrap_or(false) {
+    if sys::in_group(req.pid(), st.st_gid).unwrap_or(false)
+        || sys::has_cap(req.pid(), CAP_FSETID).unwrap_or(req.uid() == 0)
+    {
         return Ok(());
     }
     sys::chmod_fd(fd, st.st_mode & 0o7777 & !libc::S_ISGID)
@@ -1330,13 +1356,18 @@ impl Filesystem for KmsFs {
         // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves set-user-ID/set-group-ID to us
         // on truncate and chown(-1, -1) (it then sends a setattr that sets nothing).
         // fuser 0.18 hides FATTR_KILL_SUIDGID, the kernel's "caller lacks CAP_FSETID":
-        // a caller other than root stands for it.
+        // the caller's capabilities are read from /proc where a truncated file has them.
         let empty = [mode.is_none(), uid.is_none(), gid.is_none(), size.is_none()]
             .into_iter()
             .all(|none| none)
             && atime.is_none()
             && mtime.is_none();
-        let kill = self.kill_priv && (empty || (size.is_some() && req.uid() != 0));
+        let kill = match (self.kill_priv, empty, size) {
+            (false, _, _) => KillSuidgid::No,
+            (true, true, _) => KillSuidgid::Always,
+            (true, false, Some(_)) => KillSuidgid::UnlessFsetid(req.pid()),
+            (true, false, None) => KillSuidgid::No,
+        };
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, kill) {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(errno(&e)),

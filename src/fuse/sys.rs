@@ -479,3 +479,14 @@ pub fn in_group(pid: u32, gid: u32) -> io::Result<bool> {
         .unwrap_or_default();
     Ok(groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
 }
+
+/// Whether process `pid` has capability `cap` in its effective set (`/proc/PID/status`).
+pub fn has_cap(pid: u32, cap: u32) -> io::Result<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(cap < 64 && eff & (1 << cap) != 0)
+}
