@@ -12,9 +12,10 @@
 # --no-allow-other mounts without allow_other (the default configuration; the kernel then
 # refuses the test users, so expect failures; the threshold is not applied).
 #
-# -o OPTS adds kmsfs mount options (e.g. -o writeback_cache).
+# -o OPTS adds kmsfs mount options (e.g. -o writeback_cache); --encrypt-names makes the
+# fresh volume one with encrypted names.
 #
-# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [-o OPTS] [--max-failures N] [--keep] [TEST_FILTER…]
+# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [-o OPTS] [--encrypt-names] [--max-failures N] [--keep] [TEST_FILTER…]
 # Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ max_failures=""
 keep=0
 allow_other=1
 extra_opts=()
+init_flags=()
 filters=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,7 +35,8 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --no-allow-other) allow_other=0; shift ;;
     -o) extra_opts+=(-o "$2"); shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --encrypt-names) init_flags+=(--encrypt-names); shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) filters+=("$1"); shift ;;
   esac
 done
@@ -89,7 +92,7 @@ if [ "$peer" = kmsfs ]; then
   cargo build --quiet --bin kmsfs
   bin="$root/target/debug/kmsfs"
   opts=("${extra_opts[@]}"); [ "$allow_other" = 1 ] && opts+=(-o allow_other)
-  KMSFS_KMS="$work/kms" "$bin" mount "${opts[@]}" --log-file "$work/daemon.log" \
+  KMSFS_KMS="$work/kms" "$bin" mount "${opts[@]}" "${init_flags[@]}" --log-file "$work/daemon.log" \
     "$work/backing" "$work/mnt"
   daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$work/mnt")
 elif [ "$peer" = native ]; then

@@ -93,6 +93,12 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
             backing_abs.display()
         );
     }
+    if a.init.encrypt_names {
+        bail!(
+            "kmsfs encrypt does not lay out encrypted names yet; make the volume with \
+             `kmsfs init --encrypt-names`, mount it and copy the tree in (cp -a, rsync -aHAX)"
+        );
+    }
     let k = fs_cli::connect(kms)?;
     let cfg = fs_cli::init_backing(k.as_ref(), kms, &a.backing, &a.init)?;
     let backing = a.backing.canonicalize()?;

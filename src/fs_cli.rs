@@ -45,6 +45,10 @@ pub struct InitFlags {
     /// Shared policy: a DEK serves at most this many new files.
     #[arg(long, default_value_t = 100_000)]
     pub dek_max_files: u64,
+    /// Encrypt file names and symlink targets too (AES-SIV, a random IV per directory),
+    /// not only contents. Names are then limited to 175 bytes. Chosen once, at init.
+    #[arg(long)]
+    pub encrypt_names: bool,
 }
 
 impl InitFlags {
@@ -58,6 +62,7 @@ impl InitFlags {
             },
             block_size: DEFAULT_BLOCK_SIZE,
             header_size: DEFAULT_HEADER_SIZE,
+            encrypt_names: self.encrypt_names,
         }
     }
 }
@@ -633,6 +638,9 @@ fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
     cmd.arg("--dek-max-age").arg(a.init.dek_max_age.to_string());
     cmd.arg("--dek-max-files")
         .arg(a.init.dek_max_files.to_string());
+    if a.init.encrypt_names {
+        cmd.arg("--encrypt-names");
+    }
     if let Some(k) = kms {
         cmd.env("KMSFS_KMS", k);
     }

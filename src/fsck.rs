@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::aead;
 use crate::format::{self, BlockNo, ContentKey, FileHeader, Geometry, SlotState};
+use crate::names;
 use crate::volume::{self, VolumeConfig, CONFIG_NAME, CONTEXT_KEY};
 
 /// `kmsfs fsck BACKING`.
@@ -203,10 +204,15 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
     let blob = B64
         .decode(&cfg.config_dek)
         .context("config DEK is not base64")?;
-    let mac_ok = match kms.decrypt_data_key(&CallContext::local(), &blob, &context) {
+    let (mac_ok, config_dek) = match kms.decrypt_data_key(&CallContext::local(), &blob, &context) {
         Ok(dk) => {
-            aead::hmac_sha256_verify(&volume::mac_key(&dk.plaintext, &cfg.uuid)[..], &body, &mac)
-                .is_ok()
+            let ok = aead::hmac_sha256_verify(
+                &volume::mac_key(&dk.plaintext, &cfg.uuid)[..],
+                &body,
+                &mac,
+            )
+            .is_ok();
+            (ok, Zeroizing::new(dk.plaintext.to_vec()))
         }
         Err(e) => {
             report.add(
@@ -240,9 +246,27 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
         deks: HashMap::new(),
         report,
     };
-    walk_volume(backing, &mut |w| match w {
+    let names = c
+        .cfg
+        .features
+        .iter()
+        .any(|f| f == names::FEATURE)
+        .then(|| names::NameKey::derive(&config_dek, &c.cfg.uuid));
+    walk_volume(backing, names.as_ref(), &mut |w| match w {
         Walked::File { path, rel } => c.file(path, rel),
         Walked::Error { rel, message } => c.report.add(Severity::Error, "io", rel, None, message),
+        Walked::Name {
+            rel,
+            message,
+            error,
+        } => {
+            let sev = if error {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            c.report.add(sev, "name", rel, None, message)
+        }
     });
     Ok(c.report)
 }
@@ -257,6 +281,17 @@ pub enum Walked<'a> {
         /// Its path relative to the backing directory (= relative to the mount).
         rel: &'a str,
     },
+    /// A name the mount cannot show (encrypted names): one that does not decrypt
+    /// (a warning: the mount hides that entry), or a directory without its IV whose
+    /// entries therefore cannot be named (an error). Walked on all the same.
+    Name {
+        /// The path relative to the backing directory, decrypted as far as it goes.
+        rel: &'a str,
+        /// What is wrong.
+        message: String,
+        /// A directory without IV (rather than one stray name).
+        error: bool,
+    },
     /// A directory that cannot be listed or an entry that cannot be stat'ed.
     Error {
         /// The path relative to the backing directory.
@@ -268,15 +303,21 @@ pub enum Walked<'a> {
 
 /// Walks the volume at `backing` depth-first in name order and hands every regular file
 /// to `visit`, each inode once; skips the config and its temp file, never follows symlinks.
-/// Shared by `kmsfs fsck` and `kmsfs rewrap`.
-pub fn walk_volume(backing: &Path, visit: &mut dyn FnMut(Walked<'_>)) {
+/// With `names` (a volume with encrypted names), skips each directory's IV file and
+/// names paths as the mount does. Shared by `kmsfs fsck` and `kmsfs rewrap`.
+pub fn walk_volume(
+    backing: &Path,
+    names: Option<&names::NameKey>,
+    visit: &mut dyn FnMut(Walked<'_>),
+) {
     let mut seen = HashSet::new();
-    walk_dir(backing, Path::new(""), &mut seen, visit);
+    walk_dir(backing, Path::new(""), names, &mut seen, visit);
 }
 
 fn walk_dir(
     dir: &Path,
     rel: &Path,
+    names: Option<&names::NameKey>,
     seen: &mut HashSet<(u64, u64)>,
     visit: &mut dyn FnMut(Walked<'_>),
 ) {
@@ -291,16 +332,50 @@ fn walk_dir(
         }
     };
     entries.sort_by_key(|e| e.file_name());
+    let top = rel.as_os_str().is_empty();
+    entries.retain(|e| {
+        let name = e.file_name();
+        !(top && (name == CONFIG_NAME || name.to_string_lossy() == format!(".{CONFIG_NAME}.tmp")))
+            && !(names.is_some() && name == names::DIRIV_NAME)
+    });
+    let iv = match names {
+        None => None,
+        Some(k) => match File::open(dir).and_then(|d| names::read_diriv(d.as_raw_fd())) {
+            Ok(iv) => Some((k, iv)),
+            Err(err) => {
+                if !entries.is_empty() {
+                    visit(Walked::Name {
+                        rel: &rel.to_string_lossy(),
+                        message: format!(
+                            "directory without a readable {} ({err}): the mount cannot name its entries",
+                            names::DIRIV_NAME
+                        ),
+                        error: true,
+                    });
+                }
+                None
+            }
+        },
+    };
     for e in entries {
         let name = e.file_name();
-        let r = rel.join(&name);
-        if rel.as_os_str().is_empty()
-            && (name == CONFIG_NAME || name.to_string_lossy() == format!(".{CONFIG_NAME}.tmp"))
-        {
-            continue;
-        }
+        let r = match iv {
+            Some((k, iv)) => match k.decrypt_name(&iv, &name) {
+                Some(plain) => rel.join(plain),
+                None => {
+                    let r = rel.join(&name);
+                    visit(Walked::Name {
+                        rel: &r.to_string_lossy(),
+                        message: "name does not decrypt (not of this volume, or changed): the mount does not show it".into(),
+                        error: false,
+                    });
+                    r
+                }
+            },
+            None => rel.join(&name),
+        };
         match std::fs::symlink_metadata(e.path()) {
-            Ok(md) if md.is_dir() => walk_dir(&e.path(), &r, seen, visit),
+            Ok(md) if md.is_dir() => walk_dir(&e.path(), &r, names, seen, visit),
             Ok(md) if md.is_file() && seen.insert((md.dev(), md.ino())) => visit(Walked::File {
                 path: &e.path(),
                 rel: &r.to_string_lossy(),

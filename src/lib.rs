@@ -7,6 +7,7 @@
 //! - [`format`]: the file header and block codec.
 //! - [`aead`]: the block AEAD and the small crypto helpers.
 //! - [`volume`]: the volume config, its MAC and the DEK policy.
+//! - [`names`]: name and symlink-target encryption (an optional volume feature).
 //! - [`dek_cache`]: the cache of unwrapped data keys.
 //! - [`fs_error`]: errno mapping of KMS and integrity errors.
 //! - [`fsck`]: the offline volume checker; [`rewrap`]: re-wrapping every DEK under a new CMK.
@@ -26,6 +27,7 @@ pub mod fuse;
 pub mod kms_cli;
 pub mod metrics;
 pub mod mount_helper;
+pub mod names;
 pub mod rewrap;
 pub mod serve_cli;
 pub mod volume;

@@ -147,6 +147,8 @@ struct Rewrapper {
     counts: [u64; 4],
     progress: Progress,
     rate_limit: u64,
+    /// The name key of a volume with encrypted names (to skip IVs and name paths).
+    names: Option<crate::names::NameKey>,
 }
 
 /// Runs `kmsfs rewrap`.
@@ -184,6 +186,11 @@ pub fn run(kms_spec: Option<&str>, a: RewrapArgs) -> anyhow::Result<i32> {
         counts: [0; 4],
         progress: Progress::new(std::io::stderr().is_terminal()),
         rate_limit: a.rate_limit,
+        names: cfg
+            .features
+            .iter()
+            .any(|f| f == crate::names::FEATURE)
+            .then(|| crate::names::NameKey::derive(&config_dek, &cfg.uuid)),
     };
     let mut passes = 0;
     loop {
@@ -300,7 +307,8 @@ impl Rewrapper {
         let mut changed = 0;
         let started = Instant::now();
         let mut done = 0u64;
-        walk_volume(backing, &mut |w| {
+        let names = self.names.take();
+        walk_volume(backing, names.as_ref(), &mut |w| {
             let (key, o) = match w {
                 Walked::File { path, rel } => match self.file(path) {
                     // Deleted since it was listed: nothing to re-wrap.
@@ -314,6 +322,8 @@ impl Rewrapper {
                 Walked::Error { rel, message } => {
                     (path_key(rel), Outcome::Failed(rel.to_owned(), message))
                 }
+                // Names are not rewrap's business (fsck reports them).
+                Walked::Name { .. } => return,
             };
             if o == Outcome::Rewrapped {
                 changed += 1;
@@ -335,6 +345,7 @@ impl Rewrapper {
             }
             self.progress.tick(n, &self.counts);
         });
+        self.names = names;
         changed
     }
 

@@ -30,8 +30,11 @@ pub const CONFIG_NAME: &str = "kmsfs.conf";
 pub const CONFIG_FORMAT: &str = "kmsfs-volume";
 /// The config version this build writes and reads.
 pub const CONFIG_VERSION: u32 = 1;
-/// Feature flags this build understands. Any other flag refuses to mount.
+/// Feature flags every volume has.
 pub const KNOWN_FEATURES: &[&str] = &["content-xaes256gcm-v1", "header-two-slots-v1"];
+/// Feature flags a volume may have (chosen at init). Any flag in neither list refuses
+/// to mount.
+pub const OPTIONAL_FEATURES: &[&str] = &[crate::names::FEATURE];
 /// The EncryptionContext key that binds every DEK to its volume.
 pub const CONTEXT_KEY: &str = "kmsfs-volume";
 /// HKDF info of the config MAC key.
@@ -158,7 +161,7 @@ pub fn parse_config(bytes: &[u8]) -> anyhow::Result<(VolumeConfig, Vec<u8>, Vec<
         );
     }
     for f in &cfg.features {
-        if !KNOWN_FEATURES.contains(&f.as_str()) {
+        if !KNOWN_FEATURES.contains(&f.as_str()) && !OPTIONAL_FEATURES.contains(&f.as_str()) {
             bail!("volume uses feature {f:?} which this kmsfs does not know; upgrade kmsfs");
         }
     }
@@ -192,6 +195,8 @@ pub struct InitOptions {
     pub block_size: u32,
     /// Header size.
     pub header_size: u32,
+    /// Encrypt names and symlink targets (feature [`crate::names::FEATURE`]).
+    pub encrypt_names: bool,
 }
 
 /// Creates the volume config in `backing` (which must hold no config yet).
@@ -237,7 +242,11 @@ pub fn init_volume(
         format: CONFIG_FORMAT.into(),
         version: CONFIG_VERSION,
         uuid: uuid.clone(),
-        features: KNOWN_FEATURES.iter().map(|s| s.to_string()).collect(),
+        features: KNOWN_FEATURES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(opts.encrypt_names.then(|| crate::names::FEATURE.to_owned()))
+            .collect(),
         cmk: dk.key_id.clone(),
         block_size: opts.block_size,
         header_size: opts.header_size,
@@ -246,6 +255,11 @@ pub fn init_volume(
         kms_hint: kms_hint(kms_spec),
     };
     write_config_file(backing, &sign_config(&cfg, &dk.plaintext)?)?;
+    if opts.encrypt_names {
+        let root = File::open(backing)?;
+        crate::names::create_diriv(root.as_raw_fd())
+            .with_context(|| format!("cannot write {}", crate::names::DIRIV_NAME))?;
+    }
     Ok(cfg)
 }
 
@@ -471,6 +485,8 @@ pub struct Volume {
     context: EncryptionContext,
     /// The DEK cache.
     pub cache: DekCache,
+    /// The name key, on a volume with encrypted names.
+    pub names: Option<crate::names::NameKey>,
     /// KMS latency, integrity failures by kind, bytes, uptime.
     pub metrics: Metrics,
     current: Mutex<Option<CurrentDek>>,
@@ -530,8 +546,14 @@ impl Volume {
         let lock = lock_backing(backing, shared)?;
         let stamp = ConfStamp::of(&f.metadata()?);
         let bytes = read_config_bytes(&f)?;
-        let (cfg, _) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;
+        let (cfg, config_dek) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;
+        let names = cfg
+            .features
+            .iter()
+            .any(|f| f == crate::names::FEATURE)
+            .then(|| crate::names::NameKey::derive(&config_dek, &cfg.uuid));
         Ok(Volume {
+            names,
             geo: cfg.geometry(),
             context: EncryptionContext::single(CONTEXT_KEY, cfg.uuid.clone()),
             cmk: parking_lot::RwLock::new(cfg.cmk.clone()),
@@ -789,6 +811,13 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("name-encryption-v9"), "{e}");
+        let mut names = sample();
+        names.features.push(crate::names::FEATURE.into());
+        let body = serde_json::to_vec(&names).unwrap();
+        assert_eq!(
+            parse_config(&encode_config(&body, &[0; 32])).unwrap().0,
+            names
+        );
         let extra = String::from_utf8(body.clone())
             .unwrap()
             .replace("\"version\"", "\"evil\":1,\"version\"");

@@ -14,13 +14,14 @@ pub mod content;
 pub mod shared;
 pub mod sys;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -34,6 +35,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::format::ContentKey;
 use crate::fs_error::{FsError, FsResult};
 use crate::metrics::Metrics;
+use crate::names::{self, DirIv, NameError, NameKey, DIRIV_NAME};
 use crate::volume::{self, HeaderLock, Volume, CONFIG_NAME};
 use content::BadBlock;
 
@@ -91,6 +93,8 @@ pub struct Inode {
     /// — and the answer "not there" comes from this list without a syscall. Held while
     /// the mount sets or removes an xattr, so no listing in flight outlives the change.
     xattr_names: Mutex<Option<Box<[u8]>>>,
+    /// A directory's IV, once read (volumes with encrypted names).
+    diriv: OnceLock<DirIv>,
 }
 
 /// The backing file of an inode, for one operation.
@@ -142,7 +146,10 @@ struct InodeTable {
 struct DirEntryRec {
     ino: u64,
     kind: FileType,
+    /// The name in the mount.
     name: OsString,
+    /// The name in the backing directory (the same unless names are encrypted).
+    backing: OsString,
 }
 
 enum HandleKind {
@@ -177,6 +184,11 @@ pub struct KmsFs {
     writeback: bool,
     /// POSIX ACLs are enforced (FUSE_POSIX_ACL): see [`KmsFs::with_posix_acl`].
     posix_acl: bool,
+    /// Encrypted names: held (recursively) shared by everything that adds a name to a
+    /// directory or gives one its IV, exclusive by what removes a directory's IV (rmdir,
+    /// and rename, which may replace an empty directory), so that no name is made under
+    /// an IV on its way out.
+    names_lock: RwLock<()>,
 }
 
 /// The xattrs that hold POSIX ACLs (`setfacl`, `getfacl`).
@@ -244,6 +256,42 @@ pub fn is_reserved(parent: u64, name: &OsStr) -> bool {
             || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes())
 }
 
+/// Whether the backing directory `dir` (any fd) holds nothing but `allowed` (and, for
+/// the root, `ino` 1, the volume config).
+fn only_entries(dir: RawFd, ino: u64, allowed: &[&str]) -> std::io::Result<bool> {
+    let d = sys::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    for e in std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))? {
+        let name = e?.file_name();
+        if !is_reserved(ino, &name) && !allowed.iter().any(|a| name.as_bytes() == a.as_bytes()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Removes the IV of the backing directory `dir` (encrypted names) so that it can be
+/// removed or replaced: ENOTEMPTY unless the IV is all it holds. Returns the IV, for
+/// [`put_back_iv`] should the removal fail.
+fn take_iv(dir: RawFd) -> FsResult<Option<DirIv>> {
+    if !only_entries(dir, 0, &[DIRIV_NAME])? {
+        return Err(err(libc::ENOTEMPTY));
+    }
+    let iv = names::read_diriv(dir).ok();
+    match sys::unlinkat(dir, OsStr::new(DIRIV_NAME), 0) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e.into()),
+        _ => Ok(iv),
+    }
+}
+
+/// Puts back what [`take_iv`] took from `dir`, whose removal failed.
+fn put_back_iv(dir: RawFd, iv: Option<DirIv>) {
+    if let Some(iv) = iv {
+        if let Err(e) = names::write_diriv(dir, &iv) {
+            tracing::error!("cannot put back {DIRIV_NAME} after a failed rmdir/rename: {e}");
+        }
+    }
+}
+
 fn owned_name_ok(name: &OsStr) -> FsResult<()> {
     if name.len() > 255 {
         return Err(err(libc::ENAMETOOLONG));
@@ -265,6 +313,7 @@ impl KmsFs {
             content: RwLock::new(()),
             ckey: Mutex::new(None),
             xattr_names: Mutex::new(None),
+            diriv: OnceLock::new(),
         });
         let mut t = InodeTable::default();
         t.by_key.insert(root.key, root.ino);
@@ -282,6 +331,7 @@ impl KmsFs {
             kill_priv: false,
             writeback: false,
             posix_acl: false,
+            names_lock: RwLock::new(()),
         })
     }
 
@@ -330,6 +380,93 @@ impl KmsFs {
             return Ok(mode & !(umask & 0o777));
         }
         Ok(mode)
+    }
+
+    /// The name key, on a volume with encrypted names.
+    fn names(&self) -> Option<&NameKey> {
+        self.vol.names.as_ref()
+    }
+
+    /// The IV of directory `dir` (encrypted names), read once per inode. A directory that
+    /// has none gets one if it holds nothing else (a mkdir cut short by a crash);
+    /// otherwise its names cannot be read or made: EIO, logged.
+    fn diriv(&self, dir: &Inode) -> FsResult<DirIv> {
+        if let Some(iv) = dir.diriv.get() {
+            return Ok(*iv);
+        }
+        let fd = self.fd_of(dir)?;
+        let iv = match names::read_diriv(fd.raw()) {
+            Ok(iv) => iv,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let _g = self.names_lock.read_recursive();
+                if !only_entries(fd.raw(), dir.ino, &[])? {
+                    tracing::error!(
+                        dir = %self.path_hint(fd.raw()),
+                        "directory has entries but no {DIRIV_NAME}: its names cannot be decrypted"
+                    );
+                    return Err(err(libc::EIO));
+                }
+                match names::create_diriv(fd.raw()) {
+                    Ok(iv) => iv,
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        names::read_diriv(fd.raw())?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.path_hint(fd.raw()), "cannot read {DIRIV_NAME}: {e}");
+                return Err(e.into());
+            }
+        };
+        Ok(*dir.diriv.get_or_init(|| iv))
+    }
+
+    /// The backing path of `fd` for a log line (its /proc link, lossy).
+    fn path_hint(&self, fd: RawFd) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    /// The backing name of `name` in directory `dir`: the name itself, or its encrypted
+    /// form (ENAMETOOLONG past [`names::MAX_NAME`]).
+    fn backing_name<'n>(&self, dir: &Inode, name: &'n OsStr) -> FsResult<Cow<'n, OsStr>> {
+        let Some(k) = self.names() else {
+            return Ok(Cow::Borrowed(name));
+        };
+        let iv = self.diriv(dir)?;
+        match k.encrypt_name(&iv, name) {
+            Ok(s) => Ok(Cow::Owned(s)),
+            Err(NameError::TooLong) => Err(err(libc::ENAMETOOLONG)),
+            Err(NameError::Random) => Err(err(libc::EIO)),
+        }
+    }
+
+    /// Gives the directory just made at `fd` (an `O_PATH` fd) its IV, on a volume with
+    /// encrypted names.
+    fn new_dir_iv(&self, fd: RawFd) -> FsResult<Option<DirIv>> {
+        if self.names().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(names::create_diriv(fd)?))
+    }
+
+    /// rmdir on a volume with encrypted names: the directory's IV goes first (it must hold
+    /// nothing else), and comes back if the rmdir fails.
+    fn rmdir_named(&self, pdir: RawFd, bname: &OsStr) -> FsResult<()> {
+        let child = sys::openat(
+            pdir,
+            bname,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
+        let cfd = child.as_raw_fd();
+        let iv = take_iv(cfd)?;
+        sys::unlinkat(pdir, bname, libc::AT_REMOVEDIR).map_err(|e| {
+            put_back_iv(cfd, iv);
+            FsError::from(e)
+        })
     }
 
     /// The backing file of `inode` for one operation (`ESTALE` once it was deleted).
@@ -425,6 +562,8 @@ impl KmsFs {
             let size = geo.plain_size_lossy(st.st_size as u64);
             let blocks = (st.st_blocks as u64).saturating_mul(geo.block_size) / geo.stored_block();
             (size, blocks.min(size.div_ceil(512)))
+        } else if kind == FileType::Symlink && self.names().is_some() {
+            (names::target_len(st.st_size as u64), st.st_blocks as u64)
         } else {
             (st.st_size as u64, st.st_blocks as u64)
         };
@@ -479,6 +618,7 @@ impl KmsFs {
             content: RwLock::new(()),
             ckey: Mutex::new(None),
             xattr_names: Mutex::new(None),
+            diriv: OnceLock::new(),
         });
         t.by_key.insert(key, ino);
         t.by_ino.insert(ino, inode.clone());
@@ -491,7 +631,8 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
-        let fd = sys::openat(self.fd_of(&p)?.raw(), name, libc::O_PATH, 0)?;
+        let bname = self.backing_name(&p, name)?;
+        let fd = sys::openat(self.fd_of(&p)?.raw(), &bname, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(fd)?;
         Ok(self.attr_of(inode.ino, &st))
     }
@@ -564,10 +705,26 @@ impl KmsFs {
         }
         let p = self.inode(parent)?;
         let mode = self.new_mode(&p, mode, umask)?;
+        let _g = self.names_lock.read_recursive();
+        let bname = self.backing_name(&p, name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        let fd = make_node(pdir.raw(), name, mode, rdev as u64, uid, gid)?;
+        let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid)?;
+        let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
+            match self.new_dir_iv(fd.as_raw_fd()) {
+                Ok(iv) => iv,
+                Err(e) => {
+                    let _ = sys::unlinkat(pdir.raw(), &bname, libc::AT_REMOVEDIR);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         let (inode, st) = self.remember(fd)?;
+        if let Some(iv) = iv {
+            let _ = inode.diriv.set(iv);
+        }
         Ok(self.attr_of(inode.ino, &st))
     }
 
@@ -742,6 +899,8 @@ impl KmsFs {
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
         let mode = self.new_mode(&p, mode, umask)?;
+        let _g = self.names_lock.read_recursive();
+        let name = &*self.backing_name(&p, name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
@@ -1007,20 +1166,38 @@ impl KmsFs {
                 ino: inode.ino,
                 kind: FileType::Directory,
                 name: ".".into(),
+                backing: ".".into(),
             },
             DirEntryRec {
                 ino: inode.ino,
                 kind: FileType::Directory,
                 name: "..".into(),
+                backing: "..".into(),
             },
         ];
+        let names = match self.names() {
+            Some(k) => Some((k, self.diriv(&inode)?)),
+            None => None,
+        };
+        let mut strangers = 0u64;
         let rd = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
         for e in rd {
             let e = e?;
-            let name = e.file_name();
-            if is_reserved(inode.ino, &name) {
+            let backing = e.file_name();
+            if is_reserved(inode.ino, &backing) {
                 continue;
             }
+            let name = match names {
+                None => backing.clone(),
+                Some(_) if backing.as_bytes() == DIRIV_NAME.as_bytes() => continue,
+                Some((k, iv)) => match k.decrypt_name(&iv, &backing) {
+                    Some(n) => n,
+                    None => {
+                        strangers += 1;
+                        continue;
+                    }
+                },
+            };
             let kind = match e.file_type() {
                 Ok(t) => FileType::from_std(t).unwrap_or(FileType::RegularFile),
                 Err(_) => FileType::RegularFile,
@@ -1030,7 +1207,15 @@ impl KmsFs {
                 ino: bino.max(2),
                 kind,
                 name,
+                backing,
             });
+        }
+        if strangers > 0 {
+            tracing::warn!(
+                dir = %self.path_hint(dir.as_raw_fd()),
+                count = strangers,
+                "directory entries whose names do not decrypt are not listed"
+            );
         }
         drop(dir);
         Ok(self.new_handle(inode, HandleKind::Dir(entries)))
@@ -1051,14 +1236,41 @@ impl KmsFs {
         owned_name_ok(newname)?;
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
-        sys::renameat2(
-            self.fd_of(&p)?.raw(),
-            name,
-            self.fd_of(&np)?.raw(),
-            newname,
-            flags,
-        )?;
-        Ok(())
+        let (pfd, npfd) = (self.fd_of(&p)?, self.fd_of(&np)?);
+        if self.names().is_none() {
+            sys::renameat2(pfd.raw(), name, npfd.raw(), newname, flags)?;
+            return Ok(());
+        }
+        let _g = self.names_lock.write();
+        let (name, newname) = (
+            self.backing_name(&p, name)?,
+            self.backing_name(&np, newname)?,
+        );
+        match sys::renameat2(pfd.raw(), &name, npfd.raw(), &newname, flags) {
+            // An empty directory in the way still holds its IV: drop it and try again
+            // (the kernel let this rename replace a directory only with a directory).
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOTEMPTY)
+                    || e.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                if flags & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+                    return Err(e.into());
+                }
+                let target = sys::openat(
+                    npfd.raw(),
+                    &newname,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
+                let tfd = target.as_raw_fd();
+                let iv = take_iv(tfd)?;
+                sys::renameat2(pfd.raw(), &name, npfd.raw(), &newname, flags).map_err(|e| {
+                    put_back_iv(tfd, iv);
+                    FsError::from(e)
+                })
+            }
+            r => Ok(r?),
+        }
     }
 
     fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> FsResult<FileAttr> {
@@ -1069,7 +1281,9 @@ impl KmsFs {
         owned_name_ok(newname)?;
         let inode = self.inode(ino)?;
         let np = self.inode(newparent)?;
-        sys::linkat_fd(self.fd_of(&inode)?.raw(), self.fd_of(&np)?.raw(), newname)?;
+        let _g = self.names_lock.read_recursive();
+        let newname = self.backing_name(&np, newname)?;
+        sys::linkat_fd(self.fd_of(&inode)?.raw(), self.fd_of(&np)?.raw(), &newname)?;
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
     }
@@ -1087,16 +1301,45 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
+        let _g = self.names_lock.read_recursive();
+        let name = self.backing_name(&p, name)?;
+        let target = match self.names() {
+            None => Cow::Borrowed(target),
+            Some(k) => Cow::Owned(k.encrypt_target(target).map_err(|e| match e {
+                NameError::TooLong => err(libc::ENAMETOOLONG),
+                NameError::Random => err(libc::EIO),
+            })?),
+        };
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        let fd = make_symlink(pdir.raw(), name, target, uid, gid)?;
+        let fd = make_symlink(pdir.raw(), &name, &target, uid, gid)?;
         let (inode, st) = self.remember(fd)?;
         Ok(self.attr_of(inode.ino, &st))
     }
 
+    fn do_readlink(&self, inode: &Inode) -> FsResult<Vec<u8>> {
+        let fd = self.fd_of(inode)?;
+        let stored = sys::readlink_fd(fd.raw())?;
+        let Some(k) = self.names() else {
+            return Ok(stored);
+        };
+        match k.decrypt_target(OsStr::from_bytes(&stored)) {
+            Some(t) => Ok(t.into_vec()),
+            None => {
+                self.vol.count_integrity_failure();
+                tracing::error!(link = %self.path_hint(fd.raw()), "symlink target does not decrypt (changed, or not of this volume)");
+                Err(err(libc::EIO))
+            }
+        }
+    }
+
     fn do_statfs(&self) -> FsResult<libc::statvfs> {
         let root = self.inode(INodeNo::ROOT)?;
-        Ok(sys::statvfs_fd(self.fd_of(&root)?.raw())?)
+        let mut st = sys::statvfs_fd(self.fd_of(&root)?.raw())?;
+        if self.names().is_some() {
+            st.f_namemax = st.f_namemax.min(names::MAX_NAME as _);
+        }
+        Ok(st)
     }
 
     fn stats_json(&self) -> Vec<u8> {
@@ -1375,10 +1618,7 @@ impl Filesystem for KmsFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self
-            .inode(ino)
-            .and_then(|i| sys::readlink_fd(self.fd_of(&i)?.raw()).map_err(FsError::from))
-        {
+        match self.inode(ino).and_then(|i| self.do_readlink(&i)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1421,7 +1661,8 @@ impl Filesystem for KmsFs {
                 return Err(err(libc::ENOENT));
             }
             let p = self.inode(parent)?;
-            Ok(sys::unlinkat(self.fd_of(&p)?.raw(), name, 0)?)
+            let name = self.backing_name(&p, name)?;
+            Ok(sys::unlinkat(self.fd_of(&p)?.raw(), &name, 0)?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1432,11 +1673,13 @@ impl Filesystem for KmsFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.check_writable().and_then(|_| {
             let p = self.inode(parent)?;
-            Ok(sys::unlinkat(
-                self.fd_of(&p)?.raw(),
-                name,
-                libc::AT_REMOVEDIR,
-            )?)
+            let pdir = self.fd_of(&p)?;
+            if self.names().is_none() {
+                return Ok(sys::unlinkat(pdir.raw(), name, libc::AT_REMOVEDIR)?);
+            }
+            let _g = self.names_lock.write();
+            let name = self.backing_name(&p, name)?;
+            self.rmdir_named(pdir.raw(), &name)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1668,7 +1911,7 @@ impl Filesystem for KmsFs {
             }
             // As a lookup (one counted per entry sent); an entry gone since opendir is
             // left out.
-            let Ok((inode, st)) = sys::openat(dir.raw(), &e.name, libc::O_PATH, 0)
+            let Ok((inode, st)) = sys::openat(dir.raw(), &e.backing, libc::O_PATH, 0)
                 .map_err(FsError::from)
                 .and_then(|fd| self.remember(fd))
             else {
