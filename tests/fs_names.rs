@@ -16,7 +16,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use fsmount::{kmsfs, run_fsck, sh, Mounted};
+use base64::Engine as _;
+use fsmount::{kmsfs, run_fsck, run_ok, sh, Mounted};
 
 /// Every path under `root` (files, dirs, links), relative.
 fn tree(root: &Path) -> BTreeSet<PathBuf> {
@@ -320,4 +321,65 @@ fn encrypted_names_are_chosen_at_init_and_known_only_to_new_builds() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kmsfs init --encrypt-names"));
     assert!(!dst.exists());
+}
+
+/// The tree as the mount shows it, in the format of tests/common/fs_names.py.
+fn listing(mnt: &Path) -> String {
+    let mut lines: Vec<String> = tree(mnt)
+        .into_iter()
+        .map(|p| {
+            let full = mnt.join(&p);
+            let md = fs::symlink_metadata(&full).unwrap();
+            let show = p.to_string_lossy().into_owned();
+            if md.is_dir() {
+                format!("{show}\td")
+            } else if md.file_type().is_symlink() {
+                format!("{show}\tl\t{}", fs::read_link(&full).unwrap().display())
+            } else if md.is_file() {
+                format!("{show}\tf")
+            } else {
+                format!("{show}\to")
+            }
+        })
+        .collect();
+    lines.sort();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn docs_format_md_is_enough_to_read_the_names() {
+    let m = Mounted::new(&["--encrypt-names"]);
+    let src = m.dir.path().join("src");
+    make_source(&src);
+    sh(&format!(
+        "tar -C {} -cf - . | tar -C {} -xf -",
+        src.display(),
+        m.mnt.display()
+    ));
+    let conf = fs::read_to_string(m.backing.join("kmsfs.conf")).unwrap();
+    let body: serde_json::Value = serde_json::from_str(conf.lines().next().unwrap()).unwrap();
+    let r = m.kms_call(
+        "Decrypt",
+        serde_json::json!({
+            "CiphertextBlob": body["config_dek"],
+            "EncryptionContext": format!("{{\"kmsfs-volume\":\"{}\"}}", body["uuid"].as_str().unwrap()),
+        }),
+    );
+    let dek = base64::engine::general_purpose::STANDARD
+        .decode(r["Plaintext"].as_str().unwrap())
+        .unwrap();
+    let dek_hex: String = dek.iter().map(|b| format!("{b:02x}")).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/fs_names.py");
+    let out = run_ok(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&m.backing)
+            .arg(&dek_hex),
+    );
+    let want = listing(&m.mnt);
+    assert!(
+        want.contains("link-to-plans\tl\tdocs/deep/er/secret plans 2027.txt\n"),
+        "{want}"
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
 }
