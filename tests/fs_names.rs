@@ -301,9 +301,17 @@ fn an_empty_directory_that_lost_its_iv_gets_a_new_one() {
 
 #[test]
 fn encrypted_names_are_chosen_at_init_and_known_only_to_new_builds() {
-    let m = Mounted::new(&["--encrypt-names"]);
+    let mut m = Mounted::new(&["--encrypt-names"]);
     let conf = fs::read_to_string(m.backing.join("kmsfs.conf")).unwrap();
     assert!(conf.contains("\"names-siv-v1\""), "{conf}");
+    m.unmount();
+    let mut shared = Mounted::existing(&m.kms, &m.backing, &["-o", "shared_storage"]);
+    assert!(
+        matches!(&shared, Err(e) if e.contains("not supported on a volume with encrypted names"))
+    );
+    if let Ok(s) = shared.as_mut() {
+        s.unmount();
+    }
     let plain = Mounted::new(&[]);
     let conf = fs::read_to_string(plain.backing.join("kmsfs.conf")).unwrap();
     assert!(!conf.contains("names-siv"), "{conf}");
