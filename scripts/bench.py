@@ -3,7 +3,8 @@
 
 kmsfs runs twice: as mounted by default, and as "kmsfs-wb", mounted with
 `-o writeback_cache` (opt-in: write errors surface at fsync/close; docs/OPERATIONS.md).
-The ratios are those of the default mount.
+`--only kmsfs,kmsfs-names` adds a volume made with `--encrypt-names` (not in the default
+set). The ratios are those of the default mount.
 
 Every filesystem gets a fresh backing directory on the same disk and runs the same
 workloads; the order of filesystems rotates between rounds against machine drift.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 PEERS = ["kmsfs", "kmsfs-wb", "gocryptfs", "securefs", "bindfs"]
 # kmsfs's own mount options per variant.
-KMSFS_OPTS = {"kmsfs": [], "kmsfs-wb": ["-o", "writeback_cache"]}
+KMSFS_OPTS = {"kmsfs": [], "kmsfs-wb": ["-o", "writeback_cache"], "kmsfs-names": ["--encrypt-names"]}
 PASSWORD = "bench-password-not-secret"
 
 
@@ -209,7 +210,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024, help="streaming write/read size")
     ap.add_argument("--files", type=int, default=25000, help="files in the extracted tree")
     ap.add_argument("--fio-seconds", type=int, default=15)
-    ap.add_argument("--only", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
+    ap.add_argument("--only", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS) + ",kmsfs-names")
     args = ap.parse_args()
 
     root = Path(args.dir)
