@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::fs_cli::{self, InitFlags};
 use crate::fuse::{self, content, sys};
+use crate::names::{self, DirIv, NameKey};
 use crate::volume::{CacheOptions, Volume};
 
 /// Plaintext read and written per call (a multiple of the block size).
@@ -93,12 +94,6 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
             backing_abs.display()
         );
     }
-    if a.init.encrypt_names {
-        bail!(
-            "kmsfs encrypt does not lay out encrypted names yet; make the volume with \
-             `kmsfs init --encrypt-names`, mount it and copy the tree in (cp -a, rsync -aHAX)"
-        );
-    }
     let k = fs_cli::connect(kms)?;
     let cfg = fs_cli::init_backing(k.as_ref(), kms, &a.backing, &a.init)?;
     let backing = a.backing.canonicalize()?;
@@ -115,6 +110,7 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
     let bar = progress_bar(total_bytes);
     let mut c = Copier {
         vol: &vol,
+        names: vol.names.as_ref(),
         backing: backing.clone(),
         links: HashMap::new(),
         sum: Summary {
@@ -141,6 +137,7 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
     let t1 = Instant::now();
     let mut v = Verifier {
         vol: &vol,
+        names: vol.names.as_ref(),
         src: &src,
         backing: &backing,
         inodes: HashMap::new(),
@@ -149,7 +146,7 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
         bar: progress_bar(total_bytes),
     };
     v.bar.set_message("verifying");
-    let verified = v.tree(Path::new(""));
+    let verified = v.tree(Path::new(""), Path::new(""));
     v.bar.finish_and_clear();
     verified?;
     sum.verified = v.verified;
@@ -270,6 +267,8 @@ fn progress_bar(total_bytes: u64) -> ProgressBar {
 /// The copy pass.
 struct Copier<'a> {
     vol: &'a Volume,
+    /// The name key of a volume with encrypted names.
+    names: Option<&'a NameKey>,
     backing: PathBuf,
     /// Source (dev, ino) of a multiply-linked entry → its first backing path.
     links: HashMap<(u64, u64), PathBuf>,
@@ -282,19 +281,25 @@ impl Copier<'_> {
     fn copy_tree(&mut self, src: &Path) -> anyhow::Result<()> {
         let root = fuse::open_root(&self.backing).map_err(|e| anyhow!("{e}"))?;
         let md = std::fs::symlink_metadata(src)?;
-        self.copy_dir(src, &root, Path::new(""), true)?;
+        let iv = match self.names {
+            Some(_) => Some(names::read_diriv(root.as_raw_fd())?),
+            None => None,
+        };
+        self.copy_dir(src, &root, Path::new(""), true, iv)?;
         sys::fchown_fd(root.as_raw_fd(), md.uid(), md.gid())
             .with_context(|| owner_hint(src, &md))?;
         self.finish(root.as_raw_fd(), src, &md)
     }
 
-    /// Copies the entries of `src` into backing directory `bdir` (at `rel` in the volume).
+    /// Copies the entries of `src` into backing directory `bdir` (at backing path `rel`
+    /// in the volume), whose IV is `iv` on a volume with encrypted names.
     fn copy_dir(
         &mut self,
         src: &Path,
         bdir: &OwnedFd,
         rel: &Path,
         is_root: bool,
+        iv: Option<DirIv>,
     ) -> anyhow::Result<()> {
         let mut names: Vec<OsString> = std::fs::read_dir(src)
             .with_context(|| format!("cannot read the directory {}", src.display()))?
@@ -304,14 +309,27 @@ impl Copier<'_> {
         names.sort();
         for name in names {
             let path = src.join(&name);
-            if is_root && fuse::is_reserved(fuser::INodeNo::ROOT.0, &name) {
-                bail!(
-                    "cannot encrypt {}: this name is reserved for the volume config in a \
-                     volume's root; move it into a subdirectory (or rename it) first",
-                    path.display()
-                );
-            }
-            self.copy_entry(&path, bdir, &rel.join(&name), &name)
+            let stored = match (self.names, iv) {
+                (Some(k), Some(iv)) => k.encrypt_name(&iv, &name).map_err(|_| {
+                    anyhow!(
+                        "cannot encrypt {}: a volume with encrypted names takes names of \
+                         at most {} bytes; rename it first",
+                        path.display(),
+                        names::MAX_NAME
+                    )
+                })?,
+                _ => {
+                    if is_root && fuse::is_reserved(fuser::INodeNo::ROOT.0, &name) {
+                        bail!(
+                            "cannot encrypt {}: this name is reserved for the volume config \
+                             in a volume's root; move it into a subdirectory (or rename it) first",
+                            path.display()
+                        );
+                    }
+                    name
+                }
+            };
+            self.copy_entry(&path, bdir, &rel.join(&stored), &stored)
                 .with_context(|| format!("cannot encrypt {}", path.display()))?;
         }
         Ok(())
@@ -341,7 +359,11 @@ impl Copier<'_> {
         if ft.is_dir() {
             let fd = fuse::make_node(dir, name, libc::S_IFDIR | 0o700, 0, uid, gid)
                 .with_context(|| owner_hint(path, &md))?;
-            self.copy_dir(path, &fd, rel, false)?;
+            let iv = match self.names {
+                Some(_) => Some(names::create_diriv(fd.as_raw_fd())?),
+                None => None,
+            };
+            self.copy_dir(path, &fd, rel, false, iv)?;
             self.sum.directories += 1;
             self.finish(fd.as_raw_fd(), path, &md)
         } else if ft.is_file() {
@@ -353,8 +375,13 @@ impl Copier<'_> {
                 .set_message(format!("{}/{} files", self.sum.files, self.total_files));
             self.finish(f.as_raw_fd(), path, &md)
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(path)?;
-            let fd = fuse::make_symlink(dir, name, target.as_os_str(), uid, gid)
+            let mut target = std::fs::read_link(path)?.into_os_string();
+            if let Some(k) = self.names {
+                target = k
+                    .encrypt_target(&target)
+                    .map_err(|e| anyhow!("cannot encrypt the symlink target: {e:?}"))?;
+            }
+            let fd = fuse::make_symlink(dir, name, &target, uid, gid)
                 .with_context(|| owner_hint(path, &md))?;
             self.sum.symlinks += 1;
             // Symlinks have no mode; their xattrs go by path (an fd path would follow them).
@@ -548,6 +575,8 @@ fn lsetxattr(p: &Path, name: &OsStr, v: &[u8]) -> anyhow::Result<()> {
 /// the source (regular files decrypted through their headers and the KMS).
 struct Verifier<'a> {
     vol: &'a Volume,
+    /// The name key of a volume with encrypted names.
+    names: Option<&'a NameKey>,
     src: &'a Path,
     backing: &'a Path,
     /// Source (dev, ino) → backing (dev, ino): hard links must stay shared.
@@ -558,37 +587,59 @@ struct Verifier<'a> {
 }
 
 impl Verifier<'_> {
-    fn tree(&mut self, rel: &Path) -> anyhow::Result<()> {
+    /// Checks source path `rel` against backing path `brel` (the same unless names are
+    /// encrypted), and below.
+    fn tree(&mut self, rel: &Path, brel: &Path) -> anyhow::Result<()> {
         let s = self.src.join(rel);
-        let b = self.backing.join(rel);
-        self.entry(rel)?;
+        let b = self.backing.join(brel);
+        self.entry(rel, brel)?;
         if !std::fs::symlink_metadata(&s)?.is_dir() || !b.is_dir() {
             return Ok(());
         }
-        let names = |d: &Path, root: bool| -> anyhow::Result<Vec<OsString>> {
+        let names = |d: &Path, skip: &dyn Fn(&OsStr) -> bool| -> anyhow::Result<Vec<OsString>> {
             let mut v: Vec<OsString> = std::fs::read_dir(d)
                 .with_context(|| format!("cannot read {}", d.display()))?
                 .filter_map(|e| e.ok().map(|e| e.file_name()))
-                .filter(|n| !(root && fuse::is_reserved(fuser::INodeNo::ROOT.0, n)))
+                .filter(|n| !skip(n))
                 .collect();
             v.sort();
             Ok(v)
         };
         let root = rel.as_os_str().is_empty();
-        let sn = names(&s, root)?;
-        let bn = names(&b, root)?;
-        for extra in bn.iter().filter(|n| !sn.contains(n)) {
+        let reserved = |n: &OsStr| root && fuse::is_reserved(fuser::INodeNo::ROOT.0, n);
+        let sn = names(&s, &|n| self.names.is_none() && reserved(n))?;
+        // The backing names, as (plaintext, stored).
+        let mut bn = Vec::new();
+        let iv = match self.names {
+            Some(k) => Some((k, names::read_diriv(File::open(&b)?.as_raw_fd())?)),
+            None => None,
+        };
+        for stored in names(&b, &|n| {
+            reserved(n) || (iv.is_some() && n == names::DIRIV_NAME)
+        })? {
+            match iv {
+                None => bn.push((stored.clone(), stored)),
+                Some((k, iv)) => match k.decrypt_name(&iv, &stored) {
+                    Some(plain) => bn.push((plain, stored)),
+                    None => self.bad(
+                        &rel.join(&stored),
+                        "a name in the volume that does not decrypt".into(),
+                    ),
+                },
+            }
+        }
+        for (extra, _) in bn.iter().filter(|(n, _)| !sn.contains(n)) {
             self.bad(
                 &rel.join(extra),
                 "in the volume but not in the source".into(),
             );
         }
         for n in &sn {
-            if !bn.contains(n) {
+            let Some((_, stored)) = bn.iter().find(|(p, _)| p == n) else {
                 self.bad(&rel.join(n), "missing from the volume".into());
                 continue;
-            }
-            self.tree(&rel.join(n))?;
+            };
+            self.tree(&rel.join(n), &brel.join(stored))?;
         }
         Ok(())
     }
@@ -598,9 +649,9 @@ impl Verifier<'_> {
             .push(format!("{}: {what}", self.src.join(rel).display()));
     }
 
-    fn entry(&mut self, rel: &Path) -> anyhow::Result<()> {
+    fn entry(&mut self, rel: &Path, brel: &Path) -> anyhow::Result<()> {
         let s = self.src.join(rel);
-        let b = self.backing.join(rel);
+        let b = self.backing.join(brel);
         let sm = std::fs::symlink_metadata(&s)?;
         let bm = std::fs::symlink_metadata(&b)?;
         self.verified += 1;
@@ -640,7 +691,11 @@ impl Verifier<'_> {
             }
         }
         if is_link {
-            if std::fs::read_link(&s)? != std::fs::read_link(&b)? {
+            let mut target = Some(std::fs::read_link(&b)?.into_os_string());
+            if let (Some(k), Some(t)) = (self.names, &target) {
+                target = k.decrypt_target(t);
+            }
+            if Some(std::fs::read_link(&s)?.into_os_string()) != target {
                 self.bad(rel, "symlink target differs".into());
             }
         } else if list_xattrs(&s)? != list_xattrs(&b)? {

@@ -300,7 +300,7 @@ fn an_empty_directory_that_lost_its_iv_gets_a_new_one() {
 }
 
 #[test]
-fn encrypted_names_are_chosen_at_init_and_known_only_to_new_builds() {
+fn encrypted_names_are_chosen_at_init_and_laid_out_by_encrypt_too() {
     let mut m = Mounted::new(&["--encrypt-names"]);
     let conf = fs::read_to_string(m.backing.join("kmsfs.conf")).unwrap();
     assert!(conf.contains("\"names-siv-v1\""), "{conf}");
@@ -315,20 +315,46 @@ fn encrypted_names_are_chosen_at_init_and_known_only_to_new_builds() {
     let plain = Mounted::new(&[]);
     let conf = fs::read_to_string(plain.backing.join("kmsfs.conf")).unwrap();
     assert!(!conf.contains("names-siv"), "{conf}");
+    // kmsfs encrypt lays out a tree with encrypted names and verifies it; a root name that
+    // is the config's on disk is a plain name here.
     let src = m.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let names = make_source(&src);
+    fs::write(src.join("kmsfs.conf"), b"mine").unwrap();
     let dst = m.dir.path().join("dst");
+    let out = kmsfs()
+        .arg("--kms")
+        .arg(&m.kms)
+        .args(["encrypt", "--encrypt-names", "--json"])
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sum: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sum["mismatches"].as_array().unwrap().len(), 0, "{sum}");
+    assert_no_plaintext_on_disk(&dst, &names);
+    let e = Mounted::existing(&m.kms, &dst, &[]).unwrap();
+    sh(&format!(
+        "diff -r --no-dereference {} {}",
+        src.display(),
+        e.mnt.display()
+    ));
+    assert_eq!(fs::read(e.p("kmsfs.conf")).unwrap(), b"mine");
+    let long = src.join("x".repeat(176));
+    fs::write(&long, b"").unwrap();
     let out = kmsfs()
         .arg("--kms")
         .arg(&m.kms)
         .args(["encrypt", "--encrypt-names"])
         .arg(&src)
-        .arg(&dst)
+        .arg(m.dir.path().join("dst2"))
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("kmsfs init --encrypt-names"));
-    assert!(!dst.exists());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at most 175 bytes"),
+        "{out:?}"
+    );
 }
 
 /// The tree as the mount shows it, in the format of tests/common/fs_names.py.
