@@ -334,12 +334,13 @@ fn encrypted_names_are_chosen_at_init_and_laid_out_by_encrypt_too() {
     assert_eq!(sum["mismatches"].as_array().unwrap().len(), 0, "{sum}");
     assert_no_plaintext_on_disk(&dst, &names);
     let e = Mounted::existing(&m.kms, &dst, &[]).unwrap();
+    // Looked up first (no listing has shown it to the kernel yet).
+    assert_eq!(fs::read(e.p("kmsfs.conf")).unwrap(), b"mine");
     sh(&format!(
         "diff -r --no-dereference {} {}",
         src.display(),
         e.mnt.display()
     ));
-    assert_eq!(fs::read(e.p("kmsfs.conf")).unwrap(), b"mine");
     let long = src.join("x".repeat(176));
     fs::write(&long, b"").unwrap();
     let out = kmsfs()

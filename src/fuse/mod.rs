@@ -382,6 +382,12 @@ impl KmsFs {
         Ok(mode)
     }
 
+    /// Whether mount name `name` in `parent` is refused for being the volume config's
+    /// backing name ([`is_reserved`]); with encrypted names no name is.
+    fn reserved(&self, parent: u64, name: &OsStr) -> bool {
+        self.names().is_none() && is_reserved(parent, name)
+    }
+
     /// The name key, on a volume with encrypted names.
     fn names(&self) -> Option<&NameKey> {
         self.vol.names.as_ref()
@@ -626,7 +632,7 @@ impl KmsFs {
     }
 
     fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> FsResult<FileAttr> {
-        if is_reserved(parent.0, name) {
+        if self.reserved(parent.0, name) {
             return Err(err(libc::ENOENT));
         }
         owned_name_ok(name)?;
@@ -700,7 +706,7 @@ impl KmsFs {
         rdev: u32,
     ) -> FsResult<FileAttr> {
         self.check_writable()?;
-        if is_reserved(parent.0, name) {
+        if self.reserved(parent.0, name) {
             return Err(err(libc::EPERM));
         }
         let p = self.inode(parent)?;
@@ -893,7 +899,7 @@ impl KmsFs {
         flags: i32,
     ) -> FsResult<(FileAttr, u64)> {
         self.check_writable()?;
-        if is_reserved(parent.0, name) {
+        if self.reserved(parent.0, name) {
             return Err(err(libc::EPERM));
         }
         owned_name_ok(name)?;
@@ -1230,7 +1236,7 @@ impl KmsFs {
         flags: u32,
     ) -> FsResult<()> {
         self.check_writable()?;
-        if is_reserved(parent.0, name) || is_reserved(newparent.0, newname) {
+        if self.reserved(parent.0, name) || self.reserved(newparent.0, newname) {
             return Err(err(libc::EPERM));
         }
         owned_name_ok(newname)?;
@@ -1275,7 +1281,7 @@ impl KmsFs {
 
     fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> FsResult<FileAttr> {
         self.check_writable()?;
-        if is_reserved(newparent.0, newname) {
+        if self.reserved(newparent.0, newname) {
             return Err(err(libc::EPERM));
         }
         owned_name_ok(newname)?;
@@ -1296,7 +1302,7 @@ impl KmsFs {
         target: &OsStr,
     ) -> FsResult<FileAttr> {
         self.check_writable()?;
-        if is_reserved(parent.0, name) {
+        if self.reserved(parent.0, name) {
             return Err(err(libc::EPERM));
         }
         owned_name_ok(name)?;
@@ -1657,7 +1663,7 @@ impl Filesystem for KmsFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.check_writable().and_then(|_| {
-            if is_reserved(parent.0, name) {
+            if self.reserved(parent.0, name) {
                 return Err(err(libc::ENOENT));
             }
             let p = self.inode(parent)?;
