@@ -321,7 +321,7 @@ impl Copier<'_> {
                 _ => {
                     if is_root && fuse::is_reserved(fuser::INodeNo::ROOT.0, &name) {
                         bail!(
-                            "cannot encrypt {}: this name is reserved for the volume config \
+                            "cannot encrypt {}: this name is reserved for the volume's own files \
                              in a volume's root; move it into a subdirectory (or rename it) first",
                             path.display()
                         );

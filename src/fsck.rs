@@ -302,7 +302,8 @@ pub enum Walked<'a> {
 }
 
 /// Walks the volume at `backing` depth-first in name order and hands every regular file
-/// to `visit`, each inode once; skips the config and its temp file, never follows symlinks.
+/// to `visit`, each inode once; skips the volume's own files at the root (the config, its
+/// temp file, the rewrap lock: what the mount hides), never follows symlinks.
 /// With `names` (a volume with encrypted names), skips each directory's IV file and
 /// names paths as the mount does. Shared by `kmsfs fsck` and `kmsfs rewrap`.
 pub fn walk_volume(
@@ -335,8 +336,9 @@ fn walk_dir(
     let top = rel.as_os_str().is_empty();
     entries.retain(|e| {
         let name = e.file_name();
-        !(top && (name == CONFIG_NAME || name.to_string_lossy() == format!(".{CONFIG_NAME}.tmp")))
-            && !(names.is_some() && name == names::DIRIV_NAME)
+        let volume_file = top && crate::fuse::is_reserved(fuser::INodeNo::ROOT.0, &name);
+        let iv_file = names.is_some() && name == names::DIRIV_NAME;
+        !(volume_file || iv_file)
     });
     let iv = match names {
         None => None,

@@ -21,14 +21,20 @@
 //! around each read-check-write and by the daemon where it creates or truncates away a
 //! header; and a slot written against a stale prefix (another file id) fails its
 //! checksum, so it could never be picked.
+//!
+//! One rewrap per volume at a time: a run holds an flock on
+//! [`volume::REWRAP_LOCK_NAME`] at the backing root from before it reads the config to
+//! its end ([`RunLock`]); a second run finds it taken and exits [`EXIT_BUSY`], naming
+//! the first, before it changes anything.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::fs::{File, TryLockError};
+use std::io::{IsTerminal, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use clap::Args;
@@ -47,9 +53,13 @@ use crate::volume::{self, CONTEXT_KEY};
   kmsfs rewrap /srv/vault --json | jq .failed
 
 Safe while the volume is mounted, and after an interruption (rerun it: it resumes).
+One rewrap of a volume runs at a time: a second one exits 3 at once, naming the first
+(pid, host), and changes nothing. The lock (an flock on BACKING/kmsfs.rewrap.lock) dies
+with its process: after a kill -9, just rerun.
 The old CMK must still decrypt until the rewrap has finished; disable it afterwards.
-Exit status: 0 every header is under the target key, 4 some files failed (listed), 1 the
-volume cannot be rewrapped at all.")]
+Exit status: 0 every header is under the target key, 4 some files failed (listed), 3
+another rewrap of the volume is running (nothing changed), 1 the volume cannot be
+rewrapped at all.")]
 pub struct RewrapArgs {
     /// The backing directory of the volume (mounted or not).
     pub backing: PathBuf,
@@ -65,6 +75,9 @@ pub struct RewrapArgs {
     #[arg(long, value_name = "FILES_PER_SEC", default_value_t = 0)]
     pub rate_limit: u64,
 }
+
+/// Exit status when another `kmsfs rewrap` of the volume is running (it holds the lock).
+pub const EXIT_BUSY: i32 = 3;
 
 /// A file that could not be re-wrapped, and why. Its bytes were left as they were.
 #[derive(Clone, Debug, Serialize)]
@@ -154,6 +167,27 @@ struct Rewrapper {
 /// Runs `kmsfs rewrap`.
 pub fn run(kms_spec: Option<&str>, a: RewrapArgs) -> anyhow::Result<i32> {
     let t0 = Instant::now();
+    // Not a volume: say so rather than leave a lock file in the directory.
+    if !a.backing.join(volume::CONFIG_NAME).is_file() {
+        bail!(
+            "{} is not a kmsfs volume (no {})",
+            a.backing.display(),
+            volume::CONFIG_NAME
+        );
+    }
+    // Taken before the config is read: no run acts on a config another run replaces.
+    let _lock = match RunLock::acquire(&a.backing)? {
+        Ok(lock) => lock,
+        Err(holder) => {
+            eprintln!(
+                "kmsfs rewrap: {}: another kmsfs rewrap of this volume is running ({holder}); \
+                 nothing was changed. Wait for it to finish, or stop it and rerun (a stopped \
+                 rewrap resumes).",
+                a.backing.display()
+            );
+            return Ok(EXIT_BUSY);
+        }
+    };
     let kms =
         kms_core::connect(kms_spec).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))?;
     let (cfg, config_dek) = volume::read_verified_config(kms.as_ref(), kms_spec, &a.backing)?;
@@ -435,6 +469,158 @@ impl Rewrapper {
         self.memo.insert(wrapped.to_vec(), r.clone());
         r
     }
+}
+
+/// The one-rewrap-per-volume lock: an exclusive `flock` on [`volume::REWRAP_LOCK_NAME`] at
+/// the backing root, held for the whole run.
+///
+/// The kernel drops it when the process ends, however it ends: a killed run leaves the file
+/// unlocked, and the next run takes it. It is neither the daemon's one-mount lock (an flock
+/// on the backing directory) nor the header locks (OFD locks on backing files), so a rewrap
+/// still runs beside a mount, or beside `shared_storage` mounts on other hosts. The file
+/// holds one line, `kmsfs-rewrap pid=PID host=HOST started=UNIX_SECS`, for the message of a
+/// refused run. The holder removes it when done, before it lets go of the lock; a run that
+/// opened the file meanwhile then locks a removed file, sees that the name no longer leads
+/// to it, and starts over.
+#[derive(Debug)]
+struct RunLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// The first word of the lock file, which tells it from a file of the volume.
+const LOCK_MAGIC: &str = "kmsfs-rewrap";
+
+impl RunLock {
+    /// Takes the lock of the volume at `backing`; `Err` describes the run that holds it.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked, or is not a lock file.
+    fn acquire(backing: &Path) -> anyhow::Result<Result<RunLock, String>> {
+        let path = backing.join(volume::REWRAP_LOCK_NAME);
+        // Each retry follows a run that finished and removed the file meanwhile.
+        for _ in 0..100 {
+            let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            let (file, writable) = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(flags)
+                .open(&path)
+            {
+                Ok(f) => (f, true),
+                // Left by a killed run of another user (root): lock it all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    let f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(flags)
+                        .open(&path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    (f, false)
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+            };
+            let md = file.metadata()?;
+            if !md.is_file() {
+                bail!("{} is not a regular file", path.display());
+            }
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(Err(holder(&file))),
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
+            match std::fs::symlink_metadata(&path) {
+                Ok(now) if (now.dev(), now.ino()) == (md.dev(), md.ino()) => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+            }
+            let mut old = Vec::new();
+            (&file).take(4096).read_to_end(&mut old)?;
+            if !old.is_empty() && !old.starts_with(LOCK_MAGIC.as_bytes()) {
+                bail!(
+                    "{} is not a kmsfs rewrap lock (a file of the volume, from before this \
+                     name was reserved?); rename it in the backing directory and rerun",
+                    path.display()
+                );
+            }
+            if writable {
+                let started = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let line = format!(
+                    "{LOCK_MAGIC} pid={} host={} started={started}\n",
+                    std::process::id(),
+                    hostname()
+                );
+                file.set_len(0)
+                    .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            return Ok(Ok(RunLock { file, path }));
+        }
+        bail!(
+            "{} keeps being replaced: is something starting and stopping rewraps in a loop?",
+            path.display()
+        );
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Removed while still locked (see the type doc); closing the file unlocks it.
+        let ours = |m: std::fs::Metadata| {
+            self.file
+                .metadata()
+                .is_ok_and(|f| (f.dev(), f.ino()) == (m.dev(), m.ino()))
+        };
+        if std::fs::symlink_metadata(&self.path).is_ok_and(ours) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Who holds the lock on `file`, from its line: "pid 123 on host h, started 5 s ago".
+fn holder(file: &File) -> String {
+    let mut line = String::new();
+    // The holder writes its line right after it takes the lock: allow it a moment.
+    for _ in 0..10 {
+        line.clear();
+        let mut buf = [0u8; 512];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        line.push_str(String::from_utf8_lossy(&buf[..n]).trim());
+        if line.contains("pid=") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+    };
+    let Some(pid) = field("pid") else {
+        return "its pid is unknown".into();
+    };
+    let mut s = format!("pid {pid} on host {}", field("host").unwrap_or("?"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Some(t) = field("started").and_then(|t| t.parse::<u64>().ok()) {
+        s.push_str(&format!(", started {} s ago", now.saturating_sub(t)));
+    }
+    s
+}
+
+/// This host's name (for the lock line), "?" when unknown.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The progress line on a terminal's stderr: counts and rate, at most 5 times a second.

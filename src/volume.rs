@@ -26,6 +26,9 @@ use crate::metrics::Metrics;
 
 /// Name of the volume config at the backing root. Never visible through the mount.
 pub const CONFIG_NAME: &str = "kmsfs.conf";
+/// Name of the file at the backing root that `kmsfs rewrap` holds an flock on while it
+/// runs (one rewrap per volume at a time). Never visible through the mount.
+pub const REWRAP_LOCK_NAME: &str = "kmsfs.rewrap.lock";
 /// The `format` field of every config.
 pub const CONFIG_FORMAT: &str = "kmsfs-volume";
 /// The config version this build writes and reads.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fsmount::{audit_count, init_volume, kmsfs, pattern, run_ok, Mounted};
+use fsmount::{audit_count, init_volume, kmsfs, pattern, run_fsck, run_ok, Mounted};
 
 /// Header geometry of the default volume (docs/FORMAT.md): prefix 32 bytes, two slots.
 const PREFIX: usize = 32;
@@ -87,7 +87,19 @@ fn rewrap(kms: &Path, backing: &Path, extra: &[&str]) -> (i32, serde_json::Value
     (out.status.code().unwrap_or(-1), v, stderr)
 }
 
-/// Every regular file under `dir` that has a header (non-empty), config excluded.
+/// The lock file a running (or killed) rewrap leaves at the backing root.
+const LOCK: &str = "kmsfs.rewrap.lock";
+
+/// Runs a rewrap that must stop before it does anything: (exit code, stderr).
+fn rewrap_refused(kms: &Path, backing: &Path) -> (Option<i32>, String) {
+    let out = rewrap_cmd(kms, backing, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.stdout.is_empty(), "it printed a summary; {err}");
+    (out.status.code(), err)
+}
+
+/// Every regular file under `dir` that has a header (non-empty), config and rewrap lock
+/// excluded.
 fn backing_files(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir).unwrap() {
@@ -95,7 +107,11 @@ fn backing_files(dir: &Path) -> Vec<PathBuf> {
         let t = e.file_type().unwrap();
         if t.is_dir() {
             v.extend(backing_files(&e.path()));
-        } else if t.is_file() && e.file_name() != "kmsfs.conf" && e.metadata().unwrap().len() > 0 {
+        } else if t.is_file()
+            && e.file_name() != "kmsfs.conf"
+            && e.file_name() != LOCK
+            && e.metadata().unwrap().len() > 0
+        {
             v.push(e.path());
         }
     }
@@ -104,6 +120,74 @@ fn backing_files(dir: &Path) -> Vec<PathBuf> {
 
 fn n(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+/// How many of `files` have had their header re-wrapped (generation past 1).
+fn moved_headers(files: &[PathBuf]) -> usize {
+    files.iter().filter(|p| active_slot(p).0 > 1).count()
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, also when the test
+/// fails halfway.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a rewrap throttled to `rate` files/s and returns once it has moved at least
+/// `moved` of `files`' headers, still running.
+fn start_slow_rewrap(
+    kms: &Path,
+    backing: &Path,
+    rate: u32,
+    files: &[PathBuf],
+    moved: usize,
+) -> Killed {
+    let mut child = Killed(
+        rewrap_cmd(kms, backing, &["--rate-limit", &rate.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while moved_headers(files) < moved {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the rewrap ended too soon"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// The config's and every one of `files`' bytes.
+fn volume_bytes(backing: &Path, files: &[PathBuf]) -> Vec<Vec<u8>> {
+    std::iter::once(backing.join("kmsfs.conf"))
+        .chain(files.iter().cloned())
+        .map(|p| fs::read(p).unwrap())
+        .collect()
+}
+
+/// Asserts that the config and `files` hold the bytes [`volume_bytes`] read before.
+fn assert_unchanged(backing: &Path, files: &[PathBuf], before: &[Vec<u8>]) {
+    let now = volume_bytes(backing, files);
+    let paths = std::iter::once(backing.join("kmsfs.conf")).chain(files.iter().cloned());
+    for ((p, was), is) in paths.zip(before).zip(&now) {
+        assert!(was == is, "{} changed", p.display());
+    }
+}
+
+/// Asserts that every one of `files` has its DEK wrapped under `key` (id, version).
+fn assert_all_under(files: &[PathBuf], key: &(String, u32)) {
+    for p in files {
+        assert_eq!(&blob_key(&active_slot(p).1), key, "{}", p.display());
+    }
 }
 
 #[test]
@@ -227,26 +311,12 @@ fn rotate_in_place_killed_halfway_then_rerun_completes() {
     m.kms_call("RotateKey", serde_json::json!({ "KeyId": cmk }));
     let files = backing_files(&backing);
     assert_eq!(files.len(), N);
-    let changed = || files.iter().filter(|p| active_slot(p).0 > 1).count();
 
     // Offline, throttled so that it is still running when killed.
-    let mut child = rewrap_cmd(&kms, &backing, &["--rate-limit", "800"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while changed() < 300 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "rewrap finished before the kill"
-        );
-        assert!(t0.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let done = changed();
+    let mut child = start_slow_rewrap(&kms, &backing, 800, &files, 300);
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let done = moved_headers(&files);
     eprintln!("killed after {done} of {N} headers");
     assert!((300..N).contains(&done), "{done}");
 
@@ -270,18 +340,10 @@ fn rotate_in_place_killed_halfway_then_rerun_completes() {
     assert_eq!(n(&s, "already_current"), done as u64, "{s}");
     assert_eq!(n(&s, "empty"), 1, "{s}");
     assert_eq!(n(&s, "failed"), 0, "{s}");
-    for p in &files {
-        assert_eq!(
-            blob_key(&active_slot(p).1),
-            (cmk.clone(), 2),
-            "{}",
-            p.display()
-        );
-    }
+    assert_all_under(&files, &(cmk.clone(), 2));
 
     // A rerun is a no-op: no header and no config byte changes.
-    let snapshot: Vec<Vec<u8>> = files.iter().map(|p| fs::read(p).unwrap()).collect();
-    let conf = fs::read(backing.join("kmsfs.conf")).unwrap();
+    let before = volume_bytes(&backing, &files);
     let (code, s, _) = rewrap(&kms, &backing, &[]);
     assert_eq!(code, 0);
     assert_eq!(
@@ -290,10 +352,7 @@ fn rotate_in_place_killed_halfway_then_rerun_completes() {
         "{s}"
     );
     assert_eq!(s["config"], "current");
-    assert_eq!(fs::read(backing.join("kmsfs.conf")).unwrap(), conf);
-    for (p, before) in files.iter().zip(&snapshot) {
-        assert!(&fs::read(p).unwrap() == before, "{} changed", p.display());
-    }
+    assert_unchanged(&backing, &files, &before);
     m.mount(&[]).unwrap();
     check_files(&m, 0..N);
 }
@@ -454,4 +513,132 @@ fn the_daemon_creates_and_truncates_headers_under_the_rewrap_lock() {
     }
     assert_eq!(fs::read(m.p("e")).unwrap(), b"first bytes");
     assert_eq!(fs::metadata(m.b("t")).unwrap().len(), 0);
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn is_stopped(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
+}
+
+/// Lines in the KMS audit log: every call, successful or not.
+fn audit_lines(kms: &Path) -> usize {
+    fs::read_to_string(kms.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn a_second_rewrap_is_refused_while_one_runs_and_a_killed_one_leaves_no_lock() {
+    const N: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
+    init_volume(&kms, &backing, &["--dek-max-files", "10"]);
+    let m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let cmk = m.cmk();
+    write_files(&m, 0..N);
+    m.kms_call("RotateKey", serde_json::json!({ "KeyId": cmk }));
+    let files = backing_files(&backing);
+    assert_eq!(files.len(), N);
+    let lock = backing.join(LOCK);
+
+    // A slow rewrap of the mounted volume, stopped (SIGSTOP, the lock still held) once it
+    // has moved some headers, so that nothing changes while the second one tries.
+    let mut first = start_slow_rewrap(&kms, &backing, 100, &files, 20);
+    let pid = first.0.id();
+    let t0 = Instant::now();
+    // SAFETY: kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+    while !is_stopped(pid) {
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let line = fs::read_to_string(&lock).unwrap();
+    assert!(
+        line.starts_with(&format!("kmsfs-rewrap pid={pid} ")),
+        "{line}"
+    );
+
+    // The lock file is not part of the volume: the mount does not show it.
+    let listed: Vec<_> = fs::read_dir(m.p(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!listed.iter().any(|n| n == LOCK), "{listed:?}");
+    let looked_up = fs::symlink_metadata(m.p(LOCK)).unwrap_err();
+    assert_eq!(looked_up.kind(), std::io::ErrorKind::NotFound);
+
+    // The second rewrap is refused, names the first, and changes nothing, not even a KMS
+    // call.
+    let moved = moved_headers(&files);
+    let before = volume_bytes(&backing, &files);
+    let calls = audit_lines(&kms);
+    let (code, err) = rewrap_refused(&kms, &backing);
+    eprintln!("second rewrap: {err}");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("another kmsfs rewrap of this volume is running")
+            && err.contains(&format!("(pid {pid} on host ")),
+        "{err}"
+    );
+    assert_eq!(audit_lines(&kms), calls, "the refused run called the KMS");
+    assert_unchanged(&backing, &files, &before);
+    assert_eq!(
+        fs::read_to_string(&lock).unwrap(),
+        line,
+        "the lock line changed"
+    );
+
+    // kill -9 of the first: its lock file stays, unlocked, and fsck ignores it.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert!(lock.exists());
+    assert_eq!(moved_headers(&files), moved);
+    eprintln!("killed after {moved} of {N} headers");
+    assert!((20..N).contains(&moved), "{moved}");
+    let out = run_fsck(&kms, &backing, &[]);
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(!report.contains(LOCK), "{report}");
+
+    // A third run takes the lock over and finishes; it removes the lock file.
+    let (code, s, err) = rewrap(&kms, &backing, &[]);
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["config"], "current", "the first run had moved the config");
+    assert_eq!(
+        (
+            n(&s, "rewrapped"),
+            n(&s, "already_current"),
+            n(&s, "failed")
+        ),
+        ((N - moved) as u64, moved as u64, 0),
+        "{s}"
+    );
+    assert_all_under(&files, &(cmk, 2));
+    assert!(!lock.exists(), "the finished run left its lock file");
+    check_files(&m, 0..N);
+}
+
+#[test]
+fn rewrap_leaves_alone_a_volume_file_with_the_lock_name_and_a_non_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
+    init_volume(&kms, &backing, &[]);
+    // A file with the name, not written by a rewrap (say a volume file from before the
+    // name was reserved): refused, untouched, not removed.
+    fs::write(backing.join(LOCK), b"KMSF...").unwrap();
+    let (code, err) = rewrap_refused(&kms, &backing);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a kmsfs rewrap lock"), "{err}");
+    assert_eq!(fs::read(backing.join(LOCK)).unwrap(), b"KMSF...");
+    // Not a volume: no lock file is left there.
+    let plain = dir.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    let (code, err) = rewrap_refused(&kms, &plain);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a kmsfs volume"), "{err}");
+    assert_eq!(fs::read_dir(&plain).unwrap().count(), 0);
 }

@@ -248,12 +248,13 @@ fn to_timespec(t: TimeOrNow) -> libc::timespec {
     }
 }
 
-/// Whether `name` in directory `parent` is the volume config (or its temp file), which
-/// the mount hides.
+/// Whether `name` in directory `parent` is the volume config (or its temp file, or the
+/// rewrap lock), which the mount hides.
 pub fn is_reserved(parent: u64, name: &OsStr) -> bool {
     parent == INodeNo::ROOT.0
         && (name.as_bytes() == CONFIG_NAME.as_bytes()
-            || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes())
+            || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes()
+            || name.as_bytes() == volume::REWRAP_LOCK_NAME.as_bytes())
 }
 
 /// Whether the backing directory `dir` (any fd) holds nothing but `allowed` (and, for
