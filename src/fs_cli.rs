@@ -779,10 +779,16 @@ fn is_mountpoint(p: &Path) -> bool {
         .unwrap_or(true)
 }
 
+/// Whether `pid` is a live kmsfs process (not a zombie). The daemon's pid as it reports
+/// it is only meaningful in its own PID namespace: in another one the number may name an
+/// unrelated process, which this keeps `umount` from waiting for (or naming).
 fn is_kmsfs(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    // "kmsfs", or the mount helper's names ("mount.kmsfs", "mount.fuse.kmsf…", 15 bytes).
+    comm.contains("kmsf")
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
 }
 
 /// Runs `kmsfs stats`.

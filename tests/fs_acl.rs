@@ -134,6 +134,28 @@ fn acls_are_refused_where_the_mount_would_not_enforce_them() {
     );
     let mnt = m.mnt.display().to_string();
     assert!(nobody_can(&format!("cat {mnt}/granted")));
+    // A default ACL, which new entries inherit while ACLs are on.
+    fs::create_dir(m.p("inh")).unwrap();
+    sh(&format!("setfacl -d -m u:nobody:rwx,o::- {mnt}/inh"));
+    sh(&format!(
+        "cd {mnt}/inh && umask 022 && touch on && mkdir ond"
+    ));
+    let (backing, mnt_path) = (m.backing.clone(), m.mnt.clone());
+    let backing_acl = move |name: &str| {
+        sh(&format!(
+            "getfattr -m system.posix_acl -d {}",
+            backing.join(name).display()
+        ))
+    };
+    assert!(backing_acl("inh/on").contains("posix_acl_access"));
+    let mode = move |name: &str| {
+        fs::symlink_metadata(mnt_path.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!((mode("inh/on"), mode("inh/ond")), (0o660, 0o770));
 
     for opts in ["allow_other,noacl", "allow_other,shared_storage"] {
         m.unmount();
@@ -159,6 +181,16 @@ fn acls_are_refused_where_the_mount_would_not_enforce_them() {
         let listed = sh(&format!("getfattr -d -m - {mnt}/granted"));
         assert!(!listed.contains("posix_acl"), "{opts}: {listed}");
         assert!(!nobody_can(&format!("cat {mnt}/granted")), "{opts}");
+        // The default ACL on disk does not apply either: the umask alone shapes new
+        // entries, which get no ACL.
+        let (f, d) = (format!("inh/f-{opts}"), format!("inh/d-{opts}"));
+        sh(&format!(
+            "cd {mnt} && umask 022 && touch '{f}' && mkdir '{d}'"
+        ));
+        assert_eq!((mode(&f), mode(&d)), (0o644, 0o755), "{opts}");
+        for n in [&f, &d] {
+            assert_eq!(backing_acl(n), "", "{opts}: {n}");
+        }
     }
 
     // The ACL itself was kept on disk: back on a default mount it applies again.

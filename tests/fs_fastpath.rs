@@ -70,7 +70,9 @@ fn set_id_bits_fall_on_writes_truncates_and_chowns_as_on_a_local_filesystem() {
     assert_eq!(backing_mode(&m, "trunc"), 0o777, "a user's truncate");
     assert_eq!(fs::read(m.p("trunc")).unwrap(), b"0123");
 
-    // Set-group-ID without group execute marks mandatory locking: it stays.
+    // Set-group-ID without group execute marks mandatory locking: it stays for a member
+    // of the file's group (nobody's own here).
+    std::os::unix::fs::chown(m.p("sgid"), None, Some(65534)).unwrap();
     set_mode(&m, "sgid", 0o6766);
     nobody_ok(&format!("printf more >> {mnt}/sgid"));
     assert_eq!(backing_mode(&m, "sgid"), 0o2766, "sgid without g+x");
@@ -81,42 +83,65 @@ fn set_id_bits_fall_on_writes_truncates_and_chowns_as_on_a_local_filesystem() {
     assert_eq!(backing_mode(&m, "chown"), 0o755, "chown(-1, -1)");
 }
 
-/// Truncates `file` (mode 6777, ten bytes) to 4 bytes with `runner` in front of
-/// `truncate`; returns the mode after.
-fn truncate_as(runner: &str, file: &Path) -> u32 {
+/// Makes `file` (ten bytes, group `gid`, `mode`), runs `op` on it ("truncate" or
+/// "append") with `runner` in front; returns the mode after.
+fn set_id_after(runner: &str, op: &str, file: &Path, gid: u32, mode: u32) -> u32 {
     fs::write(file, b"0123456789").unwrap();
-    fs::set_permissions(file, fs::Permissions::from_mode(0o6777)).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{runner} truncate -s 4 {}", file.display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{runner}: {out:?}");
-    assert_eq!(fs::metadata(file).unwrap().len(), 4);
+    std::os::unix::fs::chown(file, Some(0), Some(gid)).unwrap();
+    fs::set_permissions(file, fs::Permissions::from_mode(mode)).unwrap();
+    let f = file.display();
+    let cmd = match op {
+        "truncate" => format!("{runner} truncate -s 4 {f}"),
+        _ => format!("{runner} sh -c 'printf more >> {f}'"),
+    };
+    let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {out:?}");
     fs::metadata(file).unwrap().mode() & 0o7777
 }
 
 #[test]
-fn a_truncate_keeps_set_id_bits_exactly_when_the_caller_has_cap_fsetid() {
+fn set_id_bits_after_writes_and_truncates_match_ext4() {
     let m = Mounted::new(&["-o", "allow_other"]);
     let native = m.dir.path().join("native");
     fs::create_dir(&native).unwrap();
-    let runners = [
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    let nobody_fsetid = format!("{nobody} --inh-caps=+fsetid --ambient-caps=+fsetid");
+    // CAP_FSETID held in a user namespace of its own counts for nothing here.
+    let nobody_userns = format!("{nobody} unshare -r");
+    let cases: [(&str, &str, u32, u32, u32); 10] = [
+        (&nobody_userns, "truncate", 0, 0o6777, 0o777),
         // root without CAP_FSETID: the bits fall.
-        ("setpriv --bounding-set=-fsetid", 0o777),
-        // nobody with CAP_FSETID: they stay.
         (
-            "setpriv --reuid=65534 --regid=65534 --clear-groups \
-             --inh-caps=+fsetid --ambient-caps=+fsetid",
+            "setpriv --bounding-set=-fsetid",
+            "truncate",
+            0,
             0o6777,
+            0o777,
         ),
-        ("", 0o6777),
+        // nobody with CAP_FSETID: they stay.
+        (&nobody_fsetid, "truncate", 0, 0o6777, 0o6777),
+        ("", "truncate", 0, 0o6777, 0o6777),
+        // Set-group-ID without group execute (mandatory locking, no privilege): it stays
+        // for a member of the file's group, falls for anybody else.
+        (nobody, "truncate", 65534, 0o2666, 0o2666),
+        (nobody, "truncate", 0, 0o2666, 0o666),
+        (nobody, "append", 65534, 0o2666, 0o2666),
+        (nobody, "append", 0, 0o2666, 0o666),
+        // With group execute it falls for members too.
+        (nobody, "append", 65534, 0o2777, 0o777),
+        (&nobody_fsetid, "append", 0, 0o6777, 0o6777),
     ];
     for dir in [&native, &m.mnt] {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
-        for (i, (runner, want)) in runners.iter().enumerate() {
+        for (i, (runner, op, gid, mode, want)) in cases.iter().enumerate() {
             let f = dir.join(format!("f{i}"));
-            assert_eq!(truncate_as(runner, &f), *want, "{}: {runner}", f.display());
+            let got = set_id_after(runner, op, &f, *gid, *mode);
+            assert_eq!(
+                got,
+                *want,
+                "{}: {runner} {op}, {mode:o} gid {gid}: {got:o}",
+                f.display()
+            );
         }
     }
 }

@@ -389,6 +389,33 @@ impl KmsFs {
         self.names().is_none() && is_reserved(parent, name)
     }
 
+    /// With ACLs off (`noacl`, shared storage), a default ACL already on the backing
+    /// parent `pdir` must not apply to the entry just made at `fd`: the backing filesystem
+    /// gave it an ACL nobody sees or enforces and narrowed its mode. Both are undone.
+    fn undo_inherited_acl(&self, pdir: RawFd, fd: RawFd, mode: u32) -> FsResult<()> {
+        if self.posix_acl {
+            return Ok(());
+        }
+        let absent = |e: &std::io::Error| {
+            matches!(
+                e.raw_os_error(),
+                Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
+            )
+        };
+        match sys::getxattr_fd(pdir, OsStr::from_bytes(ACL_DEFAULT), 0) {
+            Err(e) if absent(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        for name in [ACL_ACCESS, ACL_DEFAULT] {
+            match sys::removexattr_fd(fd, OsStr::from_bytes(name)) {
+                Err(e) if !absent(&e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(sys::chmod_fd(fd, mode & 0o7777)?)
+    }
+
     /// The name key, on a volume with encrypted names.
     fn names(&self) -> Option<&NameKey> {
         self.vol.names.as_ref()
@@ -717,6 +744,7 @@ impl KmsFs {
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid)?;
+        self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
         let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
             match self.new_dir_iv(fd.as_raw_fd()) {
                 Ok(iv) => iv,
@@ -911,7 +939,10 @@ impl KmsFs {
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
-            Ok(f) => f,
+            Ok(f) => {
+                self.undo_inherited_acl(pdir.raw(), f.as_raw_fd(), mode)?;
+                f
+            }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
                 sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into()
             }
@@ -1029,8 +1060,8 @@ impl KmsFs {
     /// storage writes at the end of the backing file as it is under the locks instead,
     /// since the kernel's idea of the size may predate another daemon's append.
     ///
-    /// `kill_suidgid`: the writer lacks CAP_FSETID (`FUSE_WRITE_KILL_SUIDGID`), so the
-    /// file loses set-user-ID, and set-group-ID where group-executable, before the data
+    /// `kill_suidgid`: the writer, who lacks CAP_FSETID (`FUSE_WRITE_KILL_SUIDGID`), so
+    /// the file loses set-user-ID and set-group-ID (see [`drop_suidgid`]) before the data
     /// changes, as a local filesystem does (our pwrite, as root, would keep them).
     fn do_write(
         &self,
@@ -1038,7 +1069,7 @@ impl KmsFs {
         off: u64,
         data: &[u8],
         append: bool,
-        kill_suidgid: bool,
+        kill_suidgid: Option<Caller>,
     ) -> FsResult<u32> {
         self.check_writable()?;
         let h = self.handle(fh)?;
@@ -1046,8 +1077,8 @@ impl KmsFs {
             return Err(err(libc::EISDIR));
         };
         let _g = h.inode.content.write();
-        if kill_suidgid {
-            drop_suidgid(f.as_raw_fd())?;
+        if let Some(c) = kill_suidgid {
+            drop_suidgid(f.as_raw_fd(), |gid| c.in_group(gid))?;
         }
         let mut off = off;
         let _l = if self.shared && !data.is_empty() {
@@ -1138,13 +1169,13 @@ impl KmsFs {
         if mode.is_none() {
             match kill_suidgid {
                 KillSuidgid::No => {}
-                KillSuidgid::Always => drop_suidgid(fd.raw())?,
-                KillSuidgid::UnlessFsetid(pid) => {
+                KillSuidgid::Always(c) => {
+                    drop_suidgid(fd.raw(), |gid| c.in_group(gid) || c.has_fsetid())?
+                }
+                KillSuidgid::UnlessFsetid(c) => {
                     let st = sys::fstat(fd.raw())?;
-                    if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0
-                        && !sys::has_cap(pid, CAP_FSETID).unwrap_or(false)
-                    {
-                        drop_suidgid(fd.raw())?;
+                    if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 && !c.has_fsetid() {
+                        drop_suidgid(fd.raw(), |gid| c.in_group(gid))?;
                     }
                 }
             }
@@ -1473,13 +1504,17 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
     }
 }
 
-/// Clears set-user-ID, and set-group-ID where group-executable, of the file `fd` reaches
-/// (what a local filesystem does when a caller without CAP_FSETID writes or truncates).
-fn drop_suidgid(fd: RawFd) -> FsResult<()> {
-    let mode = sys::fstat(fd)?.st_mode;
+/// Clears set-user-ID and set-group-ID of the file `fd` reaches, as a local filesystem
+/// does when a caller without CAP_FSETID writes or truncates (or anyone chowns):
+/// set-group-ID stays only where it is not group-executable (it then marks mandatory
+/// locking, not a privilege) and `keeps_sgid(file's gid)` says the caller may keep it
+/// (a member of that group, or, on chown, holding CAP_FSETID).
+fn drop_suidgid(fd: RawFd, keeps_sgid: impl FnOnce(u32) -> bool) -> FsResult<()> {
+    let st = sys::fstat(fd)?;
+    let mode = st.st_mode;
     let mut keep = mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID);
-    if mode & libc::S_IXGRP == 0 {
-        keep |= mode & libc::S_ISGID;
+    if mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP == 0 && keeps_sgid(st.st_gid) {
+        keep |= libc::S_ISGID;
     }
     if keep != mode & 0o7777 {
         sys::chmod_fd(fd, keep)?;
@@ -1487,14 +1522,44 @@ fn drop_suidgid(fd: RawFd) -> FsResult<()> {
     Ok(())
 }
 
+/// Who made a request, as far as set-ID decisions need to know.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Caller {
+    pid: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Caller {
+    fn of(req: &Request) -> Caller {
+        Caller {
+            pid: req.pid(),
+            uid: req.uid(),
+            gid: req.gid(),
+        }
+    }
+
+    /// Whether the caller is in group `gid` (its fsgid or a supplementary group).
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || sys::in_group(self.pid, gid).unwrap_or(false)
+    }
+
+    /// Whether the caller holds CAP_FSETID over the files here: in its effective set and
+    /// in the daemon's user namespace. Where /proc cannot tell (pid 0: the caller is in a
+    /// PID namespace the daemon does not see), root stands for it.
+    fn has_fsetid(&self) -> bool {
+        sys::has_cap(self.pid, CAP_FSETID).unwrap_or(self.uid == 0)
+    }
+}
+
 /// What a setattr does with set-user-ID/set-group-ID (see [`drop_suidgid`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum KillSuidgid {
     No,
     /// chown(-1, -1).
-    Always,
-    /// A truncate, by process `pid`: unless it has CAP_FSETID.
-    UnlessFsetid(u32),
+    Always(Caller),
+    /// A truncate: unless the caller has CAP_FSETID.
+    UnlessFsetid(Caller),
 }
 
 /// Capability number of CAP_FSETID (linux/capability.h).
@@ -1506,12 +1571,8 @@ const CAP_FSETID: u32 = 4;
 /// FUSE_SETXATTR_EXT, which fuser does not speak.
 fn acl_drop_sgid(req: &Request, fd: RawFd) -> std::io::Result<()> {
     let st = sys::fstat(fd)?;
-    if st.st_mode & libc::S_ISGID == 0 || req.gid() == st.st_gid {
-        return Ok(());
-    }
-    if sys::in_group(req.pid(), st.st_gid).unwrap_or(false)
-        || sys::has_cap(req.pid(), CAP_FSETID).unwrap_or(req.uid() == 0)
-    {
+    let caller = Caller::of(req);
+    if st.st_mode & libc::S_ISGID == 0 || caller.in_group(st.st_gid) || caller.has_fsetid() {
         return Ok(());
     }
     sys::chmod_fd(fd, st.st_mode & 0o7777 & !libc::S_ISGID)
@@ -1614,8 +1675,8 @@ impl Filesystem for KmsFs {
             && mtime.is_none();
         let kill = match (self.kill_priv, empty, size) {
             (false, _, _) => KillSuidgid::No,
-            (true, true, _) => KillSuidgid::Always,
-            (true, false, Some(_)) => KillSuidgid::UnlessFsetid(req.pid()),
+            (true, true, _) => KillSuidgid::Always(Caller::of(req)),
+            (true, false, Some(_)) => KillSuidgid::UnlessFsetid(Caller::of(req)),
             (true, false, None) => KillSuidgid::No,
         };
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, kill) {
@@ -1764,7 +1825,7 @@ impl Filesystem for KmsFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1775,7 +1836,9 @@ impl Filesystem for KmsFs {
         reply: ReplyWrite,
     ) {
         let append = self.shared && flags.0 & libc::O_APPEND != 0;
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let kill = write_flags
+            .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            .then(|| Caller::of(req));
         match self.do_write(fh, offset, data, append, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),

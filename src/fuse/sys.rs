@@ -480,8 +480,19 @@ pub fn in_group(pid: u32, gid: u32) -> io::Result<bool> {
     Ok(groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
 }
 
-/// Whether process `pid` has capability `cap` in its effective set (`/proc/PID/status`).
+/// Whether process `pid` has capability `cap` in its effective set (`/proc/PID/status`),
+/// counted only in this process's user namespace (the kernel checks a caller from another
+/// one against the initial namespace, where it holds nothing). ESRCH for pid 0 (a caller in
+/// a PID namespace this process does not see).
 pub fn has_cap(pid: u32, cap: u32) -> io::Result<bool> {
+    if pid == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    if std::fs::read_link(format!("/proc/{pid}/ns/user"))?
+        != std::fs::read_link("/proc/self/ns/user")?
+    {
+        return Ok(false);
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let eff = status
         .lines()
