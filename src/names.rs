@@ -132,15 +132,20 @@ impl NameKey {
 }
 
 /// Reads the IV of the backing directory `dir` (an fd, `O_PATH` will do). ENOENT when it
-/// has none; EIO when the file is not [`IV_LEN`] bytes.
+/// has none; EIO when it is not a regular file of [`IV_LEN`] bytes (opened non-blocking,
+/// so a FIFO put there cannot hang the caller).
 pub fn read_diriv(dir: RawFd) -> std::io::Result<DirIv> {
-    let mut f: File = sys::openat(
-        dir,
-        OsStr::new(DIRIV_NAME),
-        libc::O_RDONLY | libc::O_NOFOLLOW,
-        0,
-    )?
-    .into();
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let mut f: File = sys::openat(dir, OsStr::new(DIRIV_NAME), flags, 0)
+        .map_err(|e| match e.raw_os_error() {
+            // A symlink in its place (O_NOFOLLOW).
+            Some(libc::ELOOP) => std::io::Error::from_raw_os_error(libc::EIO),
+            _ => e,
+        })?
+        .into();
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
     let mut iv = [0u8; IV_LEN];
     let mut rest = Vec::new();
     f.read_exact(&mut iv)

@@ -218,7 +218,7 @@ fn backing_of(m: &Mounted, rel: &str) -> PathBuf {
 #[test]
 fn names_changed_on_disk_are_hidden_and_reported_never_shown_wrong() {
     let mut m = Mounted::new(&["--encrypt-names"]);
-    for d in ["a", "b", "c"] {
+    for d in ["a", "b", "c", "d"] {
         fs::create_dir(m.p(d)).unwrap();
         fs::write(m.p(&format!("{d}/same")), d).unwrap();
     }
@@ -227,6 +227,7 @@ fn names_changed_on_disk_are_hidden_and_reported_never_shown_wrong() {
     let moved = backing_of(&m, "a/moved");
     let b_dir = backing_of(&m, "b");
     let c_dir = backing_of(&m, "c");
+    let d_dir = backing_of(&m, "d");
     let link = backing_of(&m, "link");
     m.unmount();
     let out = run_fsck(&m.kms, &m.backing, &[]);
@@ -242,6 +243,9 @@ fn names_changed_on_disk_are_hidden_and_reported_never_shown_wrong() {
     fs::remove_file(&link).unwrap();
     symlink(std::ffi::OsStr::from_bytes(&t), &link).unwrap();
     fs::remove_file(c_dir.join("kmsfs.diriv")).unwrap();
+    // A FIFO in place of an IV must not hang the daemon.
+    fs::remove_file(d_dir.join("kmsfs.diriv")).unwrap();
+    sh(&format!("mkfifo {}", d_dir.join("kmsfs.diriv").display()));
 
     let out = run_fsck(&m.kms, &m.backing, &[]);
     let text =
@@ -260,7 +264,10 @@ fn names_changed_on_disk_are_hidden_and_reported_never_shown_wrong() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
     };
-    assert_eq!(listed(""), ["a", "b", "c", "link"].map(String::from).into());
+    assert_eq!(
+        listed(""),
+        ["a", "b", "c", "d", "link"].map(String::from).into()
+    );
     assert_eq!(listed("a"), ["same"].map(String::from).into());
     assert_eq!(
         listed("b"),
@@ -279,6 +286,17 @@ fn names_changed_on_disk_are_hidden_and_reported_never_shown_wrong() {
     assert_eq!(
         fs::read(m.p("c/same")).unwrap_err().raw_os_error(),
         Some(libc::EIO)
+    );
+    let ls = std::process::Command::new("timeout")
+        .arg("10")
+        .arg("ls")
+        .arg(m.p("d"))
+        .output()
+        .unwrap();
+    assert_eq!(ls.status.code(), Some(2), "EIO, not a hang (124): {ls:?}");
+    assert!(
+        String::from_utf8_lossy(&ls.stderr).contains("Input/output error"),
+        "{ls:?}"
     );
     assert!(m.log_text().contains("no kmsfs.diriv"), "{}", m.log_text());
 }
