@@ -143,7 +143,8 @@ pub fn read_diriv(dir: RawFd) -> std::io::Result<DirIv> {
             _ => e,
         })?
         .into();
-    if !f.metadata()?.is_file() {
+    let md = f.metadata()?;
+    if !md.is_file() || md.len() != IV_LEN as u64 {
         return Err(std::io::Error::from_raw_os_error(libc::EIO));
     }
     let mut iv = [0u8; IV_LEN];
@@ -157,9 +158,9 @@ pub fn read_diriv(dir: RawFd) -> std::io::Result<DirIv> {
     Ok(iv)
 }
 
-/// Gives the backing directory `dir` a new random IV (EEXIST if it has one). Written
-/// without fsync, as the directory entries that depend on it come later (gocryptfs does
-/// the same); mode 0400, owned by the daemon.
+/// Gives the backing directory `dir` a new random IV (EEXIST if it has one), fsynced
+/// (ext4 may commit the entries named under it before its data otherwise); mode 0400,
+/// owned by the daemon.
 pub fn create_diriv(dir: RawFd) -> std::io::Result<DirIv> {
     let mut iv = [0u8; IV_LEN];
     aead::random(&mut iv).map_err(|_| std::io::Error::from_raw_os_error(libc::EIO))?;
@@ -172,7 +173,8 @@ pub fn write_diriv(dir: RawFd, iv: &DirIv) -> std::io::Result<()> {
     let name = OsStr::new(DIRIV_NAME);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
     let mut f: File = sys::openat(dir, name, flags, 0o400)?.into();
-    if let Err(e) = f.write_all(iv) {
+    // Synced: names made under it may be fsynced before anything else syncs it.
+    if let Err(e) = f.write_all(iv).and_then(|_| f.sync_all()) {
         let _ = sys::unlinkat(dir, name, 0);
         return Err(e);
     }
