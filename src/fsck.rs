@@ -246,12 +246,7 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
         deks: HashMap::new(),
         report,
     };
-    let names = c
-        .cfg
-        .features
-        .iter()
-        .any(|f| f == names::FEATURE)
-        .then(|| names::NameKey::derive(&config_dek, &c.cfg.uuid));
+    let names = names::NameKey::of_volume(&c.cfg, &config_dek);
     walk_volume(backing, names.as_ref(), &mut |w| match w {
         Walked::File { path, rel } => c.file(path, rel),
         Walked::Error { rel, message } => c.report.add(Severity::Error, "io", rel, None, message),

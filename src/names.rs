@@ -79,6 +79,14 @@ impl NameKey {
         NameKey { key }
     }
 
+    /// The name key of volume `cfg` (config DEK `config_dek`), if it encrypts names.
+    pub fn of_volume(cfg: &crate::volume::VolumeConfig, config_dek: &[u8]) -> Option<NameKey> {
+        cfg.features
+            .iter()
+            .any(|f| f == FEATURE)
+            .then(|| NameKey::derive(config_dek, &cfg.uuid))
+    }
+
     fn siv(&self) -> Aes256Siv {
         Aes256Siv::new(self.key.as_slice().into())
     }

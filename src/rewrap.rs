@@ -220,11 +220,7 @@ pub fn run(kms_spec: Option<&str>, a: RewrapArgs) -> anyhow::Result<i32> {
         counts: [0; 4],
         progress: Progress::new(std::io::stderr().is_terminal()),
         rate_limit: a.rate_limit,
-        names: cfg
-            .features
-            .iter()
-            .any(|f| f == crate::names::FEATURE)
-            .then(|| crate::names::NameKey::derive(&config_dek, &cfg.uuid)),
+        names: crate::names::NameKey::of_volume(&cfg, &config_dek),
     };
     let mut passes = 0;
     loop {

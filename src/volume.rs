@@ -550,11 +550,7 @@ impl Volume {
         let stamp = ConfStamp::of(&f.metadata()?);
         let bytes = read_config_bytes(&f)?;
         let (cfg, config_dek) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;
-        let names = cfg
-            .features
-            .iter()
-            .any(|f| f == crate::names::FEATURE)
-            .then(|| crate::names::NameKey::derive(&config_dek, &cfg.uuid));
+        let names = crate::names::NameKey::of_volume(&cfg, &config_dek);
         Ok(Volume {
             names,
             geo: cfg.geometry(),
