@@ -13,9 +13,11 @@
 # refuses the test users, so expect failures; the threshold is not applied).
 #
 # -o OPTS adds kmsfs mount options (e.g. -o writeback_cache); --encrypt-names makes the
-# fresh volume one with encrypted names.
+# fresh volume one with encrypted names; --no-file-handles runs the daemon without
+# CAP_DAC_READ_SEARCH (as an ordinary user's daemon is: no open_by_handle_at, every inode
+# reached by name) and with an fd limit of 1024.
 #
-# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [-o OPTS] [--encrypt-names] [--max-failures N] [--keep] [TEST_FILTER…]
+# Usage: scripts/fstest.sh [--peer gocryptfs|native] [--no-allow-other] [-o OPTS] [--encrypt-names] [--no-file-handles] [--max-failures N] [--keep] [TEST_FILTER…]
 # Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,7 @@ keep=0
 allow_other=1
 extra_opts=()
 init_flags=()
+launcher=()
 filters=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,7 +39,10 @@ while [ $# -gt 0 ]; do
     --no-allow-other) allow_other=0; shift ;;
     -o) extra_opts+=(-o "$2"); shift 2 ;;
     --encrypt-names) init_flags+=(--encrypt-names); shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --no-file-handles)
+      launcher=(prlimit --nofile=1024:1024 setpriv --inh-caps=-dac_read_search --bounding-set=-dac_read_search)
+      shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) filters+=("$1"); shift ;;
   esac
 done
@@ -92,8 +98,8 @@ if [ "$peer" = kmsfs ]; then
   cargo build --quiet --bin kmsfs
   bin="$root/target/debug/kmsfs"
   opts=("${extra_opts[@]}"); [ "$allow_other" = 1 ] && opts+=(-o allow_other)
-  KMSFS_KMS="$work/kms" "$bin" mount "${opts[@]}" "${init_flags[@]}" --log-file "$work/daemon.log" \
-    "$work/backing" "$work/mnt"
+  KMSFS_KMS="$work/kms" "${launcher[@]}" "$bin" mount "${opts[@]}" "${init_flags[@]}" \
+    --log-file "$work/daemon.log" "$work/backing" "$work/mnt"
   daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$work/mnt")
 elif [ "$peer" = native ]; then
   chmod 755 "$work/mnt"

@@ -83,7 +83,8 @@ pub struct MountArgs {
     /// in the page cache and reach the disk in large batches: faster, but a full disk or a
     /// refused key is reported by fsync and close, not by write; see docs/OPERATIONS.md),
     /// noacl (POSIX ACLs refused; by default they are stored and enforced, except with
-    /// shared_storage), and other FUSE options.
+    /// shared_storage), max_fds=N (the daemon's fd budget, default 512; each file open
+    /// through the mount holds one more), and other FUSE options.
     /// Default: nosuid,nodev,default_permissions.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -224,9 +225,11 @@ struct MountOpts {
     writeback: bool,
     /// POSIX ACLs (`noacl` turns them off; see [`KmsFs::with_posix_acl`]).
     posix_acl: bool,
+    /// `max_fds=N`: the daemon's fd budget (see [`KmsFs::with_max_fds`]).
+    max_fds: Option<usize>,
 }
 
-fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
+fn parse_opts(list: &[String], backing: &Path) -> anyhow::Result<MountOpts> {
     let mut suid = false;
     let mut dev = false;
     let mut fuse = vec![
@@ -239,6 +242,7 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     let mut shared = false;
     let mut writeback = false;
     let mut posix_acl = true;
+    let mut max_fds = None;
     for o in list
         .iter()
         .flat_map(|s| s.split(','))
@@ -269,6 +273,14 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
             "sync" => fuse.push(MountOption::Sync),
             "async" => fuse.push(MountOption::Async),
             "dirsync" => fuse.push(MountOption::DirSync),
+            x if x.starts_with("max_fds=") => {
+                let n: usize = x[8..]
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 64)
+                    .with_context(|| format!("-o {x}: give a number of fds, at least 64"))?;
+                max_fds = Some(n);
+            }
             x if x.starts_with("fsname=") => {
                 fuse.retain(|m| !matches!(m, MountOption::FSName(_)));
                 fuse.push(MountOption::FSName(x[7..].into()))
@@ -290,14 +302,15 @@ fn parse_opts(list: &[String], backing: &Path) -> MountOpts {
     } else {
         MountOption::NoDev
     });
-    MountOpts {
+    Ok(MountOpts {
         fuse,
         acl,
         read_only,
         shared,
         writeback,
         posix_acl,
-    }
+        max_fds,
+    })
 }
 
 /// Runs `kmsfs mount`.
@@ -408,7 +421,7 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         eprintln!("{msg}");
         init_msg = msg;
     }
-    let opts = parse_opts(&a.options, &backing);
+    let opts = parse_opts(&a.options, &backing)?;
     let shared = opts.shared || a.shared_storage;
     let vol = Arc::new(
         Volume::open_with(
@@ -437,7 +450,8 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_shared_storage(shared)
         .with_writeback_cache(opts.writeback)
-        .with_posix_acl(opts.posix_acl);
+        .with_posix_acl(opts.posix_acl)
+        .with_max_fds(fd_budget(opts.max_fds));
     let mut config = Config::default();
     config.mount_options = opts.fuse;
     config.acl = opts.acl;
@@ -571,8 +585,9 @@ fn harden_process() {
         {
             tracing::warn!("mlockall failed; DEKs could be swapped out");
         }
-        // Every inode the kernel remembers holds an O_PATH fd: raise the fd limit as far
-        // as allowed (root: up to fs.nr_open).
+        // Files open through the mount hold a backing fd each (inodes share a bounded
+        // cache, see fuse::inodes): raise the fd limit as far as allowed (root: up to
+        // fs.nr_open), as the Go runtime does for gocryptfs.
         let mut rl: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
             let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
@@ -592,6 +607,30 @@ fn harden_process() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
     }
+}
+
+/// The fd budget of the daemon: `-o max_fds=N`, else [`fuse::inodes::DEFAULT_MAX_FDS`],
+/// and never more than three quarters of the fd limit (raised to its hard limit by
+/// [`harden_process`]), which files open through the mount share.
+fn fd_budget(asked: Option<usize>) -> usize {
+    let want = asked.unwrap_or(fuse::inodes::DEFAULT_MAX_FDS);
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return want;
+    }
+    let cap = usize::try_from(rl.rlim_cur / 4 * 3).unwrap_or(usize::MAX);
+    if want > cap {
+        tracing::warn!(
+            asked = want,
+            limit = rl.rlim_cur,
+            "fd budget lowered to three quarters of RLIMIT_NOFILE"
+        );
+    }
+    want.min(cap)
 }
 
 fn detach_stdio() {

@@ -1,16 +1,14 @@
 //! The FUSE daemon: `impl fuser::Filesystem` over a backing directory.
 //!
 //! Every handler calls an inner function returning [`FsResult`] and replies once;
-//! [`errno`] is the only place an errno is made. Directory inodes hold an
-//! `O_PATH|O_NOFOLLOW` fd of their backing directory (virtiofsd style), so renames need
-//! no path tracking and no symlink planted in the backing directory is ever followed.
-//! Other inodes hold a Linux file handle (`name_to_handle_at`, virtiofsd's
-//! `--inode-file-handles`) and open an fd only for the duration of an operation: the
-//! kernel keeps far more inodes alive than RLIMIT_NOFILE allows fds. Where the backing
-//! fs has no file handles (or `open_by_handle_at` is not permitted) every inode holds
-//! its fd, as directories do.
+//! [`errno`] is the only place an errno is made. Inodes reach their backing files through
+//! [`inodes`]: by name from their parent (and by file handle where the backing fs and the
+//! daemon's privileges allow), through a bounded cache of `O_PATH|O_NOFOLLOW` fds, so the
+//! daemon's fds stay under a fixed budget however many inodes the kernel keeps, and no
+//! symlink planted in the backing directory is ever followed.
 
 pub mod content;
+pub mod inodes;
 pub mod shared;
 pub mod sys;
 
@@ -21,7 +19,7 @@ use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -30,7 +28,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::format::ContentKey;
 use crate::fs_error::{FsError, FsResult};
@@ -38,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::names::{self, DirIv, NameError, NameKey, DIRIV_NAME};
 use crate::volume::{self, HeaderLock, Volume, CONFIG_NAME};
 use content::BadBlock;
+use inodes::{Anchor, FdCache, HandleMount, Inode};
 
 /// Virtual xattr on the mount root: the daemon's counters as JSON.
 pub const STATS_XATTR: &str = "user.kmsfs.stats";
@@ -65,44 +64,12 @@ fn err(n: i32) -> FsError {
     FsError::Errno(n)
 }
 
-/// How an inode reaches its backing file.
-enum Anchor {
-    /// An `O_PATH|O_NOFOLLOW` fd, held while the kernel remembers the inode.
-    Fd(OwnedFd),
-    /// A file handle on the backing mount; an fd is opened per operation.
-    Handle(sys::FileHandle),
-}
-
-/// An inode: how to reach the backing file, and its per-file state.
-pub struct Inode {
-    ino: u64,
-    key: (u64, u64),
-    anchor: Anchor,
-    /// The FUSE file handles open on this inode (pruned as new ones open): their fds
-    /// still reach a file that was unlinked while open, which a file handle no longer opens.
-    open: Mutex<Vec<Weak<Handle>>>,
-    lookups: AtomicU64,
-    /// Held shared by reads, exclusive by writes/truncates (read-modify-write).
-    content: RwLock<()>,
-    /// The content key, once the header was read (or written), when, and the header bytes.
-    ckey: Mutex<Option<CachedKey>>,
-    /// The backing file's xattr names (listxattr's NUL-terminated list), once asked and
-    /// while only this daemon changes them (never in shared storage). The kernel asks
-    /// for names that are nearly never there over and over — `security.capability`
-    /// before writes and chowns, `security.selinux` and the POSIX ACLs in every `ls -l`
-    /// — and the answer "not there" comes from this list without a syscall. Held while
-    /// the mount sets or removes an xattr, so no listing in flight outlives the change.
-    xattr_names: Mutex<Option<Box<[u8]>>>,
-    /// A directory's IV, once read (volumes with encrypted names).
-    diriv: OnceLock<DirIv>,
-}
-
 /// The backing file of an inode, for one operation.
 enum InodeFd<'a> {
-    /// The inode's own `O_PATH` fd.
+    /// The root's own `O_PATH` fd.
     Held(&'a OwnedFd),
-    /// An `O_PATH` fd opened from the inode's file handle, closed on drop.
-    Opened(OwnedFd),
+    /// An `O_PATH` fd from the fd cache (closed when evicted and no longer in use).
+    Cached(Arc<OwnedFd>),
     /// The fd of a FUSE file handle open on the inode.
     Open(Arc<Handle>),
 }
@@ -111,7 +78,7 @@ impl InodeFd<'_> {
     fn raw(&self) -> RawFd {
         match self {
             InodeFd::Held(fd) => fd.as_raw_fd(),
-            InodeFd::Opened(fd) => fd.as_raw_fd(),
+            InodeFd::Cached(fd) => fd.as_raw_fd(),
             InodeFd::Open(h) => match &h.kind {
                 HandleKind::File(f) => f.as_raw_fd(),
                 // Never stored: only file handles are remembered in `Inode::open`.
@@ -119,14 +86,6 @@ impl InodeFd<'_> {
             },
         }
     }
-}
-
-/// File handles of the backing mount, when usable.
-struct HandleMount {
-    /// A real (not `O_PATH`) fd of the backing root: `open_by_handle_at`'s mount fd.
-    fd: OwnedFd,
-    /// The backing root's mount id: handles from other mounts are not kept.
-    mount_id: i32,
 }
 
 struct CachedKey {
@@ -170,8 +129,8 @@ pub struct KmsFs {
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     read_only: bool,
-    /// `None`: every inode holds an fd (no file handles on this backing fs).
-    handle_mount: Option<HandleMount>,
+    /// The open fds of inodes, within the mount's fd budget (see [`inodes`]).
+    fds: FdCache,
     /// Other daemons share the backing directory (see [`shared`]).
     shared: bool,
     /// Entry and attribute timeout given to the kernel.
@@ -305,17 +264,13 @@ impl KmsFs {
     pub fn new(vol: Arc<Volume>, backing_root: OwnedFd, read_only: bool) -> FsResult<Self> {
         let st = sys::fstat(backing_root.as_raw_fd())?;
         let handle_mount = handle_mount(&backing_root);
-        let root = Arc::new(Inode {
-            ino: INodeNo::ROOT.0,
-            key: (st.st_dev, st.st_ino),
-            anchor: Anchor::Fd(backing_root),
-            open: Mutex::new(Vec::new()),
-            lookups: AtomicU64::new(1 << 40),
-            content: RwLock::new(()),
-            ckey: Mutex::new(None),
-            xattr_names: Mutex::new(None),
-            diriv: OnceLock::new(),
-        });
+        let root = Arc::new(Inode::new(
+            INodeNo::ROOT.0,
+            (st.st_dev, st.st_ino),
+            Anchor::Root(backing_root),
+            None,
+            1 << 40,
+        ));
         let mut t = InodeTable::default();
         t.by_key.insert(root.key, root.ino);
         t.by_ino.insert(root.ino, root);
@@ -326,7 +281,7 @@ impl KmsFs {
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_only,
-            handle_mount,
+            fds: FdCache::new(inodes::DEFAULT_MAX_FDS, handle_mount),
             shared: false,
             ttl: TTL,
             kill_priv: false,
@@ -334,6 +289,14 @@ impl KmsFs {
             posix_acl: false,
             names_lock: RwLock::new(()),
         })
+    }
+
+    /// At most about `max_fds` open fds (`-o max_fds=N`), files open through the mount
+    /// aside (each holds one): see [`inodes`].
+    pub fn with_max_fds(mut self, max_fds: usize) -> Self {
+        let hm = self.fds.handle_mount_take();
+        self.fds = FdCache::new(max_fds, hm);
+        self
     }
 
     /// Shared storage (`-o shared_storage`): other daemons change the backing directory
@@ -505,24 +468,15 @@ impl KmsFs {
 
     /// The backing file of `inode` for one operation (`ESTALE` once it was deleted).
     fn fd_of<'a>(&self, inode: &'a Inode) -> FsResult<InodeFd<'a>> {
-        let h = match &inode.anchor {
-            Anchor::Fd(fd) => return Ok(InodeFd::Held(fd)),
-            Anchor::Handle(h) => h,
-        };
-        let Some(m) = &self.handle_mount else {
-            return Err(err(libc::ESTALE));
-        };
-        // A file open through the mount is reached through that open file: no
-        // open_by_handle_at + close per request while a program writes it (the kernel's
-        // getattr/getxattr/setattr around writes), and it still works once unlinked.
+        if let Anchor::Root(fd) = &inode.anchor {
+            return Ok(InodeFd::Held(fd));
+        }
+        // A file open through the mount is reached through that open file: it still
+        // works once unlinked, and takes nothing from the fd cache while a program writes.
         if let Some(open) = inode.open.lock().iter().find_map(Weak::upgrade) {
             return Ok(InodeFd::Open(open));
         }
-        Ok(InodeFd::Opened(sys::open_by_handle(
-            m.fd.as_raw_fd(),
-            h,
-            libc::O_PATH | libc::O_NOFOLLOW,
-        )?))
+        Ok(InodeFd::Cached(self.fds.resolve(inode)?))
     }
 
     /// The path of `inode` relative to the mount (`/dir/file`), for log lines.
@@ -549,18 +503,15 @@ impl KmsFs {
         }
     }
 
-    /// How a just-opened `O_PATH` fd is kept: as a file handle when it names a
-    /// non-directory on the backing mount and handles work there, else the fd itself.
-    fn anchor_for(&self, fd: OwnedFd, st: &libc::stat) -> Anchor {
-        let Some(m) = &self.handle_mount else {
-            return Anchor::Fd(fd);
+    /// How the inode of a just-opened `O_PATH` fd is anchored besides its names: by its
+    /// file handle when handles work on the backing mount.
+    fn anchor_for(&self, fd: RawFd) -> Anchor {
+        let Some(m) = self.fds.handle_mount() else {
+            return Anchor::Path;
         };
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            return Anchor::Fd(fd);
-        }
-        match sys::name_to_handle_fd(fd.as_raw_fd()) {
+        match sys::name_to_handle_fd(fd) {
             Ok((h, mount_id)) if mount_id == m.mount_id => Anchor::Handle(h),
-            _ => Anchor::Fd(fd),
+            _ => Anchor::Path,
         }
     }
 
@@ -620,18 +571,27 @@ impl KmsFs {
         }
     }
 
-    /// Registers (or finds) the inode of `fd` and counts one lookup.
-    fn remember(&self, fd: OwnedFd) -> FsResult<(Arc<Inode>, libc::stat)> {
+    /// Registers (or finds) the inode of `fd`, just opened as backing name `name` in
+    /// directory `parent`, and counts one lookup.
+    fn remember(
+        &self,
+        fd: OwnedFd,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+    ) -> FsResult<(Arc<Inode>, libc::stat)> {
         let st = sys::fstat(fd.as_raw_fd())?;
         let key = (st.st_dev, st.st_ino);
-        let anchor = self.anchor_for(fd, &st);
+        let anchor = self.anchor_for(fd.as_raw_fd());
+        let fd = Arc::new(fd);
         let mut t = self.inodes.write();
         if let Some(ino) = t.by_key.get(&key) {
             if let Some(i) = t.by_ino.get(ino) {
-                // An inode known by a file handle holds no fd, so its backing file may have
-                // been deleted and its number reused: that is another file.
-                if same_file(&i.anchor, &anchor) {
+                // An inode that holds no fd may have had its backing file deleted and its
+                // number reused: that is another file.
+                if self.same_file(i, &anchor, parent, name) {
                     i.lookups.fetch_add(1, Ordering::Relaxed);
+                    i.add_name(parent, name);
+                    self.fds.insert(i.ino, fd);
                     return Ok((i.clone(), st));
                 }
             }
@@ -643,20 +603,37 @@ impl KmsFs {
         } else {
             self.next_ino.fetch_add(1, Ordering::Relaxed)
         };
-        let inode = Arc::new(Inode {
+        let inode = Arc::new(Inode::new(
             ino,
             key,
             anchor,
-            open: Mutex::new(Vec::new()),
-            lookups: AtomicU64::new(1),
-            content: RwLock::new(()),
-            ckey: Mutex::new(None),
-            xattr_names: Mutex::new(None),
-            diriv: OnceLock::new(),
-        });
+            Some((parent.clone(), name.to_owned())),
+            1,
+        ));
         t.by_key.insert(key, ino);
         t.by_ino.insert(ino, inode.clone());
+        self.fds.insert(ino, fd);
         Ok((inode, st))
+    }
+
+    /// Whether `known`, an inode with the same (st_dev, st_ino) as a file just found as
+    /// `name` in `parent` (with anchor `new`), is that file and not an earlier one whose
+    /// number was reused.
+    fn same_file(&self, known: &Inode, new: &Anchor, parent: &Inode, name: &OsStr) -> bool {
+        match (&known.anchor, new) {
+            (Anchor::Root(_), _) => true,
+            // Handles carry the inode generation.
+            (Anchor::Handle(a), Anchor::Handle(b)) => a == b,
+            // A cached fd or a file open through the mount pins the backing inode: its
+            // number cannot have been reused. Else a name it is known by must still lead
+            // to it (the daemon drops names it unlinks or renames away).
+            _ => {
+                self.fds.contains(known.ino)
+                    || known.is_open()
+                    || known.has_name(parent.ino, name)
+                    || self.fds.resolve(known).is_ok()
+            }
+        }
     }
 
     fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> FsResult<FileAttr> {
@@ -667,27 +644,53 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let bname = self.backing_name(&p, name)?;
         let fd = sys::openat(self.fd_of(&p)?.raw(), &bname, libc::O_PATH, 0)?;
-        let (inode, st) = self.remember(fd)?;
+        let (inode, st) = self.remember(fd, &p, &bname)?;
         Ok(self.attr_of(inode.ino, &st))
     }
 
+    /// Drops inode `ino` from the table if the kernel forgot it and nothing uses it, and
+    /// then the parents only it kept (an inode holds its parents: its names lead through
+    /// them).
     fn drop_if_unused(&self, ino: u64) {
         let mut t = self.inodes.write();
-        let remove = match t.by_ino.get(&ino) {
-            Some(i) => {
-                ino != INodeNo::ROOT.0
-                    && i.lookups.load(Ordering::Relaxed) == 0
-                    && Arc::strong_count(i) == 1
-            }
-            None => false,
-        };
-        if remove {
-            if let Some(i) = t.by_ino.remove(&ino) {
-                if t.by_key.get(&i.key) == Some(&ino) {
-                    t.by_key.remove(&i.key);
+        let mut todo = vec![ino];
+        while let Some(ino) = todo.pop() {
+            let remove = match t.by_ino.get(&ino) {
+                Some(i) => {
+                    ino != INodeNo::ROOT.0
+                        && i.lookups.load(Ordering::Relaxed) == 0
+                        && Arc::strong_count(i) == 1
                 }
+                None => false,
+            };
+            if !remove {
+                continue;
+            }
+            let Some(i) = t.by_ino.remove(&ino) else {
+                continue;
+            };
+            if t.by_key.get(&i.key) == Some(&ino) {
+                t.by_key.remove(&i.key);
+            }
+            self.fds.remove(ino);
+            let parents = i.take_names();
+            drop(i);
+            for (p, _) in parents {
+                let pino = p.ino;
+                drop(p);
+                todo.push(pino);
             }
         }
+    }
+
+    /// The known inode at backing name `name` of directory `dir`, if any (for the
+    /// bookkeeping of its names around an unlink, rename or rmdir).
+    fn known_at(&self, dir: RawFd, name: &OsStr) -> Option<Arc<Inode>> {
+        let fd = sys::openat(dir, name, libc::O_PATH, 0).ok()?;
+        let st = sys::fstat(fd.as_raw_fd()).ok()?;
+        let t = self.inodes.read();
+        let ino = t.by_key.get(&(st.st_dev, st.st_ino))?;
+        t.by_ino.get(ino).cloned()
     }
 
     fn do_forget(&self, ino: u64, n: u64) {
@@ -756,7 +759,7 @@ impl KmsFs {
         } else {
             None
         };
-        let (inode, st) = self.remember(fd)?;
+        let (inode, st) = self.remember(fd, &p, &bname)?;
         if let Some(iv) = iv {
             let _ = inode.diriv.set(iv);
         }
@@ -865,6 +868,7 @@ impl KmsFs {
         let is_file = matches!(kind, HandleKind::File(_));
         let h = Arc::new(Handle { inode, kind });
         if is_file {
+            self.fds.count_open_file(true);
             let mut open = h.inode.open.lock();
             open.retain(|w| w.strong_count() > 0);
             open.push(Arc::downgrade(&h));
@@ -892,7 +896,7 @@ impl KmsFs {
     /// `inode`'s backing file opened with real access `flags`: straight from its file
     /// handle when it has one, else by reopening its `O_PATH` fd.
     fn reopen_inode(&self, inode: &Inode, flags: i32) -> FsResult<File> {
-        if let (Anchor::Handle(h), Some(m)) = (&inode.anchor, &self.handle_mount) {
+        if let (Anchor::Handle(h), Some(m)) = (&inode.anchor, self.fds.handle_mount()) {
             match sys::open_by_handle(m.fd.as_raw_fd(), h, flags | libc::O_NOFOLLOW) {
                 Ok(fd) => return Ok(fd.into()),
                 // Unlinked but open: `fd_of` reaches it through the open file.
@@ -949,7 +953,7 @@ impl KmsFs {
             Err(e) => return Err(e.into()),
         };
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
-        let (inode, st) = self.remember(pfd)?;
+        let (inode, st) = self.remember(pfd, &p, name)?;
         if flags & libc::O_TRUNC != 0 {
             self.empty_file(&inode, &file)?;
         }
@@ -1275,16 +1279,48 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
         let (pfd, npfd) = (self.fd_of(&p)?, self.fd_of(&np)?);
-        if self.names().is_none() {
-            sys::renameat2(pfd.raw(), name, npfd.raw(), newname, flags)?;
-            return Ok(());
-        }
-        let _g = self.names_lock.write();
+        let _g = self.names().map(|_| self.names_lock.write());
         let (name, newname) = (
             self.backing_name(&p, name)?,
             self.backing_name(&np, newname)?,
         );
-        match sys::renameat2(pfd.raw(), &name, npfd.raw(), &newname, flags) {
+        let moved = self.known_at(pfd.raw(), &name);
+        let replaced = self.known_at(npfd.raw(), &newname);
+        self.rename_backing(&pfd, &name, &npfd, &newname, flags)?;
+        // Names follow (a rename onto another name of the same file changes nothing).
+        if let (Some(m), Some(r)) = (&moved, &replaced) {
+            if Arc::ptr_eq(m, r) {
+                return Ok(());
+            }
+        }
+        if let Some(m) = &moved {
+            m.remove_name(p.ino, &name);
+            m.add_name(&np, &newname);
+        }
+        if let Some(r) = &replaced {
+            r.remove_name(np.ino, &newname);
+            if flags & libc::RENAME_EXCHANGE != 0 {
+                r.add_name(&p, &name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backing side of a rename (with encrypted names, an empty directory in the way
+    /// gives up its IV first).
+    fn rename_backing(
+        &self,
+        pfd: &InodeFd,
+        name: &OsStr,
+        npfd: &InodeFd,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        if self.names().is_none() {
+            sys::renameat2(pfd.raw(), name, npfd.raw(), newname, flags)?;
+            return Ok(());
+        }
+        match sys::renameat2(pfd.raw(), name, npfd.raw(), newname, flags) {
             // An empty directory in the way still holds its IV: drop it and try again
             // (the kernel let this rename replace a directory only with a directory).
             Err(e)
@@ -1296,13 +1332,13 @@ impl KmsFs {
                 }
                 let target = sys::openat(
                     npfd.raw(),
-                    &newname,
+                    newname,
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                     0,
                 )?;
                 let tfd = target.as_raw_fd();
                 let iv = take_iv(tfd)?;
-                sys::renameat2(pfd.raw(), &name, npfd.raw(), &newname, flags).map_err(|e| {
+                sys::renameat2(pfd.raw(), name, npfd.raw(), newname, flags).map_err(|e| {
                     put_back_iv(tfd, iv);
                     FsError::from(e)
                 })
@@ -1322,6 +1358,7 @@ impl KmsFs {
         let _g = self.names_lock.read_recursive();
         let newname = self.backing_name(&np, newname)?;
         sys::linkat_fd(self.fd_of(&inode)?.raw(), self.fd_of(&np)?.raw(), &newname)?;
+        inode.add_name(&np, &newname);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
     }
@@ -1351,7 +1388,7 @@ impl KmsFs {
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let fd = make_symlink(pdir.raw(), &name, &target, uid, gid)?;
-        let (inode, st) = self.remember(fd)?;
+        let (inode, st) = self.remember(fd, &p, &name)?;
         Ok(self.attr_of(inode.ino, &st))
     }
 
@@ -1398,6 +1435,11 @@ impl KmsFs {
             o.insert(
                 "inodes".into(),
                 (self.inodes.read().by_ino.len() as u64).into(),
+            );
+            o.insert("cached_fds".into(), (self.fds.len() as u64).into());
+            o.insert(
+                "fd_cache_capacity".into(),
+                (self.fds.capacity() as u64).into(),
             );
         }
         serde_json::to_vec(&v).unwrap_or_default()
@@ -1730,7 +1772,13 @@ impl Filesystem for KmsFs {
             }
             let p = self.inode(parent)?;
             let name = self.backing_name(&p, name)?;
-            Ok(sys::unlinkat(self.fd_of(&p)?.raw(), &name, 0)?)
+            let pdir = self.fd_of(&p)?;
+            let gone = self.known_at(pdir.raw(), &name);
+            sys::unlinkat(pdir.raw(), &name, 0)?;
+            if let Some(i) = gone {
+                i.remove_name(p.ino, &name);
+            }
+            Ok(())
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1742,12 +1790,18 @@ impl Filesystem for KmsFs {
         let r = self.check_writable().and_then(|_| {
             let p = self.inode(parent)?;
             let pdir = self.fd_of(&p)?;
-            if self.names().is_none() {
-                return Ok(sys::unlinkat(pdir.raw(), name, libc::AT_REMOVEDIR)?);
-            }
-            let _g = self.names_lock.write();
+            let _g = self.names().map(|_| self.names_lock.write());
             let name = self.backing_name(&p, name)?;
-            self.rmdir_named(pdir.raw(), &name)
+            let gone = self.known_at(pdir.raw(), &name);
+            if self.names().is_none() {
+                sys::unlinkat(pdir.raw(), &name, libc::AT_REMOVEDIR)?;
+            } else {
+                self.rmdir_named(pdir.raw(), &name)?;
+            }
+            if let Some(i) = gone {
+                i.remove_name(p.ino, &name);
+            }
+            Ok(())
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1872,6 +1926,9 @@ impl Filesystem for KmsFs {
         let h = self.handles.write().remove(&fh.0);
         if let Some(h) = h {
             let inode = h.inode.clone();
+            if matches!(h.kind, HandleKind::File(_)) {
+                self.fds.count_open_file(false);
+            }
             drop(h);
             // The last handle of the file: its content key and header (about 2 KiB) go
             // too, or every file ever written stays keyed while the kernel keeps its
@@ -1983,7 +2040,7 @@ impl Filesystem for KmsFs {
             // left out.
             let Ok((inode, st)) = sys::openat(dir.raw(), &e.backing, libc::O_PATH, 0)
                 .map_err(FsError::from)
-                .and_then(|fd| self.remember(fd))
+                .and_then(|fd| self.remember(fd, &h.inode, &e.backing))
             else {
                 continue;
             };
@@ -2203,8 +2260,6 @@ impl Filesystem for KmsFs {
     }
 }
 
-/// Whether a remembered inode's `known` anchor and a fresh `new` one with the same
-/// (st_dev, st_ino) reach the same file, not a later file that reused the number.
 /// Creates directory, device, fifo or socket `name` in backing directory `dir`, owned by
 /// `uid:gid`, and returns its `O_PATH` fd. The daemon's `mknod`/`mkdir` and
 /// `kmsfs encrypt` lay out entries through this (and [`create_file`], [`make_symlink`]).
@@ -2289,18 +2344,6 @@ fn own_new_entry(fd: RawFd, mode: u32, uid: u32, gid: u32) -> std::io::Result<()
     Ok(())
 }
 
-fn same_file(known: &Anchor, new: &Anchor) -> bool {
-    match (known, new) {
-        // A held fd keeps the backing inode, so its number cannot be reused.
-        (Anchor::Fd(_), _) => true,
-        // Handles carry the inode generation.
-        (Anchor::Handle(a), Anchor::Handle(b)) => a == b,
-        (Anchor::Handle(a), Anchor::Fd(fd)) => {
-            sys::name_to_handle_fd(fd.as_raw_fd()).is_ok_and(|(b, _)| *a == b)
-        }
-    }
-}
-
 /// File handles on the backing mount of `root`, if the backing fs makes them and
 /// `open_by_handle_at` is permitted (it needs `CAP_DAC_READ_SEARCH`).
 fn handle_mount(root: &OwnedFd) -> Option<HandleMount> {
@@ -2318,7 +2361,7 @@ fn handle_mount(root: &OwnedFd) -> Option<HandleMount> {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::info!(
-                "file handles unusable on the backing fs ({e}): one fd per inode, bounded by RLIMIT_NOFILE"
+                "file handles unusable on the backing fs ({e}): inodes are reached by name"
             );
             None
         }
