@@ -119,6 +119,10 @@ pub struct MountArgs {
 pub struct UmountArgs {
     /// The mountpoint.
     pub mountpoint: PathBuf,
+    /// Detach the mount now even if files on it are in use; the daemon exits once the
+    /// last of them is closed (`fusermount3 -uz`, `umount -l`).
+    #[arg(short = 'l', long)]
+    pub lazy: bool,
 }
 
 /// `kmsfs stats MOUNTPOINT`.
@@ -503,10 +507,34 @@ fn check_mount_prerequisites(mountpoint: &Path, options: &[String]) -> anyhow::R
     if !root && !on_path("fusermount3") {
         bail!(
             "fusermount3 is not installed; mounting without root needs it: \
-             install the fuse3 package (apt-get install fuse3)"
+             ask an administrator to install the fuse3 package (apt-get install fuse3)"
+        );
+    }
+    if !root && !accessible(Path::new("/dev/fuse"), libc::R_OK | libc::W_OK) {
+        bail!(
+            "/dev/fuse is not readable and writable by you, so you cannot mount FUSE \
+             filesystems: ask an administrator to `chmod 0666 /dev/fuse` (the mode Debian \
+             and most distributions give it) or to add you to the group that owns it"
+        );
+    }
+    let others = options
+        .iter()
+        .flat_map(|s| s.split(','))
+        .any(|o| o == "allow_other" || o == "allow_root");
+    if !root && others && !user_allow_other() {
+        bail!(
+            "-o allow_other (or allow_root) needs the line `user_allow_other` in \
+             /etc/fuse.conf when you mount without root: ask an administrator to add it, \
+             or mount without the option (only you then see the files)"
         );
     }
     let m = mountpoint.display();
+    if !root && mountpoint.is_dir() && !accessible(mountpoint, libc::W_OK) {
+        bail!(
+            "you cannot mount on {m}: without root, fusermount3 mounts only on a directory \
+             you can write (typically one you own); use one of yours, e.g. `mkdir ~/plain`"
+        );
+    }
     match std::fs::metadata(mountpoint) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => bail!("the mountpoint {m} is not a directory; mount on a directory"),
@@ -530,10 +558,61 @@ fn check_mount_prerequisites(mountpoint: &Path, options: &[String]) -> anyhow::R
     Ok(())
 }
 
-fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+/// Sets `HOME` from the passwd entry of the real user where the environment has none
+/// (mount(8) runs the helper of an fstab `user` mount with a scrubbed environment), so the
+/// default KMS store of that user (`~/.local/share/kmsfs/kms`) is found. Call it first
+/// in `main`, before any thread starts.
+pub fn ensure_home() {
+    if std::env::var_os("HOME").is_some_and(|h| !h.is_empty()) {
+        return;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: buf outlives the call and every use of pw's strings below; out is checked.
+    let r = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if r != 0 || out.is_null() || pw.pw_dir.is_null() {
+        return;
+    }
+    // SAFETY: pw_dir points to a NUL-terminated string inside buf.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pw.pw_dir) };
+    let home = Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+    if home.is_absolute() {
+        std::env::set_var("HOME", home);
+    }
+}
+
+/// Whether /etc/fuse.conf lets users mount with allow_other (fusermount3 reads it so:
+/// the word on a line by itself).
+fn user_allow_other() -> bool {
+    std::fs::read_to_string("/etc/fuse.conf")
+        .map(|c| c.lines().any(|l| l.trim() == "user_allow_other"))
         .unwrap_or(false)
+}
+
+/// `access(2)` with the real uid: whether we may `mode` (R_OK, W_OK, X_OK) `p`.
+fn accessible(p: &Path, mode: libc::c_int) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid C string.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+/// Whether `prog` is found on PATH, or where exec looks without one (mount(8) runs its
+/// helpers for users with a scrubbed environment).
+fn on_path(prog: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).any(|d| d.join(prog).is_file())
 }
 
 /// Tells systemd that a foreground mount is live (`Type=notify` units): `READY=1` on
@@ -760,28 +839,56 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<i32> {
         .ok()
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|s| s.parse().ok());
-    let ok = std::process::Command::new("fusermount3")
-        .arg("-u")
+    let busy = |e: &str| {
+        format!(
+            "cannot unmount {m}: {e}; files on it are still in use: `fuser -vm {m}` lists the \
+             processes: close them and retry, or `kmsfs umount --lazy {m}` detaches it now \
+             (the daemon exits when the last file is closed)",
+            m = mp.display()
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fusermount = std::process::Command::new("fusermount3")
+        .arg(if a.lazy { "-uz" } else { "-u" })
         .arg(&mp)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        let c = CString::new(mp.as_os_str().as_bytes())?;
-        // SAFETY: valid C string.
-        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-            let e = std::io::Error::last_os_error();
-            let next = if e.raw_os_error() == Some(libc::EBUSY) {
-                format!(
-                    "; files on it are still in use: `fuser -vm {}` lists the processes, \
-                     close them and retry",
-                    mp.display()
-                )
-            } else {
-                String::new()
-            };
-            bail!("cannot unmount {}: {e}{next}", mp.display());
+        .stderr(std::process::Stdio::piped())
+        .output();
+    let said = match &fusermount {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+        Err(e) => Some(format!("fusermount3: {e}")),
+    };
+    if let Some(said) = said {
+        if !root {
+            // Only fusermount3 may unmount for a user: its own words, and what to do.
+            if said.contains("busy") {
+                bail!(busy(&said));
+            }
+            bail!(
+                "cannot unmount {}: {said}{}",
+                mp.display(),
+                if said.contains("not found") || said.contains("No such file") {
+                    " (install the fuse3 package)"
+                } else {
+                    ""
+                }
+            );
         }
+        let c = CString::new(mp.as_os_str().as_bytes())?;
+        let flags = if a.lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                bail!(busy(&e.to_string()));
+            }
+            bail!("cannot unmount {}: {e}", mp.display());
+        }
+    }
+    if a.lazy {
+        // The daemon serves what is still open; it exits when the kernel lets it go.
+        return Ok(0);
     }
     if let Some(pid) = pid {
         let t0 = Instant::now();

@@ -143,6 +143,7 @@ fn generate(cmd: &Command) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    fs_cli::ensure_home();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.first().is_some_and(mount_helper::called_as_helper) {
         std::process::exit(helper_main(&argv[1..]));
