@@ -65,6 +65,20 @@ impl Drop for Work<'_> {
     }
 }
 
+/// A process of the user's whose working directory is `dir` (which keeps its mount busy).
+fn hold_busy(u: &User, dir: &str) -> std::process::Child {
+    let c = Command::new("setpriv")
+        .arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.uid))
+        .arg("--init-groups")
+        .args(["sh", "-c", &format!("cd {dir} && exec sleep 60")])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c
+}
+
 fn daemon_pid(u: &User, mnt: &str) -> u32 {
     u.sh_ok(&format!("getfattr --only-values -n user.kmsfs.pid {mnt}"))
         .trim()
@@ -109,15 +123,7 @@ fn an_ordinary_user_runs_every_command() {
     assert!(stats.contains("volume") && stats.contains("cmk"), "{stats}");
 
     // A busy mount: the message says what to do; closing the file lets it go.
-    let mut busy = Command::new("setpriv")
-        .arg(format!("--reuid={}", u.uid))
-        .arg(format!("--regid={}", u.uid))
-        .arg("--init-groups")
-        .args(["sh", "-c", &format!("cd {plain}/d && exec sleep 60")])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut busy = hold_busy(&u, &format!("{plain}/d"));
     let o = u.sh(&format!("kmsfs umount {plain}"));
     assert!(!o.status.success(), "umount of a busy mount succeeded");
     let said = out(&o);
@@ -170,14 +176,7 @@ fn an_ordinary_user_runs_every_command() {
     u.sh_ok(&format!("kmsfs mount {enc} {plain} && cat {plain}/hello"));
 
     // A lazy unmount of a busy mount: detached at once.
-    let mut busy = Command::new("setpriv")
-        .arg(format!("--reuid={}", u.uid))
-        .arg(format!("--regid={}", u.uid))
-        .arg("--init-groups")
-        .args(["sh", "-c", &format!("cd {plain}/d && exec sleep 60")])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut busy = hold_busy(&u, &format!("{plain}/d"));
     u.sh_ok(&format!("kmsfs umount --lazy {plain}"));
     assert!(!fsmount::is_mounted(Path::new(&plain)));
     busy.kill().unwrap();
