@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """kmsfs side by side with gocryptfs, securefs (format 4) and bindfs, in one run.
 
-kmsfs runs twice: as mounted by default, and as "kmsfs-wb", mounted with
-`-o writeback_cache` (opt-in: write errors surface at fsync/close; docs/OPERATIONS.md).
+kmsfs runs three times: as mounted by default (by root), as "kmsfs-wb", mounted with
+`-o writeback_cache` (opt-in: write errors surface at fsync/close; docs/OPERATIONS.md),
+and as "kmsfs-user", mounted by an ordinary user (the account kmsfs-bench, made if
+missing) through fusermount3 with RLIMIT_NOFILE 1024:1024 and no file handles, every
+workload of that column run as that user. Each column also gives the daemon's peak RSS
+and its peak open fds (sampled from /proc every 100 ms).
 `--only kmsfs,kmsfs-names` adds a volume made with `--encrypt-names` (not in the default
 set). The ratios are those of the default mount.
 
@@ -27,9 +31,12 @@ import tarfile
 import time
 from pathlib import Path
 
-PEERS = ["kmsfs", "kmsfs-wb", "gocryptfs", "securefs", "bindfs"]
+PEERS = ["kmsfs", "kmsfs-wb", "kmsfs-user", "gocryptfs", "securefs", "bindfs"]
 # kmsfs's own mount options per variant.
-KMSFS_OPTS = {"kmsfs": [], "kmsfs-wb": ["-o", "writeback_cache"], "kmsfs-names": ["--encrypt-names"]}
+KMSFS_OPTS = {"kmsfs": [], "kmsfs-wb": ["-o", "writeback_cache"], "kmsfs-user": [],
+              "kmsfs-names": ["--encrypt-names"]}
+# The ordinary user of the kmsfs-user column.
+BENCH_USER = "kmsfs-bench"
 PASSWORD = "bench-password-not-secret"
 
 
@@ -41,6 +48,22 @@ def out(cmd, **kw):
     return subprocess.run(
         cmd, shell=isinstance(cmd, str), check=True, capture_output=True, text=True, **kw
     ).stdout
+
+
+def is_mounted(path):
+    """Whether `path` is a mountpoint, from /proc (root cannot stat a user's FUSE mount)."""
+    want = str(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(l.split(" ")[4] == want for l in f)
+
+
+def bench_user():
+    """The ordinary user of the kmsfs-user column (made if missing): (uid, home)."""
+    if subprocess.run(["id", BENCH_USER], capture_output=True).returncode != 0:
+        sh(["useradd", "-m", "-s", "/bin/sh", BENCH_USER])
+    uid = int(out(["id", "-u", BENCH_USER]).strip())
+    Path("/dev/fuse").chmod(0o666)
+    return uid, Path(out(["sh", "-c", f"getent passwd {BENCH_USER} | cut -d: -f6"]).strip())
 
 
 def drop_caches():
@@ -64,6 +87,20 @@ class Fs:
         self.mnt = self.root / "mnt"
         self.kmsfs = kmsfs_bin
         self.kms_store = self.root / "kms"
+        # Commands on this mount run as its user (root cannot enter a user's mount).
+        self.prefix = []
+        if name == "kmsfs-user":
+            uid, home = bench_user()
+            self.uid = uid
+            self.prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups",
+                           "env", f"HOME={home}"]
+
+    def sh(self, cmd, **kw):
+        """Runs `cmd` (a list) as the mount's user."""
+        return sh(self.prefix + cmd, **kw)
+
+    def out(self, cmd):
+        return out(self.prefix + cmd)
 
     def mount(self):
         if self.root.exists():
@@ -71,7 +108,13 @@ class Fs:
             shutil.rmtree(self.root)
         self.backing.mkdir(parents=True)
         self.mnt.mkdir()
-        if self.name in KMSFS_OPTS:
+        if self.name == "kmsfs-user":
+            shutil.chown(self.root, self.uid, self.uid)
+            for d in (self.backing, self.mnt):
+                shutil.chown(d, self.uid, self.uid)
+            self.sh(["prlimit", "--nofile=1024:1024", self.kmsfs, "--kms", str(self.kms_store),
+                     "mount", str(self.backing), str(self.mnt)], stdout=subprocess.DEVNULL)
+        elif self.name in KMSFS_OPTS:
             sh([self.kmsfs, "--kms", str(self.kms_store), "mount", *KMSFS_OPTS[self.name],
                 str(self.backing), str(self.mnt)],
                stdout=subprocess.DEVNULL)
@@ -89,7 +132,7 @@ class Fs:
         elif self.name == "bindfs":
             sh(["bindfs", "--multithreaded", str(self.backing), str(self.mnt)])
         for _ in range(100):
-            if os.path.ismount(self.mnt):
+            if is_mounted(self.mnt):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not mount on {self.mnt}")
@@ -101,6 +144,12 @@ class Fs:
                 return int(pid)
         return None
 
+    def open_fds(self, pid):
+        try:
+            return len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return 0
+
     def peak_rss_mib(self):
         pid = self.daemon_pid()
         if pid is None:
@@ -110,15 +159,15 @@ class Fs:
         return int(m.group(1)) / 1024 if m else None
 
     def umount(self, quiet=False):
-        if not os.path.ismount(self.mnt):
+        if not is_mounted(self.mnt):
             return
         if self.name in KMSFS_OPTS:
             cmd = [self.kmsfs, "umount", str(self.mnt)]
         else:
             cmd = ["fusermount3", "-u", str(self.mnt)]
-        subprocess.run(cmd, check=not quiet, capture_output=quiet)
+        subprocess.run(self.prefix + cmd, check=not quiet, capture_output=quiet)
         for _ in range(100):
-            if not os.path.ismount(self.mnt):
+            if not is_mounted(self.mnt):
                 return
             time.sleep(0.05)
         subprocess.run(["umount", "-l", str(self.mnt)], check=False)
@@ -138,8 +187,8 @@ def make_tree(dest, nfiles, seed=42):
         (d / f"f{i:05d}.c").write_bytes(blob[off:off + size])
 
 
-def fio_iops(directory, runtime):
-    res = out([
+def fio_iops(fs, directory, runtime):
+    res = fs.out([
         "fio", "--name=randrw", f"--directory={directory}", "--rw=randrw", "--bs=4k",
         "--size=256m", "--ioengine=psync", "--numjobs=1", f"--runtime={runtime}",
         "--time_based", "--output-format=json", "--end_fsync=1",
@@ -149,35 +198,50 @@ def fio_iops(directory, runtime):
 
 
 def run_round(fs, args, src_big, src_256, src_tar):
+    import threading
+
     r = {}
     fs.mount()
     m = fs.mnt
+    pid = fs.daemon_pid()
+    peak_fds = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            if pid is not None:
+                peak_fds[0] = max(peak_fds[0], fs.open_fds(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     size_mb = args.size_mib * 1024 * 1024 / 1e6
     drop_caches()
-    r["write MB/s"] = size_mb / timed(lambda: sh(
+    r["write MB/s"] = size_mb / timed(lambda: fs.sh(
         ["dd", f"if={src_big}", f"of={m}/big", "bs=1M", "conv=fsync", "status=none"]))
     drop_caches()
-    r["read MB/s (cold)"] = size_mb / timed(lambda: sh(
+    r["read MB/s (cold)"] = size_mb / timed(lambda: fs.sh(
         ["dd", f"if={m}/big", "of=/dev/null", "bs=1M", "status=none"]))
-    (m / "big").unlink()
-    rd, wr = fio_iops(m, args.fio_seconds)
+    fs.sh(["rm", "-f", f"{m}/big"])
+    rd, wr = fio_iops(fs, m, args.fio_seconds)
     r["fio 4k randrw read IOPS"] = rd
     r["fio 4k randrw write IOPS"] = wr
-    for f in m.glob("randrw*"):
-        f.unlink()
-    sh(["cp", str(src_256), f"{m}/c256"])
+    fs.sh(["sh", "-c", f"rm -f '{m}'/randrw*"])
+    fs.sh(["cp", str(src_256), f"{m}/c256"])
     os.sync()
     drop_caches()
-    r["cp 256 MiB s"] = timed(lambda: sh(["cp", f"{m}/c256", f"{m}/c256.copy"]) or os.sync())
+    r["cp 256 MiB s"] = timed(lambda: fs.sh(["cp", f"{m}/c256", f"{m}/c256.copy"]) or os.sync())
     drop_caches()
-    r["extract s"] = timed(lambda: sh(["tar", "-xf", str(src_tar), "-C", str(m)]) or os.sync())
+    r["extract s"] = timed(lambda: fs.sh(["tar", "-xf", str(src_tar), "-C", str(m)]) or os.sync())
     drop_caches()
-    r["ls -lR s"] = timed(lambda: sh(f"ls -lR '{m}/tree' > /dev/null"))
+    r["ls -lR s"] = timed(lambda: fs.sh(["sh", "-c", f"ls -lR '{m}/tree' > /dev/null"]))
     drop_caches()
-    r["du -s s"] = timed(lambda: sh(["du", "-s", f"{m}/tree"], stdout=subprocess.DEVNULL))
+    r["du -s s"] = timed(lambda: fs.sh(["du", "-s", f"{m}/tree"], stdout=subprocess.DEVNULL))
     drop_caches()
-    r["rm -rf s"] = timed(lambda: sh(["rm", "-rf", f"{m}/tree"]))
+    r["rm -rf s"] = timed(lambda: fs.sh(["rm", "-rf", f"{m}/tree"]))
     r["peak RSS MiB"] = fs.peak_rss_mib() or float("nan")
+    done.set()
+    sampler.join()
+    r["peak daemon fds"] = float(peak_fds[0]) if pid is not None else float("nan")
     fs.umount()
     return r
 
@@ -238,6 +302,9 @@ def main():
         with tarfile.open(src_tar, "w") as t:
             t.add(shm / "tree", arcname="tree")
         shutil.rmtree(shm / "tree")
+        # The kmsfs-user column reads the sources as its user.
+        for f in (shm, src_big, src_256, src_tar):
+            f.chmod(0o755 if f.is_dir() else 0o644)
 
         results = {n: [] for n in names}
         for rnd in range(args.rounds):
@@ -260,8 +327,8 @@ def main():
         if "kmsfs" in names:
             for p in peers:
                 a, b = med["kmsfs"][k], med[p][k]
-                if k == "peak RSS MiB" or a != a or b != b or a == 0 or b == 0:
-                    cells.append("-" if k != "peak RSS MiB" else f"{a / b:.2f}x mem" if a == a and b == b and b else "-")
+                if k.startswith("peak ") or a != a or b != b or a == 0 or b == 0:
+                    cells.append(f"{a / b:.2f}x mem" if k == "peak RSS MiB" and a == a and b == b and b else "-")
                 else:
                     ratio = a / b if k in HIGHER_IS_BETTER else b / a
                     cells.append(f"{ratio:.2f}")
