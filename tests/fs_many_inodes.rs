@@ -38,7 +38,16 @@ fn data(i: usize) -> Vec<u8> {
 
 #[test]
 fn thousands_of_inodes_under_a_low_fd_limit() {
-    let m = Mounted::new(&["-o", BUDGET]);
+    thousands_of_inodes(Mounted::new(&["-o", BUDGET]));
+}
+
+/// The same, every inode reached by name (no file handles, as an ordinary user's daemon).
+#[test]
+fn thousands_of_inodes_under_a_low_fd_limit_without_file_handles() {
+    thousands_of_inodes(Mounted::without_handles(&["-o", BUDGET]));
+}
+
+fn thousands_of_inodes(m: Mounted) {
     let pid = m.pid().unwrap();
     sh(&format!("prlimit --pid {pid} --nofile={MAX_FDS}:{MAX_FDS}"));
     let mut max_seen = 0;
@@ -178,8 +187,22 @@ fn thousands_of_inodes_under_a_low_fd_limit() {
 /// reused by a new file: the new file must get its own inode, not the stale one.
 #[test]
 fn reused_backing_inode_numbers_are_new_files() {
-    let m = Mounted::new(&[]);
+    reused_numbers(Mounted::new(&["-o", "max_fds=64"]));
+}
+
+/// The same without file handles: only names (and the fds held) tell files apart.
+#[test]
+fn reused_backing_inode_numbers_are_new_files_without_file_handles() {
+    reused_numbers(Mounted::without_handles(&["-o", "max_fds=64"]));
+}
+
+fn reused_numbers(m: Mounted) {
     let mut reused = 0;
+    // Read after each unlink, so the daemon's fd cache (16 fds at max_fds=64) lets go of
+    // the unlinked file and the backing fs may hand its number out again.
+    for i in 0..24 {
+        fs::write(m.p(&format!("filler{i}")), b"filler").unwrap();
+    }
     for k in 0..40 {
         let old = m.p(&format!("old{k}"));
         fs::write(&old, b"old").unwrap();
@@ -190,6 +213,9 @@ fn reused_backing_inode_numbers_are_new_files() {
         let pfd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
         assert!(pfd >= 0);
         fs::remove_file(&old).unwrap();
+        for i in 0..24 {
+            assert_eq!(fs::read(m.p(&format!("filler{i}"))).unwrap(), b"filler");
+        }
         for j in 0..4 {
             let rel = format!("new{k}_{j}");
             if j % 2 == 0 {
@@ -204,6 +230,14 @@ fn reused_backing_inode_numbers_are_new_files() {
             if fs::metadata(m.b(&rel)).unwrap().ino() == old_bino {
                 reused += 1;
             }
+        }
+        // The deleted file stays deleted: its inode did not become one of the new files.
+        let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+        // SAFETY: st is writable; pfd is ours.
+        if unsafe { libc::fstat(pfd, st.as_mut_ptr()) } == 0 {
+            // SAFETY: fstat succeeded.
+            let st = unsafe { st.assume_init() };
+            assert_eq!(st.st_nlink, 0, "old{k}, deleted, came back as a new file");
         }
         // SAFETY: pfd is ours.
         unsafe { libc::close(pfd) };

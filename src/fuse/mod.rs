@@ -686,8 +686,7 @@ impl KmsFs {
     /// The known inode at backing name `name` of directory `dir`, if any (for the
     /// bookkeeping of its names around an unlink, rename or rmdir).
     fn known_at(&self, dir: RawFd, name: &OsStr) -> Option<Arc<Inode>> {
-        let fd = sys::openat(dir, name, libc::O_PATH, 0).ok()?;
-        let st = sys::fstat(fd.as_raw_fd()).ok()?;
+        let st = sys::fstatat_nofollow(dir, name).ok()?;
         let t = self.inodes.read();
         let ino = t.by_key.get(&(st.st_dev, st.st_ino))?;
         t.by_ino.get(ino).cloned()

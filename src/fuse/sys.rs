@@ -68,6 +68,16 @@ pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never a symlink's target.
+pub fn fstatat_nofollow(dir: RawFd, name: &OsStr) -> io::Result<libc::stat> {
+    let c = cstr(name)?;
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: valid C string; st is writable memory for one stat.
+    check(unsafe { libc::fstatat(dir, c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    // SAFETY: initialised by a successful fstatat.
+    Ok(unsafe { st.assume_init() })
+}
+
 /// `mkdirat`.
 pub fn mkdirat(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;

@@ -22,7 +22,19 @@ pub struct Mounted {
     pub mnt: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Runs the daemon (`prlimit … setpriv …`), else nothing: see [`Mounted::without_handles`].
+    launcher: &'static [&'static str],
 }
+
+/// The daemon as an ordinary user's is, but as root: no `CAP_DAC_READ_SEARCH` (so no
+/// `open_by_handle_at`: every inode reached by name) and 1,024 fds, soft and hard.
+pub const NO_HANDLES: &[&str] = &[
+    "prlimit",
+    "--nofile=1024:1024",
+    "setpriv",
+    "--inh-caps=-dac_read_search",
+    "--bounding-set=-dac_read_search",
+];
 
 /// Whether `p` is a mountpoint (its device differs from its parent's).
 pub fn is_mounted(p: &Path) -> bool {
@@ -35,6 +47,16 @@ pub fn is_mounted(p: &Path) -> bool {
 impl Mounted {
     /// A fresh volume, mounted with extra args (e.g. `["-o", "allow_other"]`).
     pub fn new(extra: &[&str]) -> Mounted {
+        Mounted::launched(&[], extra)
+    }
+
+    /// A fresh volume mounted by a daemon without file handles and with 1,024 fds
+    /// ([`NO_HANDLES`]).
+    pub fn without_handles(extra: &[&str]) -> Mounted {
+        Mounted::launched(NO_HANDLES, extra)
+    }
+
+    fn launched(launcher: &'static [&'static str], extra: &[&str]) -> Mounted {
         let dir = tempfile::Builder::new()
             .prefix("kmsfs-test")
             .tempdir()
@@ -52,6 +74,7 @@ impl Mounted {
             mnt,
             log,
             child: None,
+            launcher,
         };
         m.mount(extra).expect("mount");
         m
@@ -73,6 +96,7 @@ impl Mounted {
             mnt,
             log,
             child: None,
+            launcher: &[],
         };
         m.mount(extra)?;
         Ok(m)
@@ -98,7 +122,15 @@ impl Mounted {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = kmsfs()
+        let mut cmd = match self.launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_kmsfs"));
+                c
+            }
+            None => kmsfs(),
+        };
+        let mut child = cmd
             .arg("--kms")
             .arg(&self.kms)
             .arg("mount")
