@@ -217,18 +217,31 @@ impl FdCache {
     }
 
     /// Keeps `fd` as the fd of inode `ino`, evicting the least recently used past the limit.
+    /// The evicted fds are closed after the lock is released: closing the last fd of an
+    /// unlinked file frees its backing inode, which takes a while.
     pub(super) fn insert(&self, ino: u64, fd: Arc<OwnedFd>) {
         let limit = self.limit();
-        let mut lru = self.lru.lock();
-        lru.put(ino, fd);
-        while lru.len() > limit {
-            lru.pop_lru();
+        let mut evicted = Vec::new();
+        {
+            let mut lru = self.lru.lock();
+            if let Some(old) = lru.put(ino, fd) {
+                evicted.push(old);
+            }
+            while lru.len() > limit {
+                match lru.pop_lru() {
+                    Some((_, old)) => evicted.push(old),
+                    None => break,
+                }
+            }
         }
+        drop(evicted);
     }
 
-    /// Forgets the fd of inode `ino` (it left the table).
-    pub(super) fn remove(&self, ino: u64) {
-        self.lru.lock().pop(&ino);
+    /// Takes the fd of inode `ino` out (it left the table); the caller closes it by
+    /// dropping it, outside its own locks.
+    #[must_use]
+    pub(super) fn remove(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.lru.lock().pop(&ino)
     }
 
     /// Whether inode `ino` has a cached fd (which pins its backing file).
@@ -248,11 +261,19 @@ impl FdCache {
     /// Closes half the cached fds: the process ran out of fds (files opened through the
     /// mount, or a limit lower than the budget).
     fn shed(&self) {
-        let mut lru = self.lru.lock();
-        let keep = lru.len() / 2;
-        while lru.len() > keep {
-            lru.pop_lru();
-        }
+        let mut evicted = Vec::new();
+        let keep = {
+            let mut lru = self.lru.lock();
+            let keep = lru.len() / 2;
+            while lru.len() > keep {
+                match lru.pop_lru() {
+                    Some((_, old)) => evicted.push(old),
+                    None => break,
+                }
+            }
+            keep
+        };
+        drop(evicted);
         tracing::warn!(
             kept = keep,
             "out of file descriptors: closed half the cached backing fds"

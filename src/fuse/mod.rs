@@ -591,8 +591,10 @@ impl KmsFs {
                 if self.same_file(i, &anchor, parent, name) {
                     i.lookups.fetch_add(1, Ordering::Relaxed);
                     i.add_name(parent, name);
+                    let i = i.clone();
+                    drop(t);
                     self.fds.insert(i.ino, fd);
-                    return Ok((i.clone(), st));
+                    return Ok((i, st));
                 }
             }
         }
@@ -612,6 +614,7 @@ impl KmsFs {
         ));
         t.by_key.insert(key, ino);
         t.by_ino.insert(ino, inode.clone());
+        drop(t);
         self.fds.insert(ino, fd);
         Ok((inode, st))
     }
@@ -652,6 +655,8 @@ impl KmsFs {
     /// then the parents only it kept (an inode holds its parents: its names lead through
     /// them).
     fn drop_if_unused(&self, ino: u64) {
+        // Closed once the table is unlocked (see [`FdCache::insert`]).
+        let mut closing = Vec::new();
         let mut t = self.inodes.write();
         let mut todo = vec![ino];
         while let Some(ino) = todo.pop() {
@@ -672,7 +677,7 @@ impl KmsFs {
             if t.by_key.get(&i.key) == Some(&ino) {
                 t.by_key.remove(&i.key);
             }
-            self.fds.remove(ino);
+            closing.extend(self.fds.remove(ino));
             let parents = i.take_names();
             drop(i);
             for (p, _) in parents {
@@ -681,6 +686,8 @@ impl KmsFs {
                 todo.push(pino);
             }
         }
+        drop(t);
+        drop(closing);
     }
 
     /// The known inode at backing name `name` of directory `dir`, if any (for the
