@@ -104,8 +104,13 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 300)]
     pub dek_cache_max_age: u64,
     /// Refuse to initialise a new volume (as a mount helper must).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init_new")]
     pub no_init: bool,
+    /// Create BACKING and a new volume in it if BACKING does not exist (without this, a
+    /// missing BACKING is refused, or asked about on a terminal: a mistyped path must not
+    /// become an empty new volume). An existing empty directory is initialised either way.
+    #[arg(long = "init", id = "init_new")]
+    pub init_new: bool,
     /// Other kmsfs daemons serve the same backing directory at the same time (same as
     /// `-o shared_storage`; see docs/SERVER.md, "Shared storage").
     #[arg(long)]
@@ -318,7 +323,11 @@ fn parse_opts(list: &[String], backing: &Path) -> anyhow::Result<MountOpts> {
 }
 
 /// Runs `kmsfs mount`.
-pub fn mount(kms: Option<&str>, a: MountArgs) -> anyhow::Result<i32> {
+pub fn mount(kms: Option<&str>, mut a: MountArgs) -> anyhow::Result<i32> {
+    if !a.no_init && !a.init_new && !a.backing.exists() {
+        confirm_new_backing(&a.backing)?;
+        a.init_new = true;
+    }
     if !a.foreground {
         return spawn_background(kms, &a);
     }
@@ -339,7 +348,13 @@ pub fn mount(kms: Option<&str>, a: MountArgs) -> anyhow::Result<i32> {
 
 fn init_logging_to(file: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KMSFS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // fuser 0.18 tries to unmount again once the kernel has ended a session (its check of
+    // the /dev/fuse fd takes POLLERR, the sign of an ended connection, for "still mounted")
+    // and warns "Failed to umount filesystem: Invalid argument" after every clean
+    // unmount; its other session messages are errors. `serve` says itself if a mount
+    // outlives its session.
+    let filter = EnvFilter::try_from_env("KMSFS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,fuser::session=error"));
     match file.and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -368,7 +383,7 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
     init_logging_to(a.log_file.as_deref());
     let backing_given = &a.backing;
     if !backing_given.exists() {
-        if a.no_init {
+        if !a.init_new {
             bail!(
                 "{} does not exist; check the path, or create a volume there with `kmsfs init`",
                 backing_given.display()
@@ -489,8 +504,40 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         }
     });
     session.run().context("FUSE session failed")?;
+    if is_mountpoint(&mountpoint) && getxattr_path(&mountpoint, fuse::PID_XATTR).is_err() {
+        tracing::warn!(mountpoint = %mountpoint.display(), "the FUSE session ended but the mountpoint is still mounted");
+    }
     tracing::info!("unmounted, exiting");
     Ok(0)
+}
+
+/// A `kmsfs mount` of a BACKING that does not exist: on a terminal, asks whether to make
+/// a new volume there; otherwise (scripts, services) refuses, naming `kmsfs init` and
+/// `--init`. A mistyped path must not silently become an empty volume with a new CMK.
+fn confirm_new_backing(backing: &Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let refuse = || {
+        anyhow::anyhow!(
+            "{b} does not exist: check the path; to make a new volume there, run \
+             `kmsfs init {b}` first (or mount with --init, or `mkdir {b}`: an empty directory \
+             becomes a new volume on its first mount)",
+            b = backing.display()
+        )
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(refuse());
+    }
+    eprint!(
+        "kmsfs: {} does not exist. Create it as a new encrypted volume (with a new CMK)? [y/N] ",
+        backing.display()
+    );
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
 }
 
 /// What mounting needs before any KMS call: /dev/fuse, fusermount3 (without root), and
@@ -750,6 +797,9 @@ fn spawn_background(kms: Option<&str>, a: &MountArgs) -> anyhow::Result<i32> {
         .arg(a.dek_cache_max_age.to_string());
     if a.no_init {
         cmd.arg("--no-init");
+    }
+    if a.init_new {
+        cmd.arg("--init");
     }
     if a.shared_storage {
         cmd.arg("--shared-storage");

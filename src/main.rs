@@ -160,8 +160,18 @@ fn helper_main(args: &[std::ffi::OsString]) -> i32 {
             return 1;
         }
     };
-    let mount_helper::HelperCall::Mount { args, verbose } = call else {
-        return 0;
+    let (args, verbose) = match call {
+        mount_helper::HelperCall::Mount { args, verbose } => (args, verbose),
+        mount_helper::HelperCall::Fake => return 0,
+        mount_helper::HelperCall::Remount { target, opts } => {
+            return match mount_helper::remount(std::path::Path::new(&target), &opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("mount.fuse.kmsfs: {e:#}");
+                    mount_helper::EXIT_MOUNT_FAILURE
+                }
+            };
+        }
     };
     if verbose {
         let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();

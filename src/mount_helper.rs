@@ -6,6 +6,8 @@
 //! daemonises and returns once the mount is live. `-o` options of kmsfs itself (`kms=`,
 //! `log_file=`, `threads=`, `dek_cache_size=`, `dek_cache_max_age=`) become its flags;
 //! options meant for mount(8) or systemd only are dropped; the rest are mount options.
+//! `-o remount,…` (`mount -o remount,ro MNT`) changes the live mount instead: the kernel
+//! remounts it read-only or read-write ([`remount`]), the daemon keeps serving.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -52,6 +54,9 @@ pub enum HelperCall {
     Mount { args: Vec<OsString>, verbose: bool },
     /// `-f`: pretend (mount(8)'s fake mode): nothing to do.
     Fake,
+    /// `-o remount,…`: change the flags of the live mount at `target` (`ro` or `rw`, and
+    /// the per-mount `nosuid`/`nodev`/`noexec`/`noatime` given; the others are kept).
+    Remount { target: OsString, opts: Vec<String> },
 }
 
 /// Translates the helper's arguments (after argv[0]) into kmsfs's.
@@ -87,14 +92,24 @@ pub fn translate(argv: &[OsString]) -> anyhow::Result<HelperCall> {
     if fake {
         return Ok(HelperCall::Fake);
     }
-    let mut args: Vec<OsString> = vec!["kmsfs".into()];
-    let mut mount_opts: Vec<String> = Vec::new();
-    let mut flags: Vec<OsString> = Vec::new();
-    for o in opts
+    let all: Vec<String> = opts
         .iter()
         .flat_map(|s| s.split(','))
         .filter(|s| !s.is_empty())
-    {
+        .map(str::to_owned)
+        .collect();
+    if all.iter().any(|o| o == "remount") {
+        return Ok(HelperCall::Remount {
+            target: pos[1].clone(),
+            opts: all,
+        });
+    }
+    let mut args: Vec<OsString> = vec!["kmsfs".into()];
+    let mut mount_opts: Vec<String> = Vec::new();
+    // `--kms` is kmsfs's (before the subcommand), the others `mount`'s (after it).
+    let mut global: Vec<OsString> = Vec::new();
+    let mut flags: Vec<OsString> = Vec::new();
+    for o in all.iter().map(String::as_str) {
         if mount8_only(o) {
             continue;
         }
@@ -113,12 +128,14 @@ pub fn translate(argv: &[OsString]) -> anyhow::Result<HelperCall> {
         if v.is_empty() {
             bail!("mount option {k}= needs a value");
         }
-        flags.push(flag.into());
-        flags.push(v.into());
+        let to = if k == "kms" { &mut global } else { &mut flags };
+        to.push(flag.into());
+        to.push(v.into());
     }
-    args.extend(flags);
+    args.extend(global);
     args.push("mount".into());
     args.push("--no-init".into());
+    args.extend(flags);
     args.push(pos[0].clone());
     args.push(pos[1].clone());
     if !mount_opts.iter().any(|o| o.starts_with("fsname=")) {
@@ -133,6 +150,81 @@ pub fn translate(argv: &[OsString]) -> anyhow::Result<HelperCall> {
         args.push(mount_opts.join(",").into());
     }
     Ok(HelperCall::Mount { args, verbose })
+}
+
+/// `mount(2)` with `MS_REMOUNT` on `target`: read-only with `ro`, read-write with `rw`,
+/// `nosuid`/`nodev`/`noexec`/`noatime` (and their opposites) as given, every other flag of
+/// the mount as it is now (the kernel replaces a mount's flags by those passed). The FUSE
+/// superblock accepts it; the daemon keeps serving, and the kernel refuses writes with
+/// EROFS while the mount is read-only. Needs root (fusermount3 cannot remount).
+pub fn remount(target: &Path, opts: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: a zeroed statvfs is a valid out-parameter; c is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        bail!(
+            "cannot remount {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let have = |f: u64| st.f_flag & f != 0;
+    let mut flags: libc::c_ulong = libc::MS_REMOUNT;
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_SYNCHRONOUS, libc::MS_SYNCHRONOUS),
+    ] {
+        if have(st_flag) {
+            flags |= ms_flag;
+        }
+    }
+    for o in opts {
+        let (set, clear) = match o.as_str() {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "noatime" => (libc::MS_NOATIME, libc::MS_RELATIME),
+            "atime" => (0, libc::MS_NOATIME),
+            "relatime" => (libc::MS_RELATIME, libc::MS_NOATIME),
+            _ => (0, 0),
+        };
+        flags = (flags | set) & !clear;
+    }
+    // SAFETY: valid C string; no source, type or data for a remount.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) {
+            bail!(
+                "cannot remount {}: {e}; remounting needs root (fusermount3 cannot): \
+                 unmount it and mount it again with -o ro or rw",
+                target.display()
+            );
+        }
+        bail!("cannot remount {}: {e}", target.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -175,6 +267,38 @@ mod tests {
             ]
         );
         assert_eq!(t(&["a", "b", "-f", "-o", "kms=x"]), HelperCall::Fake);
+        // kmsfs's own options: --kms before the subcommand, the others after it.
+        let HelperCall::Mount { args, .. } = t(&[
+            "/srv/enc",
+            "/mnt/plain",
+            "-o",
+            "log_file=/var/log/k.log,kms=/k,threads=2,ro",
+        ]) else {
+            panic!("not a mount")
+        };
+        let s: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(
+            s[..10],
+            [
+                "kmsfs",
+                "--kms",
+                "/k",
+                "mount",
+                "--no-init",
+                "--log-file",
+                "/var/log/k.log",
+                "--threads",
+                "2",
+                "/srv/enc"
+            ]
+        );
+        assert_eq!(
+            t(&["/srv/enc", "/mnt/plain", "-o", "remount,ro"]),
+            HelperCall::Remount {
+                target: "/mnt/plain".into(),
+                opts: vec!["remount".into(), "ro".into()]
+            }
+        );
         assert!(translate(&[OsString::from("only-one")]).is_err());
         assert!(called_as_helper(&"/sbin/mount.fuse.kmsfs".into()));
         assert!(!called_as_helper(&"/usr/bin/kmsfs".into()));

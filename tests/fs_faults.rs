@@ -131,7 +131,9 @@ fn refused_key(extra: &[&str]) {
     assert_eq!(&buf, b"before");
     let cmk = m.cmk();
     m.kms_call("DisableKey", serde_json::json!({ "KeyId": cmk }));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Past the 1 s maximum age (with its jitter) and the expiry scan's period, with room
+    // for a loaded machine.
+    std::thread::sleep(Duration::from_millis(2500));
     let e = File::open(m.p("f")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     // Past the DEK age bound, the open file is refused too (no cached key, no cached pages).
@@ -215,6 +217,8 @@ fn background_mount_umount_and_stats() {
         dir.path().join("m"),
     );
     fs::create_dir(&mnt).unwrap();
+    // An empty directory becomes a new volume on its first mount (a missing one is refused).
+    fs::create_dir(&backing).unwrap();
     // `kmsfs mount` without -f: returns once the background daemon serves the mount.
     let mount = || {
         fsmount::run_ok(

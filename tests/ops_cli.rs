@@ -239,3 +239,57 @@ fn mount_errors_say_what_to_do() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--kms"), "{}", text(&out));
 }
+
+/// A mistyped backing path is not a new volume: `kmsfs mount` refuses it (no terminal to
+/// ask on), names `kmsfs init`, and makes no CMK; `--init` makes it; an existing empty
+/// directory is still initialised on first mount (the README's flow).
+#[test]
+fn a_mistyped_backing_path_is_refused_not_made_a_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, mnt) = (dir.path().join("kms"), dir.path().join("m"));
+    fs::create_dir(&mnt).unwrap();
+    let mount = |backing: &std::path::Path, extra: &[&str]| {
+        kmsfs()
+            .arg("--kms")
+            .arg(&kms)
+            .arg("mount")
+            .args(extra)
+            .arg(backing)
+            .arg(&mnt)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let umount = || fsmount::run_ok(kmsfs().arg("umount").arg(&mnt));
+
+    // The README's flow: an empty directory becomes a volume, and its CMK is made.
+    let good = dir.path().join("enc");
+    fs::create_dir(&good).unwrap();
+    let out = mount(&good, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    umount();
+    let keys = fsmount::audit_count(&kms, "CreateKey");
+    assert_eq!(keys, 1);
+
+    let typo = dir.path().join("ecn");
+    let out = mount(&typo, &[]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("does not exist") && said.contains("kmsfs init") && said.contains("--init"),
+        "{said}"
+    );
+    assert!(!typo.exists(), "the mistyped path was created");
+    assert!(!fsmount::is_mounted(&mnt));
+    assert_eq!(
+        fsmount::audit_count(&kms, "CreateKey"),
+        keys,
+        "a stray CMK was made"
+    );
+
+    let out = mount(&typo, &["--init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    umount();
+    assert!(typo.join("kmsfs.conf").is_file());
+    assert_eq!(fsmount::audit_count(&kms, "CreateKey"), keys + 1);
+}

@@ -21,10 +21,15 @@ const HELPER: &str = "/sbin/mount.fuse.kmsfs";
 struct Helper {
     previous: Option<PathBuf>,
     mounts: Vec<PathBuf>,
+    /// One test at a time owns the system's helper symlink.
+    _only: std::sync::MutexGuard<'static, ()>,
 }
+
+static HELPER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Helper {
     fn install() -> Helper {
+        let only = HELPER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let previous = fs::read_link(HELPER).ok();
         let out = Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -37,6 +42,7 @@ impl Helper {
         Helper {
             previous,
             mounts: Vec::new(),
+            _only: only,
         }
     }
 }
@@ -178,6 +184,91 @@ fn mount_t_fuse_kmsfs_and_an_fstab_line() {
     assert!(text(&out).contains("kmsfs init"), "{}", text(&out));
     assert!(!is_mounted(&mnt));
     assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+/// Every helper option docs/OPERATIONS.md names, through mount(8); then `mount -o
+/// remount,ro` (writes refused with EROFS, the daemon still serving reads) and `remount,rw`
+/// (writes again), the mount's other flags kept; a clean unmount logs no warning.
+#[test]
+fn remount_ro_rw_and_every_helper_option_through_mount8() {
+    let t = tempfile::tempdir().unwrap();
+    let (kms, backing, mnt) = volume(t.path());
+    let log = t.path().join("daemon.log");
+    let mut h = Helper::install();
+    h.mounts.push(mnt.clone());
+    let opts = format!(
+        "kms={},log_file={},threads=2,dek_cache_size=64,dek_cache_max_age=60,max_fds=128,noatime,nofail",
+        kms.display(),
+        log.display()
+    );
+    let out = run(Command::new("mount")
+        .args(["-t", "fuse.kmsfs"])
+        .arg(&backing)
+        .arg(&mnt)
+        .args(["-o", &opts]));
+    assert!(
+        out.status.success(),
+        "mount -t fuse.kmsfs -o {opts}: {}",
+        text(&out)
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&fsmount::getxattr(&mnt, "user.kmsfs.stats").unwrap()).unwrap();
+    assert_eq!(
+        stats["fd_cache_capacity"].as_u64(),
+        Some(128 - 48),
+        "{stats}"
+    );
+    assert!(log.is_file(), "log_file= wrote no log");
+    let pid = daemon_pid(&mnt);
+    fs::write(mnt.join("before"), b"rw").unwrap();
+    let flags = |p: &Path| -> String {
+        let mounts = fs::read_to_string("/proc/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(&*p.to_string_lossy()))
+            .unwrap()
+            .to_owned();
+        line.split(' ').nth(3).unwrap().to_owned()
+    };
+    assert!(
+        flags(&mnt).starts_with("rw,nosuid,nodev,noatime"),
+        "{}",
+        flags(&mnt)
+    );
+
+    let out = run(Command::new("mount").args(["-o", "remount,ro"]).arg(&mnt));
+    assert!(out.status.success(), "remount,ro: {}", text(&out));
+    assert!(
+        flags(&mnt).starts_with("ro,nosuid,nodev,noatime"),
+        "{}",
+        flags(&mnt)
+    );
+    let e = fs::write(mnt.join("while-ro"), b"no").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    assert_eq!(fs::read(mnt.join("before")).unwrap(), b"rw");
+    assert_eq!(daemon_pid(&mnt), pid, "remount started another daemon");
+
+    let out = run(Command::new("mount").args(["-o", "remount,rw"]).arg(&mnt));
+    assert!(out.status.success(), "remount,rw: {}", text(&out));
+    assert!(
+        flags(&mnt).starts_with("rw,nosuid,nodev,noatime"),
+        "{}",
+        flags(&mnt)
+    );
+    fs::write(mnt.join("after"), b"rw again").unwrap();
+    assert_eq!(fs::read(mnt.join("after")).unwrap(), b"rw again");
+
+    let out = run(kmsfs().arg("umount").arg(&mnt));
+    assert!(out.status.success(), "{}", text(&out));
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("mounted") && logged.contains("unmounted, exiting"),
+        "{logged}"
+    );
+    assert!(
+        !logged.contains("WARN"),
+        "a clean unmount logged a warning:\n{logged}"
+    );
 }
 
 #[test]

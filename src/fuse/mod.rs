@@ -23,12 +23,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::format::ContentKey;
 use crate::fs_error::{FsError, FsResult};
@@ -48,6 +48,10 @@ const TTL: Duration = Duration::from_secs(1);
 
 /// The largest write request asked of the kernel (it caps them at 256 pages).
 const MAX_WRITE: u32 = 1 << 20;
+
+/// The most one `copy_file_range` request copies (the reply's count is 32 bits; callers
+/// such as cp loop until done).
+const MAX_COPY: u64 = 64 << 20;
 
 /// The one place errno is made.
 pub fn errno(e: &FsError) -> Errno {
@@ -113,7 +117,17 @@ struct DirEntryRec {
 
 enum HandleKind {
     File(File),
-    Dir(Vec<DirEntryRec>),
+    Dir(DirStream),
+}
+
+/// An open directory: the listing its reads are served from. Taken at opendir, and again
+/// when a read starts over at offset 0 (`rewinddir`, `seekdir(0)`), as POSIX asks of a
+/// rewound stream; a reader that does not rewind keeps stable offsets and sees each
+/// entry at most once, whatever is created or removed meanwhile.
+struct DirStream {
+    entries: Mutex<Arc<Vec<DirEntryRec>>>,
+    /// A read was served from the current listing.
+    read: std::sync::atomic::AtomicBool,
 }
 
 struct Handle {
@@ -1114,6 +1128,48 @@ impl KmsFs {
         Ok(data.len() as u32)
     }
 
+    /// `copy_file_range` within the mount: each 1 MiB piece decrypted from the source and
+    /// sealed into the destination here, instead of the kernel's fallback, which reads the
+    /// plaintext out to the caller and writes it back in (twice through /dev/fuse). At
+    /// most [`MAX_COPY`] per call (callers loop); a short count at the source's end.
+    fn do_copy_file_range(
+        &self,
+        req: &Request,
+        (fh_in, off_in): (FileHandle, u64),
+        (fh_out, off_out): (FileHandle, u64),
+        len: u64,
+    ) -> FsResult<u32> {
+        self.check_writable()?;
+        let caller = Caller::of(req);
+        // As for a write by this caller: set-ID bits go unless it has CAP_FSETID.
+        let kill = (!caller.has_fsetid()).then_some(caller);
+        let len = len.min(MAX_COPY);
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(u64::from(MAX_WRITE)) as u32;
+            let r = self.do_read(fh_in, off_in + done, want).and_then(|data| {
+                if data.is_empty() {
+                    return Ok(0);
+                }
+                let off = off_out + done;
+                self.do_write(fh_out, off, &data, false, kill)
+            });
+            match r {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += u64::from(n);
+                    if n < want {
+                        break;
+                    }
+                }
+                // What was copied stands; the error comes with the next call.
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done as u32)
+    }
+
     fn truncate_file(&self, inode: &Inode, f: &File, size: u64) -> FsResult<()> {
         if size == 0 {
             return self.empty_file(inode, f);
@@ -1205,10 +1261,33 @@ impl KmsFs {
 
     fn do_opendir(&self, ino: INodeNo) -> FsResult<u64> {
         let inode = self.inode(ino)?;
-        let dir = sys::reopen(
-            self.fd_of(&inode)?.raw(),
-            libc::O_RDONLY | libc::O_DIRECTORY,
-        )?;
+        let entries = self.list_dir(&inode)?;
+        let stream = DirStream {
+            entries: Mutex::new(Arc::new(entries)),
+            read: std::sync::atomic::AtomicBool::new(false),
+        };
+        Ok(self.new_handle(inode, HandleKind::Dir(stream)))
+    }
+
+    /// The listing to serve a read of directory handle `h` at `offset` from: a fresh one
+    /// when the read starts over at 0 after an earlier read.
+    fn dir_entries(&self, h: &Handle, offset: u64) -> FsResult<Arc<Vec<DirEntryRec>>> {
+        let HandleKind::Dir(d) = &h.kind else {
+            return Err(err(libc::ENOTDIR));
+        };
+        if offset == 0 && d.read.swap(true, Ordering::Relaxed) {
+            let fresh = Arc::new(self.list_dir(&h.inode)?);
+            *d.entries.lock() = fresh.clone();
+            return Ok(fresh);
+        }
+        d.read.store(true, Ordering::Relaxed);
+        Ok(d.entries.lock().clone())
+    }
+
+    /// The entries of directory `inode`, `.` and `..` first; names that do not decrypt
+    /// (encrypted names) are left out and counted in a warning.
+    fn list_dir(&self, inode: &Inode) -> FsResult<Vec<DirEntryRec>> {
+        let dir = sys::reopen(self.fd_of(inode)?.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
         let mut entries = vec![
             DirEntryRec {
                 ino: inode.ino,
@@ -1224,7 +1303,7 @@ impl KmsFs {
             },
         ];
         let names = match self.names() {
-            Some(k) => Some((k, self.diriv(&inode)?)),
+            Some(k) => Some((k, self.diriv(inode)?)),
             None => None,
         };
         let mut strangers = 0u64;
@@ -1266,7 +1345,7 @@ impl KmsFs {
             );
         }
         drop(dir);
-        Ok(self.new_handle(inode, HandleKind::Dir(entries)))
+        Ok(entries)
     }
 
     fn do_rename(
@@ -1905,6 +1984,25 @@ impl Filesystem for KmsFs {
         }
     }
 
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self.do_copy_file_range(req, (fh_in, offset_in), (fh_out, offset_out), len) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn flush(
         &self,
         _req: &Request,
@@ -1988,12 +2086,10 @@ impl Filesystem for KmsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let h = match self.handle(fh) {
-            Ok(h) => h,
+        let r = self.handle(fh).and_then(|h| self.dir_entries(&h, offset));
+        let entries = match r {
+            Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
-        };
-        let HandleKind::Dir(entries) = &h.kind else {
-            return reply.error(Errno::ENOTDIR);
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, e.kind, &e.name) {
@@ -2015,8 +2111,9 @@ impl Filesystem for KmsFs {
             Ok(h) => h,
             Err(e) => return reply.error(errno(&e)),
         };
-        let HandleKind::Dir(entries) = &h.kind else {
-            return reply.error(Errno::ENOTDIR);
+        let entries = match self.dir_entries(&h, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
         };
         let dir = match self.fd_of(&h.inode) {
             Ok(d) => d,
