@@ -18,22 +18,15 @@ use serde_json::Value;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// tccli in a temporary HOME, with the endpoint configured once as KMS-API.md says.
+/// Commands run back to back, as a script runs them: tccli does not sign the action, so
+/// two calls with one body in one second carry one signature, and the server serves both
+/// (docs/SERVER.md, "Replay").
 struct Tccli<'a> {
     home: &'a Path,
-    /// The Unix second in which the previous command started.
-    last: std::cell::Cell<i64>,
 }
 
 impl Tccli<'_> {
     fn raw(&self, args: &[&str]) -> Output {
-        // tccli does not sign the action, so two calls with one body (DescribeKey then
-        // CancelKeyDeletion on one key) in one second carry one signature, and the server
-        // refuses it under a second state-changing action (docs/SERVER.md, "Replay
-        // protection"). A script, like this one, starts each command in a new second.
-        while kms_core::http::tc3::unix_now() <= self.last.get() {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        self.last.set(kms_core::http::tc3::unix_now());
         Command::new("tccli")
             .args(args)
             .env("HOME", self.home)
@@ -95,10 +88,7 @@ fn tccli_runs_the_seed_commands() {
     );
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let t = Tccli {
-        home: &home,
-        last: std::cell::Cell::new(0),
-    };
+    let t = Tccli { home: &home };
     for args in [
         ["configure", "set", "region", "ap-guangzhou"],
         [
@@ -363,6 +353,11 @@ secret_key = "slow-secret"
 actions = ["Encrypt"]
 rate = 1.0
 burst = 1
+
+[[principal]]
+secret_id = "AKIDstrict"
+secret_key = "strict-secret"
+require_signed_action = true
 "#,
     );
     let server = ServerProc::start(
@@ -380,6 +375,8 @@ burst = 1
             ("KMS_READER_KEY", "reader-secret"),
             ("KMS_SLOW_ID", "AKIDslow"),
             ("KMS_SLOW_KEY", "slow-secret"),
+            ("KMS_STRICT_ID", "AKIDstrict"),
+            ("KMS_STRICT_KEY", "strict-secret"),
         ],
     );
     for case in [
@@ -394,7 +391,8 @@ burst = 1
         "OK wrong-version NoSuchVersion",
         "OK unknown-action InvalidAction",
         "OK unknown-key ResourceUnavailable.CmkNotFound",
-        "OK replay-as-another-action AuthFailure.SignatureFailure",
+        "OK same-signature-two-actions served",
+        "OK strict-principal-unsigned-action AuthFailure.SignatureFailure",
         "OK backoff-sample",
     ] {
         assert!(out.contains(case), "missing {case:?} in:\n{out}");
@@ -408,11 +406,13 @@ burst = 1
     );
     assert_eq!(count_requests(&log, "Encrypt", "AKIDslow", "OK"), 4);
     assert!(count_requests(&log, "Encrypt", "AKIDslow", "RequestLimitExceeded") >= 1);
+    assert_eq!(count_requests(&log, "DisableKey", SECRET_ID, "OK"), 3);
+    assert_eq!(count_requests(&log, "EnableKey", SECRET_ID, "OK"), 4);
     assert_eq!(
         count_requests(
             &log,
-            "DisableKey",
-            SECRET_ID,
+            "DescribeKey",
+            "AKIDstrict",
             "AuthFailure.SignatureFailure"
         ),
         1

@@ -57,6 +57,11 @@ secret_key = "appkey"
 keys = ["alias/app-*"]
 
 [[principal]]
+secret_id = "AKIDstrict"
+secret_key = "strictkey"
+require_signed_action = true
+
+[[principal]]
 secret_id = "AKIDslow"
 secret_key = "slowkey"
 rate = 2.0
@@ -83,6 +88,8 @@ struct Raw<'a> {
     secret_key: &'a str,
     timestamp: i64,
     tamper_signature: bool,
+    /// Sign `x-tc-action` too (as kmsfs's client does), for this action.
+    sign_action: Option<&'a str>,
 }
 
 impl<'a> Raw<'a> {
@@ -95,17 +102,29 @@ impl<'a> Raw<'a> {
             secret_key: "adminkey",
             timestamp: tc3::unix_now(),
             tamper_signature: false,
+            sign_action: None,
         }
     }
 
     /// The Authorization header value.
     fn authorization(&self, host: &str) -> String {
         let date = tc3::utc_date(self.timestamp);
+        let mut headers = vec![("content-type", "application/json"), ("host", host)];
+        let lower;
+        if let Some(a) = self.sign_action {
+            lower = a.to_lowercase();
+            headers.push(("x-tc-action", &lower));
+        }
+        let signed = if self.sign_action.is_some() {
+            "content-type;host;x-tc-action"
+        } else {
+            "content-type;host"
+        };
         let canonical = tc3::canonical_request(
             "POST",
             "/",
             "",
-            &[("content-type", "application/json"), ("host", host)],
+            &headers,
             &tc3::sha256_hex(self.body.as_bytes()),
         );
         let sts = tc3::string_to_sign(self.timestamp, &date, "kms", &canonical);
@@ -114,7 +133,7 @@ impl<'a> Raw<'a> {
             sig = sig.replace(|c: char| c != '0', "0");
         }
         format!(
-            "TC3-HMAC-SHA256 Credential={}/{date}/kms/tc3_request, SignedHeaders=content-type;host, Signature={sig}",
+            "TC3-HMAC-SHA256 Credential={}/{date}/kms/tc3_request, SignedHeaders={signed}, Signature={sig}",
             self.secret_id
         )
     }
@@ -255,26 +274,58 @@ fn exact_error_codes_over_http() {
     assert_eq!(code(&v), "AuthFailure.InvalidAuthorization");
 }
 
+/// As the real service: a correctly signed request inside its window is served, even when
+/// the same signature served another action (tccli signs only content-type;host, so a
+/// script's DisableKey then EnableKey in one second carry one signature). A principal
+/// marked `require_signed_action` must sign x-tc-action: its unsigned requests are
+/// refused, and its signed ones cannot be replayed as another action.
 #[test]
-fn a_signature_replayed_as_another_action_is_refused() {
-    let (server, _kms) = start();
+fn one_signature_serves_two_actions_unless_the_principal_signs_the_action() {
+    let (server, kms) = start();
+    let host = server.local_addr().to_string();
     let body = r#"{"KeyId": "k1"}"#;
-    let describe = Raw::new("DescribeKey", body);
-    let auth = describe.authorization(&server.local_addr().to_string());
-    let (_, v) = describe.send_with(&server, &auth);
+    // (The fake KMS behind knows DescribeKey and Decrypt; tests/kms_http_clients.rs runs
+    // tccli's DisableKey then EnableKey against the real one.)
+    let first = Raw::new("DescribeKey", body);
+    let auth = first.authorization(&host);
+    let (_, v) = first.send_with(&server, &auth);
     assert_eq!(code(&v), "(no error)");
-    // The same request again (same second, same body) is a legitimate repeat.
-    let (_, v) = describe.send_with(&server, &auth);
-    assert_eq!(code(&v), "(no error)");
-    // The captured signature under another action with the same body.
-    let mut disable = Raw::new("DisableKey", body);
-    disable.timestamp = describe.timestamp;
-    let (_, v) = disable.send_with(&server, &auth);
+    let before = kms.calls.load(Ordering::SeqCst);
+    let mut second = Raw::new("Decrypt", body);
+    second.timestamp = first.timestamp;
+    let (_, v) = second.send_with(&server, &auth);
+    assert_eq!(code(&v), "(no error)", "{v}");
+    assert_eq!(kms.calls.load(Ordering::SeqCst), before + 1);
+
+    // The strict principal: signing the action works ...
+    let mut describe = Raw::new("DescribeKey", body);
+    describe.secret_id = "AKIDstrict";
+    describe.secret_key = "strictkey";
+    describe.sign_action = Some("DescribeKey");
+    let signed = describe.authorization(&host);
+    let (_, v) = describe.send_with(&server, &signed);
+    assert_eq!(code(&v), "(no error)", "{v}");
+    // ... its capture replayed as DisableKey fails the signature ...
+    let mut replay = Raw::new("DisableKey", body);
+    replay.secret_id = "AKIDstrict";
+    replay.timestamp = describe.timestamp;
+    let before = kms.calls.load(Ordering::SeqCst);
+    let (_, v) = replay.send_with(&server, &signed);
+    assert_eq!(code(&v), "AuthFailure.SignatureFailure", "{v}");
+    // ... and a request that does not sign the action is refused, saying why.
+    describe.sign_action = None;
+    let unsigned = describe.authorization(&host);
+    let (_, v) = describe.send_with(&server, &unsigned);
     assert_eq!(code(&v), "AuthFailure.SignatureFailure", "{v}");
     assert!(v["Response"]["Error"]["Message"]
         .as_str()
         .unwrap()
-        .contains("already used for DescribeKey"));
+        .contains("x-tc-action"));
+    assert_eq!(
+        kms.calls.load(Ordering::SeqCst),
+        before,
+        "a refused request reached the KMS"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! keys = ["*"]                 # key ids or alias/NAME, `*` globs; default ["*"]
 //! rate = 50.0                  # requests per second; absent = unlimited
 //! burst = 100                  # bucket size; default max(1, rate)
+//! require_signed_action = true # its requests must sign x-tc-action; default false
 //! ```
 //!
 //! With no file, one principal comes from `TENCENTCLOUD_SECRET_ID` /
@@ -36,6 +37,9 @@ pub struct Principal {
     pub actions: Vec<String>,
     /// Key ids / `alias/NAME` globs this principal may use.
     pub keys: Vec<String>,
+    /// Its requests must sign `x-tc-action` (as kmsfs's own client does): then none of
+    /// them can be replayed as another action. tccli and the Python SDK do not sign it.
+    pub require_signed_action: bool,
     limiter: Option<Mutex<TokenBucket>>,
 }
 
@@ -45,6 +49,7 @@ impl fmt::Debug for Principal {
             .field("secret_id", &self.secret_id)
             .field("actions", &self.actions)
             .field("keys", &self.keys)
+            .field("require_signed_action", &self.require_signed_action)
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +62,7 @@ impl Principal {
             secret_key,
             actions: vec!["*".into()],
             keys: vec!["*".into()],
+            require_signed_action: false,
             limiter: None,
         }
     }
@@ -179,6 +185,8 @@ struct FilePrincipal {
     keys: Option<Vec<String>>,
     rate: Option<f64>,
     burst: Option<f64>,
+    #[serde(default)]
+    require_signed_action: bool,
 }
 
 impl Principals {
@@ -246,6 +254,7 @@ impl Principals {
                 secret_key: p.secret_key,
                 actions: p.actions.unwrap_or_else(|| vec!["*".into()]),
                 keys: p.keys.unwrap_or_else(|| vec!["*".into()]),
+                require_signed_action: p.require_signed_action,
                 limiter,
             });
         }

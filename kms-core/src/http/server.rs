@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  TCP/TLS ─▶ hyper (tokio, 2 I/O threads) ─▶ body ≤ limit ─▶ blocking pool:
-//!     X-TC-Version ─▶ TC3 verify ─▶ replay check ─▶ rate limit ─▶ parse params
+//!     X-TC-Version ─▶ TC3 verify ─▶ signed action? ─▶ rate limit ─▶ parse params
 //!     ─▶ rights (action, keys) ─▶ Kms::call ─▶ {"Response":{…,"RequestId"}}  (always HTTP 200)
 //! ```
 //!
@@ -11,12 +11,11 @@
 //! One `tracing` line per request: action, principal SecretId, outcome code, latency.
 //! Bodies, parameters and secrets are never logged.
 
-use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -79,108 +78,9 @@ impl ServerConfig {
     }
 }
 
-/// Remembers the signatures accepted within the clock window, per SecretId, and the
-/// actions each was used for.
-///
-/// The Python SDK signs only `content-type;host`, and DescribeKey and DisableKey send
-/// the same body, so a captured request is a valid signature for another action until
-/// its timestamp leaves the window. A signature seen again under a different action
-/// that changes state or releases secrets is refused.
-///
-/// Two cases are let through, because a legitimate client produces them and they
-/// cannot be told apart from a replay (there is no nonce in the signed data):
-/// - the same action again: two identical requests within one second (same body, same
-///   timestamp) carry the same signature;
-/// - a read-only action ([`is_read_only`]) after another action with the same body:
-///   `tccli kms DisableKey --KeyId K; tccli kms DescribeKey --KeyId K` within one second.
-///   Replayed, such a request only shows key metadata or a public key.
-///
-/// Clients that sign `x-tc-action` (RemoteKms does) are not affected: their signature
-/// covers the action, and is not remembered.
-#[derive(Debug, Default)]
-pub struct ReplayCache {
-    inner: Mutex<ReplayInner>,
-}
-
-#[derive(Debug, Default)]
-struct ReplayInner {
-    /// (SecretId, signature) → (actions used, expiry).
-    seen: HashMap<(String, String), (Vec<String>, i64)>,
-    /// The keys of `seen` in insertion order, with their expiry: pruning pops the front.
-    order: VecDeque<(i64, (String, String))>,
-}
-
-/// Most signatures remembered. Past this the oldest are forgotten first: only a
-/// principal with valid credentials can fill the cache, and it gains nothing by
-/// weakening replay protection against its own requests.
-pub const REPLAY_CACHE_MAX: usize = 1 << 20;
-
-/// Actions that change nothing and release no secret: a replay of one is harmless.
-pub fn is_read_only(action: &str) -> bool {
-    action.starts_with("Describe")
-        || action.starts_with("List")
-        || matches!(
-            action,
-            "GetKeyRotationStatus" | "GetPublicKey" | "GetServiceStatus" | "GetRegions"
-        )
-}
-
-impl ReplayCache {
-    /// Records `signature` as used for `action`, or refuses it (see the type's docs).
-    ///
-    /// # Errors
-    /// `AuthFailure.SignatureFailure` for a signature replayed under another action.
-    pub fn check(
-        &self,
-        secret_id: &str,
-        signature: &str,
-        action: &str,
-        timestamp: i64,
-        now: i64,
-    ) -> KmsResult<()> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let inner = &mut *inner;
-        while let Some((expires, _)) = inner.order.front() {
-            if *expires >= now && inner.order.len() < REPLAY_CACHE_MAX {
-                break;
-            }
-            if let Some((_, key)) = inner.order.pop_front() {
-                inner.seen.remove(&key);
-            }
-        }
-        let expires = timestamp + tc3::CLOCK_WINDOW_SECS + 1;
-        let key = (secret_id.to_owned(), signature.to_owned());
-        let entry = match inner.seen.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                inner.order.push_back((expires, v.key().clone()));
-                v.insert((Vec::new(), expires))
-            }
-        };
-        // The first action a signature served owns it: a replay may only repeat that
-        // action or read.
-        if !is_read_only(action) {
-            if let Some(other) = entry.0.first().filter(|a| *a != action) {
-                return Err(KmsError::new(
-                    ErrorCode::AuthSignatureFailure,
-                    format!(
-                        "this signature was already used for {other}; a request signature may not be \
-                         replayed as another action (sign x-tc-action, or send the next request a second later)"
-                    ),
-                ));
-            }
-        }
-        if !entry.0.iter().any(|a| a == action) {
-            entry.0.push(action.to_owned());
-        }
-        Ok(())
-    }
-}
-
 struct State {
     kms: Arc<dyn Kms>,
     principals: Principals,
-    replay: ReplayCache,
     max_body_bytes: usize,
 }
 
@@ -250,7 +150,6 @@ impl Server {
             state: Arc::new(State {
                 kms,
                 principals: config.principals,
-                replay: ReplayCache::default(),
                 max_body_bytes: config.max_body_bytes,
             }),
             max_concurrent_calls: config.max_concurrent_calls.max(1),
@@ -662,19 +561,21 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
             "temporary credentials (X-TC-Token) are not supported by this server",
         ));
     }
-    if !verified.action_signed {
-        state.replay.check(
-            &verified.secret_id,
-            &verified.signature,
-            &action,
-            verified.timestamp,
-            tc3::unix_now(),
-        )?;
-    }
     let principal = state
         .principals
         .get(&verified.secret_id)
         .ok_or_else(|| KmsError::new(ErrorCode::AuthSecretIdNotFound, "the principal is gone"))?;
+    // A correctly signed request inside its time window is served, as the real service
+    // does, even when an identical signature served another action before (tccli and the
+    // SDK sign only content-type;host, so DisableKey then EnableKey in one second carry
+    // one signature). Where that must not be possible, the principal signs the action.
+    if principal.require_signed_action && !verified.action_signed {
+        return Err(KmsError::new(
+            ErrorCode::AuthSignatureFailure,
+            "this principal must sign the x-tc-action header (SignedHeaders must include \
+             x-tc-action), so that its requests cannot be replayed as another action",
+        ));
+    }
     let ctx = CallContext {
         principal: verified.secret_id.clone(),
         request_id: outcome.request_id.clone(),
@@ -958,29 +859,5 @@ mod tests {
             code(&Method::POST, &unsigned, body),
             Some(ErrorCode::AuthInvalidAuthorization)
         );
-    }
-
-    #[test]
-    fn replay_under_another_action_is_refused_and_forgotten_after_the_window() {
-        let c = ReplayCache::default();
-        let now = 1_000_000;
-        c.check("A", "sig", "DescribeKey", now, now).unwrap();
-        c.check("A", "sig", "DescribeKey", now, now + 1).unwrap();
-        assert_eq!(
-            c.check("A", "sig", "DisableKey", now, now + 2)
-                .unwrap_err()
-                .code,
-            ErrorCode::AuthSignatureFailure
-        );
-        // A mutation first, then a read with the same signature: a legitimate pair.
-        c.check("A", "sig2", "DisableKey", now, now).unwrap();
-        c.check("A", "sig2", "DescribeKey", now, now).unwrap();
-        c.check("A", "sig2", "DisableKey", now, now).unwrap();
-        assert!(c.check("A", "sig2", "EnableKey", now, now).is_err());
-        // Another principal's identical signature is another entry.
-        c.check("B", "sig", "DisableKey", now, now + 2).unwrap();
-        // After the window the entry is pruned (the signature would be expired anyway).
-        let later = now + tc3::CLOCK_WINDOW_SECS + 20;
-        c.check("A", "sig", "DisableKey", later, later).unwrap();
     }
 }

@@ -266,7 +266,7 @@ pub struct Verified {
     pub secret_id: String,
     /// The request timestamp.
     pub timestamp: i64,
-    /// The signature (lowercase hex), for replay protection.
+    /// The signature (lowercase hex).
     pub signature: String,
     /// Whether the signature covers `X-TC-Action` (then it cannot be replayed as another action).
     pub action_signed: bool,
