@@ -346,8 +346,19 @@ pub fn mount(kms: Option<&str>, mut a: MountArgs) -> anyhow::Result<i32> {
     r
 }
 
+/// Set once the mounted volume turns out to encrypt names: fuser's per-request debug lines
+/// (`fuser::request`, at `KMSFS_LOG=debug`) carry the plaintext names and symlink targets
+/// of lookups, creates and renames, and are then dropped whatever the log level.
+static NAMES_ARE_SECRET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn init_logging_to(file: Option<&Path>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
+    let redact = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target().starts_with("fuser::request")
+            && NAMES_ARE_SECRET.load(std::sync::atomic::Ordering::Relaxed))
+    });
     // fuser 0.18 tries to unmount again once the kernel has ended a session (its check of
     // the /dev/fuse fd takes POLLERR, the sign of an ended connection, for "still mounted")
     // and warns "Failed to umount filesystem: Invalid argument" after every clean
@@ -367,6 +378,8 @@ fn init_logging_to(file: Option<&Path>) {
                 .with_env_filter(filter)
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(f))
+                .finish()
+                .with(redact)
                 .try_init();
         }
         None => {
@@ -374,6 +387,8 @@ fn init_logging_to(file: Option<&Path>) {
                 .with_env_filter(filter)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
+                .finish()
+                .with(redact)
                 .try_init();
         }
     }
@@ -455,6 +470,19 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         )
         .map_err(with_next_step)?,
     );
+    if vol.names.is_some() {
+        NAMES_ARE_SECRET.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if a.init.encrypt_names && init_msg.is_empty() && vol.names.is_none() {
+        // The flag chooses how a new volume stores names; this one exists, with plain names.
+        bail!(
+            "{} is a volume with plain names: --encrypt-names applies only when a volume is \
+             made (kmsfs init, or the first mount of an empty directory). To encrypt names, \
+             make a new volume with --encrypt-names and copy the files into it (kmsfs \
+             encrypt), or mount this one without the flag",
+            backing.display()
+        );
+    }
     if shared && vol.names.is_some() {
         // rmdir takes a directory's IV out for a moment; another host meeting the
         // directory then could give it a new IV under names this host still makes.
