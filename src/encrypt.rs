@@ -155,6 +155,15 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
     drop(vol);
     let clean = sum.mismatches.is_empty();
     if a.delete_source_after_verify && clean {
+        // The volume must be on disk before its only other copy goes: a power cut after
+        // the delete would otherwise lose what the page cache still held.
+        sync_filesystem(&backing).with_context(|| {
+            format!(
+                "the volume verified clean, but flushing {} to disk failed; the source was \
+                 left in place",
+                backing.display()
+            )
+        })?;
         std::fs::remove_dir_all(&src).with_context(|| {
             format!(
                 "the volume verified clean, but deleting the source {} failed; delete it by hand",
@@ -165,6 +174,17 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
     }
     report(&sum, &src, &backing, a.json, a.delete_source_after_verify)?;
     Ok(if clean { 0 } else { EXIT_MISMATCH })
+}
+
+/// `syncfs(2)` of the filesystem that holds `dir`: every file, directory entry and
+/// metadata change written there so far reaches the disk.
+fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    let d = std::fs::File::open(dir)?;
+    // SAFETY: syncfs on an fd we own.
+    if unsafe { libc::syncfs(std::os::unix::io::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn report(

@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use fsmount::{kmsfs, pattern, Mounted};
 
@@ -352,11 +352,36 @@ fn delete_source_only_after_a_clean_verification() {
     assert_eq!(fs::read(src.join("d/inside")).unwrap(), b"shared");
     fs::remove_file(t.path().join("outside")).unwrap();
 
-    // Verified clean: the source goes, the volume holds it.
+    // Verified clean: the source goes, the volume holds it; and the volume's filesystem was
+    // synced before the first byte of the source was deleted (seen by strace: a power cut
+    // after the delete must not find the volume only in the page cache).
     let backing = t.path().join("b2");
-    let out = encrypt(&kms, &[&src, &backing], &["--delete-source-after-verify"]);
+    let trace = t.path().join("encrypt.strace");
+    let out = Command::new("strace")
+        .args(["-f", "-e", "trace=syncfs,unlink,unlinkat,rmdir", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_kmsfs"))
+        .arg("--kms")
+        .arg(&kms)
+        .arg("encrypt")
+        .arg(&src)
+        .arg(&backing)
+        .arg("--delete-source-after-verify")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(!src.exists(), "source still there: {}", text(&out));
+    let calls = fs::read_to_string(&trace).unwrap();
+    let synced = calls
+        .lines()
+        .position(|l| l.contains("syncfs(") && l.ends_with("= 0"));
+    let first_delete = calls.lines().position(|l| {
+        (l.contains("unlink") || l.contains("rmdir")) && l.contains("= 0")
+    });
+    assert!(
+        matches!((synced, first_delete), (Some(s), Some(d)) if s < d),
+        "no syncfs before the source was deleted:\n{calls}"
+    );
     let m = Mounted::existing(&kms, &backing, &[]).unwrap();
     assert_eq!(fs::read(m.p("d/f")).unwrap(), b"keep me");
 }
