@@ -375,9 +375,9 @@ fn delete_source_only_after_a_clean_verification() {
     let synced = calls
         .lines()
         .position(|l| l.contains("syncfs(") && l.ends_with("= 0"));
-    let first_delete = calls.lines().position(|l| {
-        (l.contains("unlink") || l.contains("rmdir")) && l.contains("= 0")
-    });
+    let first_delete = calls
+        .lines()
+        .position(|l| (l.contains("unlink") || l.contains("rmdir")) && l.contains("= 0"));
     assert!(
         matches!((synced, first_delete), (Some(s), Some(d)) if s < d),
         "no syncfs before the source was deleted:\n{calls}"

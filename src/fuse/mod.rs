@@ -25,12 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 
-use crate::format::ContentKey;
+use crate::format::{BlockNo, ContentKey};
 use crate::fs_error::{FsError, FsResult};
 use crate::metrics::Metrics;
 use crate::names::{self, DirIv, NameError, NameKey, DIRIV_NAME};
@@ -1190,6 +1190,128 @@ impl KmsFs {
         Ok(())
     }
 
+    /// `fallocate` PUNCH_HOLE / ZERO_RANGE: plaintext `off..end` (within the file) reads as
+    /// zeros. Whole blocks become holes in the backing file (a stored block of zeros reads
+    /// as zeros: [`crate::format`]), the last block too when the range reaches the end of
+    /// the file; partial blocks at either edge are re-sealed with zeros.
+    fn zero_range(&self, inode: &Inode, f: &File, off: u64, end: u64) -> FsResult<()> {
+        let _g = inode.content.write();
+        let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
+        let geo = &self.vol.geo;
+        let blen = content::backing_len(f)?;
+        let plain = geo.plain_size_lossy(blen);
+        let end = end.min(plain);
+        if off >= end {
+            return Ok(());
+        }
+        let bs = geo.block_size;
+        let first_whole = off.div_ceil(bs);
+        let whole_end = if end == plain {
+            end.div_ceil(bs)
+        } else {
+            end / bs
+        };
+        let key = self.current_key(inode, f)?.ok_or_else(|| err(libc::EIO))?;
+        let zeros = |from: u64, to: u64| -> FsResult<()> {
+            if from >= to {
+                return Ok(());
+            }
+            let z = vec![0u8; (to - from) as usize];
+            content::write(f, &key, geo, None, from, &z).map_err(|r| self.log_bad_block(inode, r))
+        };
+        if first_whole >= whole_end {
+            // No whole block in the range: zeros written into the one or two it touches.
+            return zeros(off, end);
+        }
+        zeros(off, first_whole * bs)?;
+        let (from, to) = (
+            geo.block_offset(BlockNo(first_whole))
+                .ok_or(FsError::TooBig)?,
+            geo.block_offset(BlockNo(whole_end))
+                .ok_or(FsError::TooBig)?
+                .min(blen),
+        );
+        punch_backing(f, from, to)?;
+        zeros((whole_end * bs).max(off), end)
+    }
+
+    /// `lseek` SEEK_DATA / SEEK_HOLE, answered from the backing file's extents: data is a
+    /// block any of whose stored bytes are backing data; a hole is a block whose stored
+    /// bytes all lie in a backing hole (and the end of the file).
+    fn do_lseek(&self, fh: FileHandle, offset: u64, whence: i32) -> FsResult<u64> {
+        let h = self.handle(fh)?;
+        let HandleKind::File(f) = &h.kind else {
+            return Err(err(libc::EISDIR));
+        };
+        let _g = h.inode.content.read();
+        let geo = &self.vol.geo;
+        let blen = content::backing_len(f)?;
+        let plain = geo.plain_size_lossy(blen);
+        if offset >= plain {
+            return Err(err(libc::ENXIO));
+        }
+        let bs = geo.block_size;
+        let fd = f.as_raw_fd();
+        // The block whose stored bytes hold backing offset `boff`.
+        let block_at = |boff: u64| boff.saturating_sub(geo.header_size) / geo.stored_block();
+        let start_of = |b: u64| geo.block_offset(BlockNo(b)).ok_or(FsError::TooBig);
+        // The next backing data at or after `boff` (`blen` if none).
+        let next_data = |boff: u64| match sys::lseek(fd, boff, libc::SEEK_DATA) {
+            Ok(d) => Ok(d.min(blen)),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(blen),
+            Err(e) => Err(FsError::from(e)),
+        };
+        // Whether block `b`'s stored bytes are all zeros: a hole, even where it shares a
+        // backing fs block with its neighbour's data (stored blocks are not fs-aligned).
+        let zero_block = |b: u64| -> FsResult<bool> {
+            let (from, to) = (start_of(b)?, start_of(b + 1)?.min(blen));
+            let mut buf = vec![0u8; to.saturating_sub(from) as usize];
+            let n = sys::pread_full(f, &mut buf, from)?;
+            Ok(buf[..n].iter().all(|&x| x == 0))
+        };
+        match whence {
+            libc::SEEK_DATA => {
+                let mut b = offset / bs;
+                // Runs of zero blocks that the backing fs keeps as data (written zeros) are
+                // looked through for a while, then reported as data (allowed: a hole may
+                // always be called data).
+                for _ in 0..64 {
+                    let d = next_data(start_of(b)?)?;
+                    if d >= blen {
+                        return Err(err(libc::ENXIO));
+                    }
+                    b = block_at(d).max(b);
+                    if b * bs >= plain {
+                        return Err(err(libc::ENXIO));
+                    }
+                    if !zero_block(b)? {
+                        break;
+                    }
+                    b += 1;
+                }
+                Ok((b * bs).max(offset).min(plain))
+            }
+            libc::SEEK_HOLE => {
+                let mut b = offset / bs;
+                loop {
+                    let start = start_of(b)?;
+                    if start >= blen {
+                        return Ok(plain);
+                    }
+                    let end = start_of(b + 1)?.min(blen);
+                    let d = next_data(start)?;
+                    if d >= end || zero_block(b)? {
+                        return Ok((b * bs).max(offset).min(plain));
+                    }
+                    // Data in this block: on from the block where the data run ends.
+                    let hole = sys::lseek(fd, d, libc::SEEK_HOLE)?.min(blen);
+                    b = block_at(hole).max(b + 1);
+                }
+            }
+            _ => Err(err(libc::EINVAL)),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn do_setattr(
         &self,
@@ -1984,6 +2106,24 @@ impl Filesystem for KmsFs {
         }
     }
 
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let r = u64::try_from(offset)
+            .map_err(|_| err(libc::ENXIO))
+            .and_then(|off| self.do_lseek(fh, off, whence));
+        match r {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn copy_file_range(
         &self,
         req: &Request,
@@ -2335,10 +2475,24 @@ impl Filesystem for KmsFs {
             let HandleKind::File(f) = &h.kind else {
                 return Err(err(libc::EISDIR));
             };
-            if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
-                return Err(err(libc::EOPNOTSUPP));
-            }
             let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
+            let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+            match mode & !libc::FALLOC_FL_KEEP_SIZE {
+                0 => {}
+                libc::FALLOC_FL_PUNCH_HOLE if keep => {
+                    return self.zero_range(&h.inode, f, offset, end);
+                }
+                libc::FALLOC_FL_ZERO_RANGE => {
+                    let plain = self.vol.geo.plain_size_lossy(content::backing_len(f)?);
+                    self.zero_range(&h.inode, f, offset, end)?;
+                    if !keep && end > plain {
+                        // The new part is a hole: zeros.
+                        self.truncate_file(&h.inode, f, end)?;
+                    }
+                    return Ok(());
+                }
+                _ => return Err(err(libc::EOPNOTSUPP)),
+            }
             let blen = content::backing_len(f)?;
             let plain = self.vol.geo.plain_size_lossy(blen);
             if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > plain {
@@ -2360,6 +2514,33 @@ impl Filesystem for KmsFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+/// Makes backing bytes `from..to` a hole (all zeros): punched where the backing fs can,
+/// else written as zeros.
+fn punch_backing(f: &File, from: u64, to: u64) -> FsResult<()> {
+    if to <= from {
+        return Ok(());
+    }
+    match sys::fallocate(
+        f,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        from,
+        to - from,
+    ) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            let z = vec![0u8; (to - from).min(1 << 20) as usize];
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(z.len() as u64) as usize;
+                sys::pwrite_all(f, &z[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

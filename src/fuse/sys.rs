@@ -78,6 +78,17 @@ pub fn fstatat_nofollow(dir: RawFd, name: &OsStr) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// `lseek(fd, off, whence)` (SEEK_DATA / SEEK_HOLE on a backing file).
+pub fn lseek(fd: RawFd, off: u64, whence: i32) -> io::Result<u64> {
+    let off = i64::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    // SAFETY: lseek on an fd the caller owns; no memory is passed.
+    let r = unsafe { libc::lseek(fd, off, whence) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
 /// `mkdirat`.
 pub fn mkdirat(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
