@@ -220,6 +220,22 @@ const SPECS: &[Spec] = &[
         "Delete an EXTERNAL key's material: it refuses to work until the same is imported.",
         &[KEY],
     ),
+    (
+        "EnableKeys",
+        "Enable up to 100 keys (KeyIds as a JSON list), all or none.",
+        &[("KeyIds", Kind::Json, true)],
+    ),
+    (
+        "DisableKeys",
+        "Disable up to 100 keys (KeyIds as a JSON list), all or none.",
+        &[("KeyIds", Kind::Json, true)],
+    ),
+    (
+        "GetServiceStatus",
+        "Show whether the service is on, and how many keys it holds.",
+        &[],
+    ),
+    ("GetRegions", "List the region this KMS answers for.", &[]),
 ];
 
 fn usage() -> String {
@@ -390,6 +406,22 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         return verify_audit(kms, &args[1..]);
     }
     let Some(spec) = SPECS.iter().find(|(n, _, _)| n == action) else {
+        if kms_core::service::UNSUPPORTED_ACTIONS
+            .iter()
+            .any(|(a, _)| a == action)
+        {
+            // An action of the API this KMS does not offer: the service says so
+            // (UnsupportedOperation, with the reason), as it does over HTTP.
+            let ctx = CallContext::local();
+            return Ok(
+                match kms_core::connect(kms)
+                    .and_then(|s| s.call(&ctx, action, &Value::Object(Default::default())))
+                {
+                    Ok(_) => 0,
+                    Err(e) => print_error(&e, &ctx.request_id),
+                },
+            );
+        }
         eprint!("kmsfs kms: unknown action {action:?}\n\n{}", usage());
         return Ok(2);
     };

@@ -265,6 +265,97 @@ fn tccli_runs_the_seed_commands() {
     assert!(!text.contains(SECRET_KEY));
 }
 
+/// Batch state changes, the service-level actions, and what the API has that this KMS does
+/// not offer, through tccli and the SDK's own action list.
+#[test]
+fn batch_service_and_unoffered_actions_through_the_real_clients() {
+    require_program("tccli");
+    require_sdk();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+    );
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let t = Tccli { home: &home };
+    for args in [
+        ["configure", "set", "region", "ap-guangzhou"],
+        [
+            "configure",
+            "set",
+            "kms.endpoint",
+            &format!("http://{}", server.addr),
+        ],
+    ] {
+        assert!(t.raw(&args).status.success(), "tccli {args:?}");
+    }
+    let a = s(&t.ok("CreateKey", &["--Alias", "batch-a"]), "KeyId").to_owned();
+    let b = s(&t.ok("CreateKey", &["--Alias", "batch-b"]), "KeyId").to_owned();
+    let both = format!(r#"["{a}","{b}"]"#);
+    let states = |t: &Tccli| -> Vec<String> {
+        let v = t.ok("DescribeKeys", &["--KeyIds", &both]);
+        v["KeyMetadatas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["KeyState"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    t.ok("DisableKeys", &["--KeyIds", &both]);
+    assert_eq!(states(&t), ["Disabled", "Disabled"]);
+    // All or none: one unknown key, and neither changes.
+    t.fails(
+        "EnableKeys",
+        &["--KeyIds", &format!(r#"["{a}","no-such-key"]"#)],
+        "ResourceUnavailable.CmkNotFound",
+    );
+    assert_eq!(states(&t), ["Disabled", "Disabled"]);
+    t.ok("EnableKeys", &["--KeyIds", &both]);
+    assert_eq!(states(&t), ["Enabled", "Enabled"]);
+    let st = t.ok("GetServiceStatus", &[]);
+    assert_eq!(st["ServiceEnabled"], true, "{st}");
+    assert_eq!(st["CmkUserCount"], 2, "{st}");
+    let r = t.ok("GetRegions", &[]);
+    assert_eq!(r["Regions"][0], "ap-guangzhou", "{r}");
+    t.fails(
+        "CreateWhiteBoxKey",
+        &["--Alias", "wb", "--Algorithm", "SM4"],
+        "UnsupportedOperation",
+    );
+
+    // Every action the SDK knows: none is unknown to the server.
+    let out = python("action_list.py", &server, &[]);
+    let n: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ACTIONS "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(n, 69, "{out}");
+    let unoffered = out
+        .lines()
+        .filter(|l| l.ends_with(" UnsupportedOperation"))
+        .count();
+    assert_eq!(
+        unoffered,
+        kms_core::service::UNSUPPORTED_ACTIONS.len(),
+        "{out}"
+    );
+    for (name, _) in kms_core::service::UNSUPPORTED_ACTIONS {
+        assert!(
+            out.contains(&format!("ACTION {name} UnsupportedOperation")),
+            "{name}: {out}"
+        );
+    }
+    assert_eq!(
+        n - unoffered,
+        kms_core::service::ACTIONS.len(),
+        "implemented actions: {out}"
+    );
+}
+
 fn python(script: &str, server: &ServerProc, envs: &[(&str, &str)]) -> String {
     let out = Command::new("python3")
         .arg(repo().join("tests/clients").join(script))

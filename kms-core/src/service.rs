@@ -409,6 +409,50 @@ impl<'de> Deserialize<'de> for SecretString {
 
 // ---------------------------------------------------------------- requests
 
+/// A request naming several keys (EnableKeys, DisableKeys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdsRequest {
+    /// Key ids or `alias/NAME`s, at most [`MAX_BATCH_KEYS`].
+    pub key_ids: Option<Vec<String>>,
+}
+
+/// The most keys one EnableKeys / DisableKeys names (the service's limit).
+pub const MAX_BATCH_KEYS: usize = 100;
+
+/// GetServiceStatus: the service is always on for its principals (a local KMS has no
+/// purchase or arrears states); the key count is the store's.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceStatus {
+    /// Always true.
+    pub service_enabled: bool,
+    /// 1: normal.
+    pub invalid_type: u32,
+    /// 0: the basic edition (no exclusive HSM).
+    pub user_level: u32,
+    /// Whether exclusive VSM / HSM clusters are on: never here.
+    #[serde(rename = "ExclusiveVSMEnabled")]
+    pub exclusive_vsm_enabled: bool,
+    /// As above.
+    #[serde(rename = "ExclusiveHSMEnabled")]
+    pub exclusive_hsm_enabled: bool,
+    /// CMKs in the store (not deleted).
+    pub cmk_user_count: u64,
+    /// Data-key hosting (the data-key actions): not offered.
+    pub is_allowed_data_key_hosted: bool,
+    /// Cross-region sync tasks: not offered.
+    pub is_allowed_sync: bool,
+}
+
+/// GetRegions.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Regions {
+    /// The one region this KMS answers for.
+    pub regions: Vec<String>,
+}
+
 /// A request naming one key (DescribeKey, EnableKey, DisableKey, …).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -1483,6 +1527,118 @@ impl KmsService {
         self.transition(ctx, "DisableKey", &req.key_id, from, to)
     }
 
+    /// The transition of [`Self::transition`] for several keys, all or none: one
+    /// transaction, so a key that is missing or in a state that refuses it fails the call
+    /// and no key changes.
+    fn transition_many(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        key_ids: &Option<Vec<String>>,
+        from: KeyState,
+        to: KeyState,
+    ) -> KmsResult<Empty> {
+        let hint = key_ids.as_ref().map(|v| v.join(",")).unwrap_or_default();
+        self.audited(ctx, action, &hint, |now| {
+            let ids = key_ids.as_deref().unwrap_or_default();
+            if ids.is_empty() {
+                return Err(err(
+                    ErrorCode::MissingParameter,
+                    "the parameter KeyIds is required",
+                ));
+            }
+            if ids.len() > MAX_BATCH_KEYS {
+                return Err(err(
+                    ErrorCode::InvalidParameterValue,
+                    format!("KeyIds names {} keys; at most {MAX_BATCH_KEYS}", ids.len()),
+                ));
+            }
+            self.store.transact(now, |txn| {
+                for key in ids {
+                    let i = txn.resolve(key).ok_or_else(|| not_found(key))?;
+                    let rec = &mut txn.keys[i];
+                    if rec.state != from && rec.state != to {
+                        return Err(state_error(rec));
+                    }
+                    rec.state = to;
+                }
+                Ok((Empty {}, hint.clone()))
+            })
+        })
+    }
+
+    /// EnableKeys: EnableKey for up to 100 keys, all or none.
+    ///
+    /// # Errors
+    /// `MissingParameter`, `InvalidParameterValue` (over 100 keys), and the errors of
+    /// EnableKey for the first key that refuses (then no key changes).
+    pub fn enable_keys(&self, ctx: &CallContext, req: KeyIdsRequest) -> KmsResult<Empty> {
+        let (from, to) = (KeyState::Disabled, KeyState::Enabled);
+        self.transition_many(ctx, "EnableKeys", &req.key_ids, from, to)
+    }
+
+    /// DisableKeys: DisableKey for up to 100 keys, all or none.
+    ///
+    /// # Errors
+    /// As [`Self::enable_keys`].
+    pub fn disable_keys(&self, ctx: &CallContext, req: KeyIdsRequest) -> KmsResult<Empty> {
+        let (from, to) = (KeyState::Enabled, KeyState::Disabled);
+        self.transition_many(ctx, "DisableKeys", &req.key_ids, from, to)
+    }
+
+    /// GetServiceStatus.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn get_service_status(&self, ctx: &CallContext, _req: Empty) -> KmsResult<ServiceStatus> {
+        self.audited(ctx, "GetServiceStatus", "", |now| {
+            let snap = self.fresh(now)?;
+            let n = snap
+                .keys
+                .iter()
+                .filter(|k| k.rec.state != KeyState::PendingDelete)
+                .count();
+            Ok((
+                ServiceStatus {
+                    service_enabled: true,
+                    invalid_type: 1,
+                    user_level: 0,
+                    exclusive_vsm_enabled: false,
+                    exclusive_hsm_enabled: false,
+                    cmk_user_count: n as u64,
+                    is_allowed_data_key_hosted: false,
+                    is_allowed_sync: false,
+                },
+                String::new(),
+            ))
+        })
+    }
+
+    /// GetRegions: the region this KMS answers for (`ap-guangzhou` unless the server was
+    /// told otherwise, [`KmsService::region`]).
+    ///
+    /// # Errors
+    /// None in practice (the call is audited).
+    pub fn get_regions(&self, ctx: &CallContext, _req: Empty) -> KmsResult<Regions> {
+        self.audited(ctx, "GetRegions", "", |_| {
+            Ok((
+                Regions {
+                    regions: vec![self.region()],
+                },
+                String::new(),
+            ))
+        })
+    }
+
+    /// The region name this KMS gives (`KMSFS_KMS_REGION`, else `ap-guangzhou`, the
+    /// region the Tencent examples use): clients send one and the service echoes it.
+    pub fn region(&self) -> String {
+        std::env::var("KMSFS_KMS_REGION")
+            .ok()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "ap-guangzhou".to_owned())
+    }
+
     /// ArchiveKey: Enabled → Archived (decrypt only).
     ///
     /// # Errors
@@ -2526,7 +2682,77 @@ pub const ACTIONS: &[&str] = &[
     "GetParametersForImport",
     "ImportKeyMaterial",
     "DeleteImportedKeyMaterial",
+    "EnableKeys",
+    "DisableKeys",
+    "GetServiceStatus",
+    "GetRegions",
 ];
+
+/// The other actions of the Tencent KMS API 2019-01-18, each answered with
+/// `UnsupportedOperation` and the reason (docs/KMS.md, "What is not offered"), never
+/// `InvalidAction`: they exist, this KMS does not offer them.
+pub const UNSUPPORTED_ACTIONS: &[(&str, &str)] = &[
+    (
+        "AsymmetricSm2Decrypt",
+        "SM2 encryption keys are not offered yet (SM2 signatures are)",
+    ),
+    (
+        "PostQuantumCryptoEncrypt",
+        "post-quantum keys are not offered yet",
+    ),
+    (
+        "PostQuantumCryptoDecrypt",
+        "post-quantum keys are not offered yet",
+    ),
+    (
+        "PostQuantumCryptoSign",
+        "post-quantum keys are not offered yet",
+    ),
+    (
+        "PostQuantumCryptoVerify",
+        "post-quantum keys are not offered yet",
+    ),
+    ("ImportDataKey", DATA_KEY_HOSTING),
+    ("DescribeDataKey", DATA_KEY_HOSTING),
+    ("DescribeDataKeys", DATA_KEY_HOSTING),
+    ("ListDataKeys", DATA_KEY_HOSTING),
+    ("ListDataKeyDetail", DATA_KEY_HOSTING),
+    ("EnableDataKey", DATA_KEY_HOSTING),
+    ("EnableDataKeys", DATA_KEY_HOSTING),
+    ("DisableDataKey", DATA_KEY_HOSTING),
+    ("DisableDataKeys", DATA_KEY_HOSTING),
+    ("GetDataKeyCiphertextBlob", DATA_KEY_HOSTING),
+    ("GetDataKeyPlaintext", DATA_KEY_HOSTING),
+    ("ScheduleDataKeyDeletion", DATA_KEY_HOSTING),
+    ("CancelDataKeyDeletion", DATA_KEY_HOSTING),
+    ("UpdateDataKeyName", DATA_KEY_HOSTING),
+    ("UpdateDataKeyDescription", DATA_KEY_HOSTING),
+    ("CreateWhiteBoxKey", WHITE_BOX),
+    ("DeleteWhiteBoxKey", WHITE_BOX),
+    ("DescribeWhiteBoxDecryptKey", WHITE_BOX),
+    ("DescribeWhiteBoxDeviceFingerprints", WHITE_BOX),
+    ("DescribeWhiteBoxKey", WHITE_BOX),
+    ("DescribeWhiteBoxKeyDetails", WHITE_BOX),
+    ("DescribeWhiteBoxServiceStatus", WHITE_BOX),
+    ("EnableWhiteBoxKey", WHITE_BOX),
+    ("EnableWhiteBoxKeys", WHITE_BOX),
+    ("DisableWhiteBoxKey", WHITE_BOX),
+    ("DisableWhiteBoxKeys", WHITE_BOX),
+    ("EncryptByWhiteBox", WHITE_BOX),
+    ("OverwriteWhiteBoxDeviceFingerprints", WHITE_BOX),
+    (
+        "BindCloudResource",
+        "binding keys to cloud resources needs the cloud's resources; a local KMS has none",
+    ),
+    (
+        "UnbindCloudResource",
+        "binding keys to cloud resources needs the cloud's resources; a local KMS has none",
+    ),
+];
+
+const DATA_KEY_HOSTING: &str = "data-key hosting (data keys kept by the KMS) is not offered yet";
+const WHITE_BOX: &str =
+    "white-box keys (a proprietary Tencent cipher bound to device fingerprints) are not offered";
 
 /// Whether a successful `action` changes the key store (its audit line is then
 /// flushed to disk like the change). Crypto and read-only actions are listed; any
@@ -2549,6 +2775,8 @@ fn changes_store(action: &str) -> bool {
             | "AsymmetricRsaDecrypt"
             | "SignByAsymmetricKey"
             | "VerifyByAsymmetricKey"
+            | "GetServiceStatus"
+            | "GetRegions"
     )
 }
 
@@ -2601,14 +2829,24 @@ impl KmsService {
             "GetParametersForImport" => act!(get_parameters_for_import),
             "ImportKeyMaterial" => act!(import_key_material),
             "DeleteImportedKeyMaterial" => act!(delete_imported_key_material),
+            "EnableKeys" => act!(enable_keys),
+            "DisableKeys" => act!(disable_keys),
+            "GetServiceStatus" => act!(get_service_status),
+            "GetRegions" => act!(get_regions),
             _ => Err(self.refuse(
                 ctx,
                 action,
                 p,
-                err(
-                    ErrorCode::InvalidAction,
-                    format!("unknown action {action:?}"),
-                ),
+                match UNSUPPORTED_ACTIONS.iter().find(|(a, _)| *a == action) {
+                    Some((_, why)) => err(
+                        ErrorCode::UnsupportedOperation,
+                        format!("{action} is not offered by this KMS: {why}"),
+                    ),
+                    None => err(
+                        ErrorCode::InvalidAction,
+                        format!("unknown action {action:?}"),
+                    ),
+                },
             )),
         }
     }
