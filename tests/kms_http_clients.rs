@@ -25,7 +25,25 @@ struct Tccli<'a> {
     home: &'a Path,
 }
 
-impl Tccli<'_> {
+impl<'a> Tccli<'a> {
+    /// tccli with its own HOME, its region and the endpoint set once (KMS-API.md).
+    fn configured(home: &'a Path, server: &ServerProc) -> Tccli<'a> {
+        std::fs::create_dir_all(home).unwrap();
+        let t = Tccli { home };
+        for args in [
+            ["configure", "set", "region", "ap-guangzhou"],
+            [
+                "configure",
+                "set",
+                "kms.endpoint",
+                &format!("http://{}", server.addr),
+            ],
+        ] {
+            assert!(t.raw(&args).status.success(), "tccli {args:?}");
+        }
+        t
+    }
+
     fn raw(&self, args: &[&str]) -> Output {
         Command::new("tccli")
             .args(args)
@@ -87,19 +105,7 @@ fn tccli_runs_the_seed_commands() {
         &tmp.path().join("server.log"),
     );
     let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let t = Tccli { home: &home };
-    for args in [
-        ["configure", "set", "region", "ap-guangzhou"],
-        [
-            "configure",
-            "set",
-            "kms.endpoint",
-            &format!("http://{}", server.addr),
-        ],
-    ] {
-        assert!(t.raw(&args).status.success(), "tccli {args:?}");
-    }
+    let t = Tccli::configured(&home, &server);
 
     // Seed 002: tccli kms CreateKey --Alias test …
     let created = t.ok(
@@ -278,19 +284,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
         &tmp.path().join("server.log"),
     );
     let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let t = Tccli { home: &home };
-    for args in [
-        ["configure", "set", "region", "ap-guangzhou"],
-        [
-            "configure",
-            "set",
-            "kms.endpoint",
-            &format!("http://{}", server.addr),
-        ],
-    ] {
-        assert!(t.raw(&args).status.success(), "tccli {args:?}");
-    }
+    let t = Tccli::configured(&home, &server);
     let a = s(&t.ok("CreateKey", &["--Alias", "batch-a"]), "KeyId").to_owned();
     let b = s(&t.ok("CreateKey", &["--Alias", "batch-b"]), "KeyId").to_owned();
     let both = format!(r#"["{a}","{b}"]"#);
