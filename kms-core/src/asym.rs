@@ -112,6 +112,50 @@ impl RsaEncryption {
     }
 }
 
+/// Encrypts `plaintext` to a caller's RSA public key (GenerateDataKey's and Decrypt's
+/// `EncryptionPublicKey`): `key` is PEM (`PUBLIC KEY`, SubjectPublicKeyInfo, or `RSA
+/// PUBLIC KEY`, PKCS#1) or the base64 of either DER, of 2048 to 4096 bits.
+///
+/// # Errors
+/// `InvalidParameterValue` for a key that does not parse or has another size;
+/// `InternalError` if the RNG fails.
+pub fn encrypt_to_public_key(
+    key: &str,
+    scheme: RsaEncryption,
+    plaintext: &[u8],
+) -> KmsResult<Vec<u8>> {
+    use base64::Engine as _;
+    use rsa::pkcs1::DecodeRsaPublicKey as _;
+    use rsa::pkcs8::DecodePublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let bad = |why: &str| {
+        KmsError::new(
+            ErrorCode::InvalidParameterValue,
+            format!("EncryptionPublicKey: {why}"),
+        )
+    };
+    let body: String = key
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|_| bad("not PEM or base64"))?;
+    let pk = rsa::PublicKey::from_public_key_der(&der)
+        .or_else(|_| rsa::PublicKey::from_pkcs1_der(&der))
+        .map_err(|_| bad("not an RSA public key (SubjectPublicKeyInfo or PKCS#1)"))?;
+    if !(2048..=4096).contains(&(pk.n().bit_width() as usize)) {
+        return Err(bad("an RSA key of 2048 to 4096 bits is needed"));
+    }
+    let r = match scheme {
+        RsaEncryption::OaepSha256 => pk.encrypt(&mut SysRng, Oaep::<Sha256>::new(), plaintext),
+        RsaEncryption::OaepSha1 => pk.encrypt(&mut SysRng, Oaep::<sha1::Sha1>::new(), plaintext),
+        RsaEncryption::Pkcs1V15 => pk.encrypt(&mut SysRng, Pkcs1v15Encrypt, plaintext),
+    };
+    r.map_err(|_| internal("RSA encryption to the caller's key failed"))
+}
+
 /// The signature algorithms of SignByAsymmetricKey / VerifyByAsymmetricKey.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignAlgorithm {

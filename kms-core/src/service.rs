@@ -582,9 +582,10 @@ pub struct DecryptRequest {
     pub ciphertext_blob: Option<String>,
     /// The context used to encrypt.
     pub encryption_context: Option<String>,
-    /// Not supported (asymmetric re-wrapping of the plaintext).
+    /// A caller's RSA public key (PEM): the Plaintext is returned encrypted to it.
     pub encryption_public_key: Option<String>,
-    /// Not supported.
+    /// With it: `RSAES_PKCS1_V1_5`, `RSAES_OAEP_SHA_1`, `RSAES_OAEP_SHA_256`, or the SM2
+    /// ones (the default, `SM2`), which are refused (UnsupportedOperation).
     pub encryption_algorithm: Option<String>,
 }
 
@@ -614,6 +615,49 @@ pub struct GenerateDataKeyRequest {
     pub number_of_bytes: Option<u64>,
     /// The context.
     pub encryption_context: Option<String>,
+    /// As Decrypt's: the Plaintext is returned encrypted to this RSA public key.
+    pub encryption_public_key: Option<String>,
+    /// As Decrypt's.
+    pub encryption_algorithm: Option<String>,
+}
+
+/// The Plaintext field of GenerateDataKey and Decrypt: the base64 of `plaintext`, or, with
+/// an `EncryptionPublicKey`, the base64 of `plaintext` encrypted to that key, never the
+/// plaintext in clear. The SM2 algorithms (Tencent's default when EncryptionAlgorithm is
+/// absent) are refused.
+fn plaintext_field(
+    plaintext: &[u8],
+    public_key: Option<&str>,
+    algorithm: Option<&str>,
+) -> KmsResult<SecretString> {
+    let Some(pk) = public_key.filter(|k| !k.is_empty()) else {
+        if algorithm.is_some_and(|a| !a.is_empty()) {
+            return Err(err(
+                ErrorCode::InvalidParameter,
+                "EncryptionAlgorithm needs an EncryptionPublicKey",
+            ));
+        }
+        return Ok(SecretString::from(B64.encode(plaintext)));
+    };
+    let alg = algorithm.filter(|a| !a.is_empty()).unwrap_or("SM2");
+    let Some(scheme) = crate::asym::RsaEncryption::parse(alg) else {
+        return Err(match alg {
+            "SM2" | "SM2_C1C3C2_ASN1" => err(
+                ErrorCode::UnsupportedOperation,
+                format!(
+                    "EncryptionAlgorithm {alg} (the default) is not offered by this KMS yet; \
+                     give an RSA EncryptionPublicKey with RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 \
+                     or RSAES_PKCS1_V1_5"
+                ),
+            ),
+            _ => err(
+                ErrorCode::InvalidParameterValue,
+                format!("unknown EncryptionAlgorithm {alg:?}"),
+            ),
+        });
+    };
+    let sealed = crate::asym::encrypt_to_public_key(pk, scheme, plaintext)?;
+    Ok(SecretString::from(B64.encode(sealed)))
 }
 
 /// GenerateRandom.
@@ -1936,20 +1980,24 @@ impl KmsService {
     /// context, unknown key); the key's state error (`ResourceUnavailable.CmkDisabled`, …).
     pub fn decrypt(&self, ctx: &CallContext, req: DecryptRequest) -> KmsResult<DecryptResponse> {
         self.audited(ctx, "Decrypt", "", |now| {
-            if req.encryption_public_key.is_some() || req.encryption_algorithm.is_some() {
-                return Err(err(
-                    ErrorCode::UnsupportedOperation,
-                    "EncryptionPublicKey / EncryptionAlgorithm are not supported by this KMS yet",
-                ));
-            }
             let raw = decode_blob(require(&req.ciphertext_blob, "CiphertextBlob")?)?;
             let context = parse_context(req.encryption_context.as_deref())?;
+            // Checked before the key is used: a refused algorithm decrypts nothing.
+            plaintext_field(
+                b"",
+                req.encryption_public_key.as_deref(),
+                req.encryption_algorithm.as_deref(),
+            )?;
             let snap = self.fresh(now)?;
             let (pt, k) = Self::open_blob(&snap, now, &raw, &context)?;
             Ok((
                 DecryptResponse {
                     key_id: k.rec.key_id.clone(),
-                    plaintext: SecretString::from(B64.encode(&pt[..])),
+                    plaintext: plaintext_field(
+                        &pt[..],
+                        req.encryption_public_key.as_deref(),
+                        req.encryption_algorithm.as_deref(),
+                    )?,
                 },
                 k.rec.key_id.clone(),
             ))
@@ -2053,12 +2101,18 @@ impl KmsService {
             let key = require(&req.key_id, "KeyId")?;
             let len = Self::data_key_len(req.key_spec.as_deref(), req.number_of_bytes)?;
             let context = parse_context(req.encryption_context.as_deref())?;
+            let (pk, alg) = (
+                req.encryption_public_key.as_deref(),
+                req.encryption_algorithm.as_deref(),
+            );
+            // Checked before a data key is made: a refused algorithm makes none.
+            plaintext_field(b"", pk, alg)?;
             let dk = self.data_key(now, key, len, &context)?;
             let id = dk.key_id.clone();
             Ok((
                 GenerateDataKeyResponse {
                     key_id: dk.key_id.clone(),
-                    plaintext: SecretString::from(B64.encode(&dk.plaintext[..])),
+                    plaintext: plaintext_field(&dk.plaintext[..], pk, alg)?,
                     ciphertext_blob: B64.encode(&dk.ciphertext_blob),
                 },
                 id,
