@@ -29,7 +29,7 @@ const KEY: (&str, Kind, bool) = ("KeyId", Kind::Str, true);
 const SPECS: &[Spec] = &[
     (
         "CreateKey",
-        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC|ASYMMETRIC_SIGN_VERIFY_SM2; Type 2: EXTERNAL).",
+        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_DECRYPT_SM2|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC|ASYMMETRIC_SIGN_VERIFY_SM2; Type 2: EXTERNAL).",
         &[
             ("Alias", Kind::Str, true),
             ("Description", Kind::Str, false),
@@ -174,6 +174,11 @@ const SPECS: &[Spec] = &[
             ("Ciphertext", Kind::Str, true),
             ("Algorithm", Kind::Str, true),
         ],
+    ),
+    (
+        "AsymmetricSm2Decrypt",
+        "Decrypt with an SM2 key (Ciphertext: base64 of C1C3C2 ASN.1, at most 256 bytes).",
+        &[KEY, ("Ciphertext", Kind::Str, true)],
     ),
     (
         "SignByAsymmetricKey",

@@ -420,8 +420,8 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
         .unwrap();
         assert_eq!(ossl(&args), dek, "{alg}: Decrypt");
     }
-    // Without EncryptionAlgorithm Tencent's default is SM2, not offered yet: refused, and
-    // no data key is made (or shown).
+    // Without EncryptionAlgorithm Tencent's default is SM2: an RSA key is then refused
+    // (and no data key is made or shown).
     t.fails(
         "GenerateDataKey",
         &[
@@ -432,8 +432,96 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
             "--EncryptionPublicKey",
             &pubkey,
         ],
-        "UnsupportedOperation",
+        "InvalidParameterValue",
     );
+    // SM2 with openssl: a data key sealed to the caller's SM2 key (C1C3C2 ASN.1) opens
+    // with openssl; what openssl encrypts to an ASYMMETRIC_DECRYPT_SM2 key,
+    // AsymmetricSm2Decrypt opens.
+    ossl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
+    ossl(&["pkey", "-in", "sm2.pem", "-pubout", "-out", "sm2.pub"]);
+    let sm2pub = std::fs::read_to_string(dir.join("sm2.pub")).unwrap();
+    let g = t.ok(
+        "GenerateDataKey",
+        &[
+            "--KeyId",
+            &a,
+            "--KeySpec",
+            "AES_256",
+            "--EncryptionPublicKey",
+            &sm2pub,
+            "--EncryptionAlgorithm",
+            "SM2_C1C3C2_ASN1",
+        ],
+    );
+    std::fs::write(
+        dir.join("sealed.bin"),
+        B64.decode(s(&g, "Plaintext")).unwrap(),
+    )
+    .unwrap();
+    let dek = ossl(&[
+        "pkeyutl",
+        "-decrypt",
+        "-inkey",
+        "sm2.pem",
+        "-in",
+        "sealed.bin",
+    ]);
+    let d = t.ok("Decrypt", &["--CiphertextBlob", s(&g, "CiphertextBlob")]);
+    assert_eq!(
+        B64.decode(s(&d, "Plaintext")).unwrap(),
+        dek,
+        "SM2_C1C3C2_ASN1 data key"
+    );
+    let sm2key = s(
+        &t.ok(
+            "CreateKey",
+            &[
+                "--Alias",
+                "sm2-decrypt",
+                "--KeyUsage",
+                "ASYMMETRIC_DECRYPT_SM2",
+            ],
+        ),
+        "KeyId",
+    )
+    .to_owned();
+    let pem = t.ok("GetPublicKey", &["--KeyId", &sm2key]);
+    std::fs::write(dir.join("kms-sm2.pub"), s(&pem, "PublicKeyPem")).unwrap();
+    std::fs::write(dir.join("msg.txt"), b"sm2 through openssl").unwrap();
+    ossl(&[
+        "pkeyutl",
+        "-encrypt",
+        "-pubin",
+        "-inkey",
+        "kms-sm2.pub",
+        "-in",
+        "msg.txt",
+        "-out",
+        "ct.bin",
+    ]);
+    let ct = B64.encode(std::fs::read(dir.join("ct.bin")).unwrap());
+    let p = t.ok(
+        "AsymmetricSm2Decrypt",
+        &["--KeyId", &sm2key, "--Ciphertext", &ct],
+    );
+    assert_eq!(
+        B64.decode(s(&p, "Plaintext")).unwrap(),
+        b"sm2 through openssl"
+    );
+    t.fails(
+        "AsymmetricSm2Decrypt",
+        &["--KeyId", &a, "--Ciphertext", &ct],
+        "InvalidParameterValue.InvalidKeyUsage",
+    );
+    // And with gmssl, through the SDK.
+    let out = python("sm2_gmssl.py", &server, &[]);
+    for case in [
+        "OK gmssl-encrypt-kms-decrypt",
+        "OK kms-sm2-data-key-gmssl-decrypt",
+        "OK tampered FailedOperation.DecryptError",
+    ] {
+        assert!(out.contains(case), "missing {case:?} in {out}");
+    }
 
     // Every action the SDK knows: none is unknown to the server.
     let out = python("action_list.py", &server, &[]);

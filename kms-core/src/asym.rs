@@ -112,6 +112,24 @@ impl RsaEncryption {
     }
 }
 
+/// The DER inside a PEM block (its `-----` lines dropped), or of plain base64.
+fn pem_or_base64_der(key: &str) -> KmsResult<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = key
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|_| {
+            KmsError::new(
+                ErrorCode::InvalidParameterValue,
+                "EncryptionPublicKey: not PEM or base64",
+            )
+        })
+}
+
 /// Encrypts `plaintext` to a caller's RSA public key (GenerateDataKey's and Decrypt's
 /// `EncryptionPublicKey`): `key` is PEM (`PUBLIC KEY`, SubjectPublicKeyInfo, or `RSA
 /// PUBLIC KEY`, PKCS#1) or the base64 of either DER, of 2048 to 4096 bits.
@@ -124,7 +142,6 @@ pub fn encrypt_to_public_key(
     scheme: RsaEncryption,
     plaintext: &[u8],
 ) -> KmsResult<Vec<u8>> {
-    use base64::Engine as _;
     use rsa::pkcs1::DecodeRsaPublicKey as _;
     use rsa::pkcs8::DecodePublicKey as _;
     use rsa::traits::PublicKeyParts as _;
@@ -134,14 +151,7 @@ pub fn encrypt_to_public_key(
             format!("EncryptionPublicKey: {why}"),
         )
     };
-    let body: String = key
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.as_bytes())
-        .map_err(|_| bad("not PEM or base64"))?;
+    let der = pem_or_base64_der(key)?;
     let pk = rsa::PublicKey::from_public_key_der(&der)
         .or_else(|_| rsa::PublicKey::from_pkcs1_der(&der))
         .map_err(|_| bad("not an RSA public key (SubjectPublicKeyInfo or PKCS#1)"))?;
@@ -154,6 +164,31 @@ pub fn encrypt_to_public_key(
         RsaEncryption::Pkcs1V15 => pk.encrypt(&mut SysRng, Pkcs1v15Encrypt, plaintext),
     };
     r.map_err(|_| internal("RSA encryption to the caller's key failed"))
+}
+
+/// Encrypts `plaintext` to a caller's SM2 public key (PEM or base64 DER
+/// SubjectPublicKeyInfo): `asn1` gives the C1C3C2 ASN.1 layout (`SM2_C1C3C2_ASN1`), else
+/// the raw concatenation C1 ‖ C3 ‖ C2 (`SM2`, C1 an uncompressed point).
+///
+/// # Errors
+/// `InvalidParameterValue` for a key that does not parse; `InternalError` if the RNG or
+/// the encryption fails.
+pub fn sm2_encrypt_to_public_key(key: &str, asn1: bool, plaintext: &[u8]) -> KmsResult<Vec<u8>> {
+    use sm2::pkcs8::DecodePublicKey as _;
+    let der = pem_or_base64_der(key)?;
+    let pk = sm2::PublicKey::from_public_key_der(&der).map_err(|_| {
+        KmsError::new(
+            ErrorCode::InvalidParameterValue,
+            "EncryptionPublicKey: not an SM2 public key (SubjectPublicKeyInfo)",
+        )
+    })?;
+    let ek = sm2::pke::EncryptingKey::new(pk);
+    let r = if asn1 {
+        ek.encrypt_der(&mut SysRng, plaintext)
+    } else {
+        ek.encrypt(&mut SysRng, plaintext)
+    };
+    r.map_err(|_| internal("SM2 encryption to the caller's key failed"))
 }
 
 /// The signature algorithms of SignByAsymmetricKey / VerifyByAsymmetricKey.
@@ -461,6 +496,24 @@ impl Sm2Key {
             secret: s,
             public: sk.verifying_key().clone(),
         })
+    }
+
+    /// Decrypts an SM2 ciphertext in the C1C3C2 ASN.1 layout (GM/T 0009: `SEQUENCE {
+    /// x, y, hash, ciphertext }`, what `openssl pkeyutl -encrypt` makes with an SM2 key and
+    /// what AsymmetricSm2Decrypt takes).
+    ///
+    /// # Errors
+    /// [`DecryptFailed`] for every cause, with no detail.
+    ///
+    /// # Security
+    /// As for signatures, `sm2`'s `DecryptingKey` does not zeroize its scalar: one lives
+    /// on the stack for this call only.
+    pub fn decrypt_der(&self, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptFailed> {
+        let dk =
+            sm2::pke::DecryptingKey::from_slice(&self.secret[..]).map_err(|_| DecryptFailed)?;
+        dk.decrypt_der(ciphertext)
+            .map(Zeroizing::new)
+            .map_err(|_| DecryptFailed)
     }
 
     /// The 32-byte secret scalar. **Secret.**

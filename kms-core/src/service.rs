@@ -195,6 +195,7 @@ fn check_usage(rec: &KeyRecord, usages: &[KeyUsage], what: &str) -> KmsResult<()
 /// The asymmetric usages this KMS makes keys for.
 const ASYMMETRIC_USAGES: &[KeyUsage] = &[
     KeyUsage::AsymmetricDecryptRsa2048,
+    KeyUsage::AsymmetricDecryptSm2,
     KeyUsage::AsymmetricSignVerifyRsa2048,
     KeyUsage::AsymmetricSignVerifyEcc,
     KeyUsage::AsymmetricSignVerifySm2,
@@ -622,9 +623,8 @@ pub struct GenerateDataKeyRequest {
 }
 
 /// The Plaintext field of GenerateDataKey and Decrypt: the base64 of `plaintext`, or, with
-/// an `EncryptionPublicKey`, the base64 of `plaintext` encrypted to that key, never the
-/// plaintext in clear. The SM2 algorithms (Tencent's default when EncryptionAlgorithm is
-/// absent) are refused.
+/// an `EncryptionPublicKey`, the base64 of `plaintext` encrypted to that key (RSA, or SM2,
+/// Tencent's default when EncryptionAlgorithm is absent), never the plaintext in clear.
 fn plaintext_field(
     plaintext: &[u8],
     public_key: Option<&str>,
@@ -640,23 +640,17 @@ fn plaintext_field(
         return Ok(SecretString::from(B64.encode(plaintext)));
     };
     let alg = algorithm.filter(|a| !a.is_empty()).unwrap_or("SM2");
-    let Some(scheme) = crate::asym::RsaEncryption::parse(alg) else {
-        return Err(match alg {
-            "SM2" | "SM2_C1C3C2_ASN1" => err(
-                ErrorCode::UnsupportedOperation,
-                format!(
-                    "EncryptionAlgorithm {alg} (the default) is not offered by this KMS yet; \
-                     give an RSA EncryptionPublicKey with RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 \
-                     or RSAES_PKCS1_V1_5"
-                ),
-            ),
-            _ => err(
+    let sealed = match (alg, crate::asym::RsaEncryption::parse(alg)) {
+        (_, Some(scheme)) => crate::asym::encrypt_to_public_key(pk, scheme, plaintext)?,
+        ("SM2", None) => crate::asym::sm2_encrypt_to_public_key(pk, false, plaintext)?,
+        ("SM2_C1C3C2_ASN1", None) => crate::asym::sm2_encrypt_to_public_key(pk, true, plaintext)?,
+        _ => {
+            return Err(err(
                 ErrorCode::InvalidParameterValue,
                 format!("unknown EncryptionAlgorithm {alg:?}"),
-            ),
-        });
+            ))
+        }
     };
-    let sealed = crate::asym::encrypt_to_public_key(pk, scheme, plaintext)?;
     Ok(SecretString::from(B64.encode(sealed)))
 }
 
@@ -679,6 +673,19 @@ pub struct AsymmetricRsaDecryptRequest {
     /// `RSAES_OAEP_SHA_256`, `RSAES_OAEP_SHA_1` or `RSAES_PKCS1_V1_5`.
     pub algorithm: Option<String>,
 }
+
+/// AsymmetricSm2Decrypt.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsymmetricSm2DecryptRequest {
+    /// An ASYMMETRIC_DECRYPT_SM2 key.
+    pub key_id: Option<String>,
+    /// base64 of the C1C3C2 ASN.1 ciphertext, at most [`MAX_SM2_CIPHERTEXT`] bytes.
+    pub ciphertext: Option<String>,
+}
+
+/// The largest AsymmetricSm2Decrypt ciphertext (the service's limit).
+pub const MAX_SM2_CIPHERTEXT: usize = 256;
 
 /// SignByAsymmetricKey.
 #[derive(Debug, Default, Deserialize)]
@@ -1225,8 +1232,9 @@ impl KmsService {
                     ErrorCode::UnsupportedOperation,
                     format!(
                         "KeyUsage {} is not supported by this KMS (it makes ENCRYPT_DECRYPT, \
-                         ASYMMETRIC_DECRYPT_RSA_2048, ASYMMETRIC_SIGN_VERIFY_RSA_2048, \
-                         ASYMMETRIC_SIGN_VERIFY_ECC and ASYMMETRIC_SIGN_VERIFY_SM2 keys)",
+                         ASYMMETRIC_DECRYPT_RSA_2048, ASYMMETRIC_DECRYPT_SM2, \
+                         ASYMMETRIC_SIGN_VERIFY_RSA_2048, ASYMMETRIC_SIGN_VERIFY_ECC and \
+                         ASYMMETRIC_SIGN_VERIFY_SM2 keys)",
                         usage.as_str()
                     ),
                 ));
@@ -1259,7 +1267,7 @@ impl KmsService {
                 KeyUsage::AsymmetricSignVerifyEcc => {
                     Some((MaterialKind::EcP256, EcKey::generate()?.to_pkcs8_der()?))
                 }
-                KeyUsage::AsymmetricSignVerifySm2 => {
+                KeyUsage::AsymmetricSignVerifySm2 | KeyUsage::AsymmetricDecryptSm2 => {
                     Some((MaterialKind::Sm2, Sm2Key::generate()?.secret()))
                 }
                 _ => None,
@@ -1984,7 +1992,7 @@ impl KmsService {
             let context = parse_context(req.encryption_context.as_deref())?;
             // Checked before the key is used: a refused algorithm decrypts nothing.
             plaintext_field(
-                b"",
+                b"check",
                 req.encryption_public_key.as_deref(),
                 req.encryption_algorithm.as_deref(),
             )?;
@@ -2106,7 +2114,7 @@ impl KmsService {
                 req.encryption_algorithm.as_deref(),
             );
             // Checked before a data key is made: a refused algorithm makes none.
-            plaintext_field(b"", pk, alg)?;
+            plaintext_field(b"check", pk, alg)?;
             let dk = self.data_key(now, key, len, &context)?;
             let id = dk.key_id.clone();
             Ok((
@@ -2136,10 +2144,16 @@ impl KmsService {
                         key_usage: KeyUsage::EncryptDecrypt.as_str().to_owned(),
                         algorithm: "AES_256".to_owned(),
                     }],
-                    asymmetric_algorithms: vec![AlgorithmInfo {
-                        key_usage: KeyUsage::AsymmetricDecryptRsa2048.as_str().to_owned(),
-                        algorithm: "RSA_2048".to_owned(),
-                    }],
+                    asymmetric_algorithms: vec![
+                        AlgorithmInfo {
+                            key_usage: KeyUsage::AsymmetricDecryptRsa2048.as_str().to_owned(),
+                            algorithm: "RSA_2048".to_owned(),
+                        },
+                        AlgorithmInfo {
+                            key_usage: KeyUsage::AsymmetricDecryptSm2.as_str().to_owned(),
+                            algorithm: "SM2".to_owned(),
+                        },
+                    ],
                     asymmetric_sign_verify_algorithms: vec![
                         AlgorithmInfo {
                             key_usage: KeyUsage::AsymmetricSignVerifyRsa2048.as_str().to_owned(),
@@ -2223,48 +2237,119 @@ impl KmsService {
         ctx: &CallContext,
         req: AsymmetricRsaDecryptRequest,
     ) -> KmsResult<AsymmetricRsaDecryptResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "AsymmetricRsaDecrypt", &hint, |now| {
-            let key = require(&req.key_id, "KeyId")?;
-            let alg_s = require(&req.algorithm, "Algorithm")?;
-            let alg = RsaEncryption::parse(alg_s).ok_or_else(|| {
+        let alg = match req.algorithm.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(RsaEncryption::parse(a).ok_or_else(|| {
                 err(
                     ErrorCode::InvalidParameterValue,
-                    format!("Algorithm must be RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 or RSAES_PKCS1_V1_5, not {alg_s:?}"),
+                    format!("Algorithm must be RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 or RSAES_PKCS1_V1_5, not {a:?}"),
                 )
-            })?;
+            })),
+        };
+        self.asym_decrypt(
+            ctx,
+            "AsymmetricRsaDecrypt",
+            &req.key_id,
+            &req.ciphertext,
+            KeyUsage::AsymmetricDecryptRsa2048,
+            |ct| {
+                if ct.len() != asym::RSA_LEN {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValue,
+                        format!(
+                            "Ciphertext must be {} bytes (RSA-2048), not {}",
+                            asym::RSA_LEN,
+                            ct.len()
+                        ),
+                    ));
+                }
+                match &alg {
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(err(
+                        ErrorCode::MissingParameter,
+                        "the parameter Algorithm is required",
+                    )),
+                }
+            },
+            |m, ct| match (m, &alg) {
+                (Material::Rsa(rsa), Some(Ok(a))) => rsa.decrypt(*a, ct).ok(),
+                _ => None,
+            },
+        )
+    }
+
+    /// AsymmetricSm2Decrypt: decrypts a C1C3C2 ASN.1 ciphertext (what `openssl pkeyutl
+    /// -encrypt` makes with the key from GetPublicKey) of at most 256 bytes.
+    ///
+    /// # Errors
+    /// `InvalidParameterValue` (not base64, too long), `InvalidParameterValue.InvalidKeyUsage`
+    /// (not an ASYMMETRIC_DECRYPT_SM2 key), the key's state error,
+    /// `FailedOperation.DecryptError`.
+    pub fn asymmetric_sm2_decrypt(
+        &self,
+        ctx: &CallContext,
+        req: AsymmetricSm2DecryptRequest,
+    ) -> KmsResult<AsymmetricRsaDecryptResponse> {
+        self.asym_decrypt(
+            ctx,
+            "AsymmetricSm2Decrypt",
+            &req.key_id,
+            &req.ciphertext,
+            KeyUsage::AsymmetricDecryptSm2,
+            |ct| {
+                if ct.len() > MAX_SM2_CIPHERTEXT {
+                    return Err(err(
+                        ErrorCode::InvalidParameterValue,
+                        format!(
+                            "Ciphertext is {} bytes; at most {MAX_SM2_CIPHERTEXT}",
+                            ct.len()
+                        ),
+                    ));
+                }
+                Ok(())
+            },
+            |m, ct| match m {
+                Material::Sm2(sm2) => sm2.decrypt_der(ct).ok(),
+                _ => None,
+            },
+        )
+    }
+
+    /// The common part of AsymmetricRsaDecrypt and AsymmetricSm2Decrypt: the inputs
+    /// (`check` sees the ciphertext first), the key's usage and state (Enabled or
+    /// Archived), then `open` with the key's material; `None` from it is
+    /// `FailedOperation.DecryptError`.
+    #[allow(clippy::too_many_arguments)]
+    fn asym_decrypt(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        key_id: &Option<String>,
+        ciphertext: &Option<String>,
+        usage: KeyUsage,
+        check: impl FnOnce(&[u8]) -> KmsResult<()>,
+        open: impl FnOnce(&Material, &[u8]) -> Option<Zeroizing<Vec<u8>>>,
+    ) -> KmsResult<AsymmetricRsaDecryptResponse> {
+        let hint = key_id.clone().unwrap_or_default();
+        self.audited(ctx, action, &hint, |now| {
+            let key = require(key_id, "KeyId")?;
             let ct = decode_b64(
-                require(&req.ciphertext, "Ciphertext")?,
+                require(ciphertext, "Ciphertext")?,
                 ErrorCode::InvalidParameterValue,
                 "Ciphertext",
             )?;
-            if ct.len() != asym::RSA_LEN {
-                return Err(err(
-                    ErrorCode::InvalidParameterValue,
-                    format!(
-                        "Ciphertext must be {} bytes (RSA-2048), not {}",
-                        asym::RSA_LEN,
-                        ct.len()
-                    ),
-                ));
-            }
+            check(&ct)?;
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, key, now)?;
-            check_usage(
-                &k.rec,
-                &[KeyUsage::AsymmetricDecryptRsa2048],
-                "AsymmetricRsaDecrypt",
-            )?;
+            check_usage(&k.rec, &[usage], action)?;
             if !matches!(k.rec.state, KeyState::Enabled | KeyState::Archived) {
                 return Err(state_error(&k.rec));
             }
-            let Material::Rsa(rsa) = Self::asym_material(k)? else {
-                return Err(state_error(&k.rec));
-            };
-            let pt = rsa.decrypt(alg, &ct).map_err(|_| {
+            let pt = open(Self::asym_material(k)?, &ct).ok_or_else(|| {
                 err(
                     ErrorCode::FailedOperationDecryptError,
-                    "the Ciphertext does not decrypt under this key with this Algorithm",
+                    "the Ciphertext does not decrypt under this key",
                 )
             })?;
             Ok((
@@ -2731,6 +2816,7 @@ pub const ACTIONS: &[&str] = &[
     "ListAlgorithms",
     "GetPublicKey",
     "AsymmetricRsaDecrypt",
+    "AsymmetricSm2Decrypt",
     "SignByAsymmetricKey",
     "VerifyByAsymmetricKey",
     "GetParametersForImport",
@@ -2746,10 +2832,6 @@ pub const ACTIONS: &[&str] = &[
 /// `UnsupportedOperation` and the reason (docs/KMS.md, "What is not offered"), never
 /// `InvalidAction`: they exist, this KMS does not offer them.
 pub const UNSUPPORTED_ACTIONS: &[(&str, &str)] = &[
-    (
-        "AsymmetricSm2Decrypt",
-        "SM2 encryption keys are not offered yet (SM2 signatures are)",
-    ),
     (
         "PostQuantumCryptoEncrypt",
         "post-quantum keys are not offered yet",
@@ -2827,6 +2909,7 @@ fn changes_store(action: &str) -> bool {
             | "ListAlgorithms"
             | "GetPublicKey"
             | "AsymmetricRsaDecrypt"
+            | "AsymmetricSm2Decrypt"
             | "SignByAsymmetricKey"
             | "VerifyByAsymmetricKey"
             | "GetServiceStatus"
@@ -2878,6 +2961,7 @@ impl KmsService {
             "ListAlgorithms" => act!(list_algorithms),
             "GetPublicKey" => act!(get_public_key),
             "AsymmetricRsaDecrypt" => act!(asymmetric_rsa_decrypt),
+            "AsymmetricSm2Decrypt" => act!(asymmetric_sm2_decrypt),
             "SignByAsymmetricKey" => act!(sign_by_asymmetric_key),
             "VerifyByAsymmetricKey" => act!(verify_by_asymmetric_key),
             "GetParametersForImport" => act!(get_parameters_for_import),

@@ -428,7 +428,10 @@ fn seed_002_rsa_and_ecc_signatures_checked_by_openssl() {
     let la = call(&kms, "ListAlgorithms", json!({})).unwrap();
     assert_eq!(
         la["AsymmetricAlgorithms"],
-        json!([{"KeyUsage": "ASYMMETRIC_DECRYPT_RSA_2048", "Algorithm": "RSA_2048"}])
+        json!([
+            {"KeyUsage": "ASYMMETRIC_DECRYPT_RSA_2048", "Algorithm": "RSA_2048"},
+            {"KeyUsage": "ASYMMETRIC_DECRYPT_SM2", "Algorithm": "SM2"}
+        ])
     );
     assert_eq!(
         la["AsymmetricSignVerifyAlgorithms"]
@@ -1022,14 +1025,24 @@ fn sm2_signatures_checked_by_openssl_both_ways() {
         &sig
     ));
     assert!(!verify(&kms2, &key2, "SM2DSA", b"tesu", "RAW", &sig));
-    // SM2 decryption is not built.
+    // SM2 decryption keys exist (tests/kms_http_clients.rs drives them with openssl and
+    // gmssl); one cannot sign.
+    let dec = call(
+        &kms,
+        "CreateKey",
+        json!({"Alias": "sm2dec", "KeyUsage": "ASYMMETRIC_DECRYPT_SM2"}),
+    )
+    .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         code(call(
             &kms,
-            "CreateKey",
-            json!({"Alias": "sm2dec", "KeyUsage": "ASYMMETRIC_DECRYPT_SM2"})
+            "SignByAsymmetricKey",
+            json!({"KeyId": dec, "Algorithm": "SM2DSA", "Message": "dGVzdA=="})
         )),
-        E::UnsupportedOperation
+        E::InvalidParameterValueInvalidKeyUsage
     );
 }
 

@@ -396,7 +396,7 @@ fn describe_list_alias_and_description() {
         code(call(
             &kms,
             "CreateKey",
-            json!({"Alias": "z", "KeyUsage": "ASYMMETRIC_DECRYPT_SM2"})
+            json!({"Alias": "z", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_ECDSA384"})
         )),
         E::UnsupportedOperation
     );
