@@ -308,6 +308,31 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     assert_eq!(states(&t), ["Disabled", "Disabled"]);
     t.ok("EnableKeys", &["--KeyIds", &both]);
     assert_eq!(states(&t), ["Enabled", "Enabled"]);
+    // ReEncrypt as documented: nothing to do for the same, unrotated key.
+    let blob = s(
+        &t.ok("Encrypt", &["--KeyId", &a, "--Plaintext", "cmVlbmNyeXB0"]),
+        "CiphertextBlob",
+    )
+    .to_owned();
+    let same = t.ok("ReEncrypt", &["--CiphertextBlob", &blob]);
+    assert_eq!(
+        (same["ReEncrypted"].as_bool(), s(&same, "CiphertextBlob")),
+        (Some(false), &*blob)
+    );
+    let other = t.ok(
+        "ReEncrypt",
+        &["--CiphertextBlob", &blob, "--DestinationKeyId", &b],
+    );
+    assert_eq!(other["ReEncrypted"], true);
+    assert_ne!(s(&other, "CiphertextBlob"), blob);
+    t.ok("RotateKey", &["--KeyId", &a]);
+    let rotated = t.ok("ReEncrypt", &["--CiphertextBlob", &blob]);
+    assert_eq!(rotated["ReEncrypted"], true);
+    let back = t.ok(
+        "Decrypt",
+        &["--CiphertextBlob", s(&rotated, "CiphertextBlob")],
+    );
+    assert_eq!(s(&back, "Plaintext"), "cmVlbmNyeXB0");
     let st = t.ok("GetServiceStatus", &[]);
     assert_eq!(st["ServiceEnabled"], true, "{st}");
     assert_eq!(st["CmkUserCount"], 2, "{st}");

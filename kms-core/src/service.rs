@@ -943,7 +943,8 @@ pub struct ReEncryptResponse {
     pub key_id: String,
     /// The key that decrypted the old blob.
     pub source_key_id: String,
-    /// Always true.
+    /// False when nothing needed doing (same key, not rotated since, same context): the
+    /// blob is then the one given.
     pub re_encrypted: bool,
 }
 
@@ -2034,13 +2035,23 @@ impl KmsService {
                 Some(d) => Self::lookup(&snap, d, now)?,
             };
             check_can_encrypt(&dst.rec, now)?;
-            let blob = Self::seal_current(dst, &pt, &blob::canonical_context(&dst_ctx))?;
+            // As the service documents: the same key, not rotated since, and the same
+            // context is no re-encryption; the blob comes back as it was.
+            let current = blob::parse(&raw)?.key_version == dst.rec.current_version();
+            let unchanged = dst.rec.key_id == src.rec.key_id
+                && current
+                && blob::canonical_context(&src_ctx) == blob::canonical_context(&dst_ctx);
+            let out = if unchanged {
+                raw.to_vec()
+            } else {
+                Self::seal_current(dst, &pt, &blob::canonical_context(&dst_ctx))?
+            };
             Ok((
                 ReEncryptResponse {
-                    ciphertext_blob: B64.encode(blob),
+                    ciphertext_blob: B64.encode(out),
                     key_id: dst.rec.key_id.clone(),
                     source_key_id: src.rec.key_id.clone(),
-                    re_encrypted: true,
+                    re_encrypted: !unchanged,
                 },
                 dst.rec.key_id.clone(),
             ))
