@@ -672,6 +672,11 @@ burst = 1
 secret_id = "AKIDstrict"
 secret_key = "strict-secret"
 require_signed_action = true
+
+[[principal]]
+secret_id = "AKIDtemporary"
+secret_key = "temporary-secret"
+token = "session-token-from-sts"
 "#,
     );
     let server = ServerProc::start(
@@ -691,6 +696,9 @@ require_signed_action = true
             ("KMS_SLOW_KEY", "slow-secret"),
             ("KMS_STRICT_ID", "AKIDstrict"),
             ("KMS_STRICT_KEY", "strict-secret"),
+            ("KMS_TEMP_ID", "AKIDtemporary"),
+            ("KMS_TEMP_KEY", "temporary-secret"),
+            ("KMS_TEMP_TOKEN", "session-token-from-sts"),
         ],
     );
     for case in [
@@ -707,6 +715,10 @@ require_signed_action = true
         "OK unknown-key ResourceUnavailable.CmkNotFound",
         "OK same-signature-two-actions served",
         "OK strict-principal-unsigned-action AuthFailure.SignatureFailure",
+        "OK temporary-credentials True",
+        "OK temporary-without-token AuthFailure.TokenFailure",
+        "OK temporary-wrong-token AuthFailure.TokenFailure",
+        "OK token-of-another-secret-id AuthFailure.TokenFailure",
         "OK backoff-sample",
     ] {
         assert!(out.contains(case), "missing {case:?} in:\n{out}");

@@ -155,6 +155,26 @@ def same_signature_two_actions():
 
 same_signature_two_actions()
 
+# Temporary credentials (a SecretId, SecretKey and session token, as STS gives them):
+# the SDK sends the token as X-TC-Token; it must be the SecretId's own.
+if os.environ.get("KMS_TEMP_ID"):
+    tid, tkey, ttok = os.environ["KMS_TEMP_ID"], os.environ["KMS_TEMP_KEY"], os.environ["KMS_TEMP_TOKEN"]
+
+    def temp_client(token):
+        http = HttpProfile(endpoint=ENDPOINT, protocol="http")
+        return kms_client.KmsClient(credential.Credential(tid, tkey, token), "ap-guangzhou", ClientProfile(httpProfile=http))
+
+    print("OK temporary-credentials", describe(temp_client(ttok)).KeyMetadata.KeyId == KEY_ID)
+    expect_code("temporary-without-token", "AuthFailure.TokenFailure", lambda: describe(temp_client(None)))
+    expect_code("temporary-wrong-token", "AuthFailure.TokenFailure", lambda: describe(temp_client(ttok + "x")))
+
+    def admin_with_token():
+        http = HttpProfile(endpoint=ENDPOINT, protocol="http")
+        c = kms_client.KmsClient(credential.Credential(ADMIN[0], ADMIN[1], ttok), "ap-guangzhou", ClientProfile(httpProfile=http))
+        return describe(c)
+
+    expect_code("token-of-another-secret-id", "AuthFailure.TokenFailure", admin_with_token)
+
 # A principal with require_signed_action: the SDK's requests (action not signed) are
 # refused, so none of its requests could be replayed as another action.
 if os.environ.get("KMS_STRICT_ID"):

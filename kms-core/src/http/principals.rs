@@ -12,6 +12,7 @@
 //! rate = 50.0                  # requests per second; absent = unlimited
 //! burst = 100                  # bucket size; default max(1, rate)
 //! require_signed_action = true # its requests must sign x-tc-action; default false
+//! token = "…"                  # temporary credentials: requests carry it as X-TC-Token
 //! ```
 //!
 //! With no file, one principal comes from `TENCENTCLOUD_SECRET_ID` /
@@ -40,6 +41,9 @@ pub struct Principal {
     /// Its requests must sign `x-tc-action` (as kmsfs's own client does): then none of
     /// them can be replayed as another action. tccli and the Python SDK do not sign it.
     pub require_signed_action: bool,
+    /// A session token (temporary credentials, as STS hands out with a SecretId and
+    /// SecretKey): every request must carry it as `X-TC-Token`. **Secret.**
+    token: Option<SecretKey>,
     limiter: Option<Mutex<TokenBucket>>,
 }
 
@@ -63,7 +67,38 @@ impl Principal {
             actions: vec!["*".into()],
             keys: vec!["*".into()],
             require_signed_action: false,
+            token: None,
             limiter: None,
+        }
+    }
+
+    /// Checks a request's `X-TC-Token` against this principal's session token: both
+    /// absent, or equal (compared in constant time).
+    ///
+    /// # Errors
+    /// `AuthFailure.TokenFailure`, saying which way it failed, never the token.
+    pub fn check_token(&self, given: Option<&str>) -> KmsResult<()> {
+        use subtle::ConstantTimeEq as _;
+        let given = given.filter(|t| !t.is_empty());
+        match (&self.token, given) {
+            (None, None) => Ok(()),
+            (Some(want), Some(got))
+                if bool::from(want.expose().as_bytes().ct_eq(got.as_bytes())) =>
+            {
+                Ok(())
+            }
+            (Some(_), None) => Err(KmsError::new(
+                ErrorCode::AuthTokenFailure,
+                "this SecretId is a temporary credential: send its session token as X-TC-Token",
+            )),
+            (None, Some(_)) => Err(KmsError::new(
+                ErrorCode::AuthTokenFailure,
+                "this SecretId has no session token, but the request carries one (X-TC-Token)",
+            )),
+            (Some(_), Some(_)) => Err(KmsError::new(
+                ErrorCode::AuthTokenFailure,
+                "the session token (X-TC-Token) is not this SecretId's",
+            )),
         }
     }
 
@@ -187,6 +222,7 @@ struct FilePrincipal {
     burst: Option<f64>,
     #[serde(default)]
     require_signed_action: bool,
+    token: Option<SecretKey>,
 }
 
 impl Principals {
@@ -255,6 +291,7 @@ impl Principals {
                 actions: p.actions.unwrap_or_else(|| vec!["*".into()]),
                 keys: p.keys.unwrap_or_else(|| vec!["*".into()]),
                 require_signed_action: p.require_signed_action,
+                token: p.token.filter(|t| !t.expose().is_empty()),
                 limiter,
             });
         }

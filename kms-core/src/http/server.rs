@@ -555,16 +555,12 @@ fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -
     };
     let (action, verified) = decode(&parts, &lookup, tc3::unix_now())?;
     outcome.principal = verified.secret_id.clone();
-    if header(headers, "x-tc-token").is_some_and(|t| !t.is_empty()) {
-        return Err(KmsError::new(
-            ErrorCode::AuthTokenFailure,
-            "temporary credentials (X-TC-Token) are not supported by this server",
-        ));
-    }
     let principal = state
         .principals
         .get(&verified.secret_id)
         .ok_or_else(|| KmsError::new(ErrorCode::AuthSecretIdNotFound, "the principal is gone"))?;
+    // Temporary credentials: the session token must come with the SecretId it belongs to.
+    principal.check_token(header(headers, "x-tc-token").as_deref())?;
     // A correctly signed request inside its time window is served, as the real service
     // does, even when an identical signature served another action before (tccli and the
     // SDK sign only content-type;host, so DisableKey then EnableKey in one second carry
