@@ -49,6 +49,9 @@ const MIN_CACHED: usize = 16;
 /// The most names remembered per inode (hard links): any one that still resolves will do.
 const MAX_NAMES: usize = 16;
 
+/// The deepest directory chain walked by name (PATH_MAX allows 2,048 levels).
+const MAX_DEPTH: usize = 4096;
+
 /// How an inode reaches its backing file (besides its names).
 pub(super) enum Anchor {
     /// The root: an `O_PATH` fd held for the life of the mount.
@@ -160,6 +163,12 @@ pub(super) struct FdCache {
     open_files: AtomicUsize,
     /// File handles of the backing mount, when usable.
     handle_mount: Option<HandleMount>,
+    /// The namespace lock: held shared while a name is opened and recorded (lookups,
+    /// creates, links, resolutions by name), exclusive while a rename, unlink or rmdir
+    /// changes the backing directory and the names that follow it, so that no name is
+    /// recorded or resolved half-way through such a change (a lookup racing a rename
+    /// could otherwise record the old name again).
+    ns: RwLock<()>,
 }
 
 /// File handles of the backing mount.
@@ -179,6 +188,7 @@ impl FdCache {
             capacity,
             open_files: AtomicUsize::new(0),
             handle_mount,
+            ns: RwLock::new(()),
         }
     }
 
@@ -197,10 +207,35 @@ impl FdCache {
         self.handle_mount.as_ref()
     }
 
-    /// A file was opened (`true`) or closed through the mount.
+    /// Shared hold of the namespace lock (see the field); recursive, so a resolution inside
+    /// a lookup may take it again.
+    pub(super) fn ns_shared(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.ns.read_recursive()
+    }
+
+    /// Exclusive hold of the namespace lock, for a rename, unlink or rmdir and the
+    /// bookkeeping of its names. Nothing that resolves an inode may run under it.
+    pub(super) fn ns_exclusive(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.ns.write()
+    }
+
+    /// A file was opened (`true`) or closed through the mount. An open takes one fd from
+    /// the budget: the cache gives one back at once.
     pub(super) fn count_open_file(&self, opened: bool) {
         if opened {
             self.open_files.fetch_add(1, Ordering::Relaxed);
+            let limit = self.limit();
+            let mut evicted = Vec::new();
+            {
+                let mut lru = self.lru.lock();
+                while lru.len() > limit {
+                    match lru.pop_lru() {
+                        Some((_, old)) => evicted.push(old),
+                        None => break,
+                    }
+                }
+            }
+            drop(evicted);
         } else {
             let _ = self
                 .open_files
@@ -300,6 +335,7 @@ impl FdCache {
         if let Some(fd) = self.get(inode.ino) {
             return Ok(fd);
         }
+        let _ns = self.ns_shared();
         let fd = Arc::new(self.open_inode(inode)?);
         self.insert(inode.ino, fd.clone());
         Ok(fd)
@@ -370,6 +406,11 @@ impl FdCache {
         let mut base = loop {
             if let Some(fd) = self.get(cur.ino) {
                 break fd;
+            }
+            // Names changed behind the daemon's back (shared storage) can form a cycle of
+            // first names: then the directory cannot be reached by name.
+            if chain.len() > MAX_DEPTH || chain.iter().any(|c| c.ino == cur.ino) {
+                return Err(FsError::Errno(libc::ESTALE));
             }
             if !matches!(cur.anchor, Anchor::Path) {
                 let fd = Arc::new(self.open_inode(&cur)?);

@@ -660,7 +660,10 @@ impl KmsFs {
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
         let bname = self.backing_name(&p, name)?;
-        let fd = sys::openat(self.fd_of(&p)?.raw(), &bname, libc::O_PATH, 0)?;
+        let pfd = self.fd_of(&p)?;
+        // The name is opened and recorded with no rename or unlink in between.
+        let _ns = self.fds.ns_shared();
+        let fd = sys::openat(pfd.raw(), &bname, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(fd, &p, &bname)?;
         Ok(self.attr_of(inode.ino, &st))
     }
@@ -766,6 +769,7 @@ impl KmsFs {
         let bname = self.backing_name(&p, name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
+        let _ns = self.fds.ns_shared();
         let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid)?;
         self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
         let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
@@ -962,6 +966,7 @@ impl KmsFs {
         let name = &*self.backing_name(&p, name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
+        let _ns = self.fds.ns_shared();
         let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
             Ok(f) => {
                 self.undo_inherited_acl(pdir.raw(), f.as_raw_fd(), mode)?;
@@ -1491,6 +1496,8 @@ impl KmsFs {
             self.backing_name(&p, name)?,
             self.backing_name(&np, newname)?,
         );
+        // From here to the end, no name is opened or recorded elsewhere.
+        let _ns = self.fds.ns_exclusive();
         let moved = self.known_at(pfd.raw(), &name);
         let replaced = self.known_at(npfd.raw(), &newname);
         self.rename_backing(&pfd, &name, &npfd, &newname, flags)?;
@@ -1564,7 +1571,9 @@ impl KmsFs {
         let np = self.inode(newparent)?;
         let _g = self.names_lock.read_recursive();
         let newname = self.backing_name(&np, newname)?;
-        sys::linkat_fd(self.fd_of(&inode)?.raw(), self.fd_of(&np)?.raw(), &newname)?;
+        let (fd, npfd) = (self.fd_of(&inode)?, self.fd_of(&np)?);
+        let _ns = self.fds.ns_shared();
+        sys::linkat_fd(fd.raw(), npfd.raw(), &newname)?;
         inode.add_name(&np, &newname);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
@@ -1594,6 +1603,7 @@ impl KmsFs {
         };
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
+        let _ns = self.fds.ns_shared();
         let fd = make_symlink(pdir.raw(), &name, &target, uid, gid)?;
         let (inode, st) = self.remember(fd, &p, &name)?;
         Ok(self.attr_of(inode.ino, &st))
@@ -1980,6 +1990,7 @@ impl Filesystem for KmsFs {
             let p = self.inode(parent)?;
             let name = self.backing_name(&p, name)?;
             let pdir = self.fd_of(&p)?;
+            let _ns = self.fds.ns_exclusive();
             let gone = self.known_at(pdir.raw(), &name);
             sys::unlinkat(pdir.raw(), &name, 0)?;
             if let Some(i) = gone {
@@ -1999,6 +2010,7 @@ impl Filesystem for KmsFs {
             let pdir = self.fd_of(&p)?;
             let _g = self.names().map(|_| self.names_lock.write());
             let name = self.backing_name(&p, name)?;
+            let _ns = self.fds.ns_exclusive();
             let gone = self.known_at(pdir.raw(), &name);
             if self.names().is_none() {
                 sys::unlinkat(pdir.raw(), &name, libc::AT_REMOVEDIR)?;
@@ -2281,12 +2293,14 @@ impl Filesystem for KmsFs {
             }
             // As a lookup (one counted per entry sent); an entry gone since opendir is
             // left out.
+            let ns = self.fds.ns_shared();
             let Ok((inode, st)) = sys::openat(dir.raw(), &e.backing, libc::O_PATH, 0)
                 .map_err(FsError::from)
                 .and_then(|fd| self.remember(fd, &h.inode, &e.backing))
             else {
                 continue;
             };
+            drop(ns);
             let attr = self.attr_of(inode.ino, &st);
             if reply.add(
                 INodeNo(inode.ino),
