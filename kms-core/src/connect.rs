@@ -37,6 +37,11 @@ pub fn connect(spec: Option<&str>) -> KmsResult<Arc<dyn Kms>> {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             Ok(Arc::new(crate::http::RemoteKms::from_env(url)?))
         }
+        Some(url) if crate::store::is_postgres_url(url) => Ok(Arc::new(KmsService::open_pg(
+            url,
+            &default_store_dir()?,
+            crate::KmsOptions::default(),
+        )?)),
         Some(dir) if !dir.is_empty() => Ok(Arc::new(KmsService::open(std::path::Path::new(dir))?)),
         _ => Ok(Arc::new(KmsService::open(&default_store_dir()?)?)),
     }
