@@ -6,14 +6,17 @@
 //! PostgreSQL is reconnected to by the servers themselves.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/fsmount.rs"]
+mod fsmount;
 mod kms_http_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 
 use kms_core::http::tc3::SecretKey;
-use kms_core::http::{RemoteConfig, RemoteKms};
+use kms_core::http::{FailoverKms, RemoteConfig, RemoteKms};
 use kms_core::{CallContext, ErrorCode, Kms};
 use kms_http_support::{ServerProc, SECRET_ID, SECRET_KEY};
 use serde_json::{json, Value};
@@ -401,4 +404,163 @@ fn servers_reconnect_to_a_restarted_database_by_themselves() {
         .call(&ctx(), "DescribeKey", &json!({ "KeyId": "alias/after" }))
         .unwrap();
     assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+}
+
+#[test]
+fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
+    const CLIENTS: usize = 3;
+    const OPS_AFTER_KILL: usize = 15;
+    const CAP: usize = 500;
+    let mut p = pair();
+    let both = format!("{},{}", p.a.url, p.b.url);
+    let tmp = tempfile::tempdir().unwrap();
+    let backing = tmp.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    let mount = fsmount::Mounted::remote(
+        &both,
+        &backing,
+        &["--dek-policy", "per-file"],
+        SECRET_ID,
+        SECRET_KEY,
+    );
+    std::fs::write(mount.p("before"), b"written before the kill").unwrap();
+    let admin = client(&p.a.url);
+    let key = admin
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "load" }))
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let ops = AtomicUsize::new(0);
+    let killed = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::<String>::new());
+    let acked = Mutex::new(Vec::<String>::new());
+    let files = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..CLIENTS {
+            let (ops, killed, failures, acked, key, both) =
+                (&ops, &killed, &failures, &acked, &key, &both);
+            s.spawn(move || {
+                // The client lists A first: every request goes to A until it dies.
+                let k = FailoverKms::new(RemoteConfig::new(
+                    both,
+                    SECRET_ID,
+                    SecretKey::new(SECRET_KEY),
+                ))
+                .unwrap();
+                let mut after = 0;
+                for i in 0..CAP {
+                    let was_killed = killed.load(Ordering::SeqCst);
+                    let r = k
+                        .call(
+                            &ctx(),
+                            "GenerateDataKey",
+                            &json!({ "KeyId": key, "KeySpec": "AES_256" }),
+                        )
+                        .and_then(|dk| {
+                            let pt = k.call(
+                                &ctx(),
+                                "Decrypt",
+                                &json!({ "CiphertextBlob": dk["CiphertextBlob"] }),
+                            )?;
+                            assert_eq!(pt["Plaintext"], dk["Plaintext"]);
+                            Ok(())
+                        })
+                        .and_then(|()| {
+                            if i % 5 == 0 {
+                                let v = k.call(
+                                    &ctx(),
+                                    "CreateKey",
+                                    &json!({ "Alias": format!("c{t}-{i}") }),
+                                )?;
+                                acked
+                                    .lock()
+                                    .unwrap()
+                                    .push(v["KeyId"].as_str().unwrap().to_owned());
+                            }
+                            Ok(())
+                        });
+                    if let Err(e) = r {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {t} op {i}: {e}"));
+                    }
+                    ops.fetch_add(1, Ordering::SeqCst);
+                    if was_killed {
+                        after += 1;
+                        if after >= OPS_AFTER_KILL {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (killed, failures, files, mount) = (&killed, &failures, &files, &mount);
+            s.spawn(move || {
+                let mut after = 0;
+                for i in 0..CAP {
+                    let was_killed = killed.load(Ordering::SeqCst);
+                    let name = format!("f{i}");
+                    let data = format!("file {i} through the mount");
+                    let r = std::fs::write(mount.p(&name), data.as_bytes())
+                        .and_then(|()| std::fs::read(mount.p(&name)))
+                        .map(|back| assert_eq!(back, data.as_bytes()));
+                    match r {
+                        Ok(()) => {
+                            files.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("mount {name}: {e}")),
+                    }
+                    if was_killed {
+                        after += 1;
+                        if after >= OPS_AFTER_KILL {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        // Kill A under load: after the clients have done some work through it.
+        while ops.load(Ordering::SeqCst) < 10 * CLIENTS {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        p.a.kill9();
+        killed.store(true, Ordering::SeqCst);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "requests failed beyond their retries: {failures:#?}"
+    );
+    // Every acknowledged key is served by the survivor; the mount read and created files.
+    let b = client(&p.b.url);
+    let acked = acked.into_inner().unwrap();
+    assert!(!acked.is_empty());
+    for id in &acked {
+        let d = b
+            .call(&ctx(), "DescribeKey", &json!({ "KeyId": id }))
+            .unwrap();
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+    }
+    assert!(files.load(Ordering::SeqCst) >= OPS_AFTER_KILL);
+    assert_eq!(
+        std::fs::read(mount.p("before")).unwrap(),
+        b"written before the kill"
+    );
+    // A served before it died; B took over, the mount's new file included.
+    use kms_http_support::count_requests;
+    assert!(count_requests(&p.a.log_lines(), "GenerateDataKey", SECRET_ID, "OK") > 0);
+    let on_b = || count_requests(&p.b.log_lines(), "GenerateDataKey", SECRET_ID, "OK");
+    let before = on_b();
+    assert!(before > 0);
+    std::fs::write(mount.p("after"), b"created on the survivor").unwrap();
+    assert_eq!(
+        on_b(),
+        before + 1,
+        "the mount's GenerateDataKey did not reach B"
+    );
+    drop(mount);
 }
