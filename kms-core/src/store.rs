@@ -799,29 +799,29 @@ fn existing_root(
     store_path: &Path,
 ) -> KmsResult<RootKeys> {
     let key = match (h.source, source) {
-            (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, h)?,
-            (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
-                return Err(internal(format!(
-                    "key store {} is protected by a passphrase: set KMSFS_KMS_PASSPHRASE",
-                    store_path.display()
-                )))
-            }
-            // A store made with a root key file keeps using it, even when a
-            // passphrase is set in the environment.
-            (SOURCE_FILE, _) => read_root_key_file(key_file).map_err(|e| {
-                internal(format!(
-                    "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
-                    e.message,
-                    store_path.display()
-                ))
-            })?,
-            (s, _) => {
-                return Err(internal(format!(
-                    "key store {} names an unknown root key source {s} (damaged store)",
-                    store_path.display()
-                )))
-            }
-        };
+        (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, h)?,
+        (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
+            return Err(internal(format!(
+                "key store {} is protected by a passphrase: set KMSFS_KMS_PASSPHRASE",
+                store_path.display()
+            )))
+        }
+        // A store made with a root key file keeps using it, even when a
+        // passphrase is set in the environment.
+        (SOURCE_FILE, _) => read_root_key_file(key_file).map_err(|e| {
+            internal(format!(
+                "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
+                e.message,
+                store_path.display()
+            ))
+        })?,
+        (s, _) => {
+            return Err(internal(format!(
+                "key store {} names an unknown root key source {s} (damaged store)",
+                store_path.display()
+            )))
+        }
+    };
     let root = RootKeys::derive(&key);
     if root.check != h.check {
         return Err(internal(format!(
