@@ -7,8 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 need_apt=()
 # mount: mount(8) for the mount.fuse.kmsfs tests; systemd: systemd-analyze verify of
 # contrib/systemd; man-db: `man -l` of the generated man pages (tests/ops_*.rs); acl, attr:
-# setfacl/getfacl and setfattr/getfattr (tests/fs_acl.rs).
-for pkg in fuse3 openssl sqlite3 git strace inotify-tools mount systemd man-db acl attr; do
+# setfacl/getfacl and setfattr/getfattr (tests/fs_acl.rs); postgresql: initdb and pg_ctl for
+# the throwaway clusters of the PostgreSQL key-store tests (tests/kms_pg.rs).
+for pkg in fuse3 openssl sqlite3 git strace inotify-tools mount systemd man-db acl attr postgresql; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

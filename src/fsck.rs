@@ -189,7 +189,7 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
     })?;
     let (cfg, body, mac) = volume::parse_config(&bytes)?;
     let host_hint = volume::kms_hint(kms_spec);
-    if cfg.kms_hint != host_hint {
+    if !volume::kms_hint_matches(&cfg.kms_hint, &host_hint) {
         anyhow::bail!(
             "the volume was made with KMS {:?} but this host says {:?}; pass the right --kms",
             cfg.kms_hint,

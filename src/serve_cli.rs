@@ -41,6 +41,11 @@ struct ServeArgs {
     /// Most KMS calls running at once.
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_concurrent_calls: usize,
+    /// The key store: a directory, or a PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB`) that several servers share (docs/SERVER.md).
+    /// Default: `$KMSFS_KMS_STORE`, else the global --kms / KMSFS_KMS.
+    #[arg(long, value_name = "DIR|URL")]
+    store: Option<String>,
     /// Most client connections open at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
@@ -69,7 +74,7 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         )
         .try_init();
 
-    if let Some(spec) = kms {
+    if let Some(spec) = args.store.as_deref().or(kms) {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             bail!("kmsfs kms serve needs a key-store directory as --kms / KMSFS_KMS, not a URL ({spec})");
         }
@@ -89,7 +94,13 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         Some(path) => Principals::from_file(path).map_err(anyhow::Error::msg)?,
         None => Principals::from_env().map_err(anyhow::Error::msg)?,
     };
-    let store = kms_core::connect(kms).context("opening the key store")?;
+    let store_spec = args.store.clone().or_else(|| {
+        std::env::var("KMSFS_KMS_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let store =
+        kms_core::connect(store_spec.as_deref().or(kms)).context("opening the key store")?;
     let config = ServerConfig {
         listen: args.listen,
         tls,

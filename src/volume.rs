@@ -121,6 +121,18 @@ pub fn kms_hint(spec: Option<&str>) -> String {
     }
 }
 
+/// Whether a volume made with KMS hint `made` may be used with the host's KMS hint
+/// `host`: the same, or (servers of one key set, `URL,URL,…`) sharing an endpoint.
+pub fn kms_hint_matches(made: &str, host: &str) -> bool {
+    let urls = |h: &str| -> Vec<String> {
+        h.split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .collect()
+    };
+    made == host || urls(made).iter().any(|u| urls(host).contains(u))
+}
+
 /// The config MAC key: `HKDF-SHA256[salt = uuid, info = CONFIG_MAC_LABEL](config DEK)`.
 pub fn mac_key(config_dek: &[u8], uuid: &str) -> Zeroizing<[u8; 32]> {
     aead::hkdf_sha256(config_dek, uuid.as_bytes(), CONFIG_MAC_LABEL)
@@ -371,7 +383,7 @@ fn verify_config(
 ) -> anyhow::Result<(VolumeConfig, Zeroizing<Vec<u8>>)> {
     let (cfg, body, mac) = parse_config(bytes)?;
     let host_hint = kms_hint(kms_spec);
-    if cfg.kms_hint != host_hint {
+    if !kms_hint_matches(&cfg.kms_hint, &host_hint) {
         bail!(
             "the volume was made with KMS {:?} but this host says {:?}; pass the right --kms",
             cfg.kms_hint,

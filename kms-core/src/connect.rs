@@ -24,7 +24,10 @@ pub fn default_store_dir() -> KmsResult<PathBuf> {
 }
 
 /// Opens the KMS `spec` names: `None` → the embedded store in
-/// [`default_store_dir`]; `http://…` or `https://…` → a remote KMS server; any
+/// [`default_store_dir`]; `http://…` or `https://…` → a remote KMS server, and
+/// `URL,URL,…` → several servers of one key set with failover
+/// ([`crate::http::FailoverKms`]); `postgres://…` → the store in that PostgreSQL
+/// database (`store_pg.rs`; root key and audit log under [`default_store_dir`]); any
 /// other string → the embedded store in that directory.
 ///
 /// # Errors
@@ -34,9 +37,20 @@ pub fn default_store_dir() -> KmsResult<PathBuf> {
 /// [`crate::http::RemoteConfig::from_env`]).
 pub fn connect(spec: Option<&str>) -> KmsResult<Arc<dyn Kms>> {
     match spec {
+        Some(urls)
+            if (urls.starts_with("http://") || urls.starts_with("https://"))
+                && crate::http::failover::is_endpoint_list(urls) =>
+        {
+            Ok(Arc::new(crate::http::FailoverKms::from_env(urls)?))
+        }
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             Ok(Arc::new(crate::http::RemoteKms::from_env(url)?))
         }
+        Some(url) if crate::store::is_postgres_url(url) => Ok(Arc::new(KmsService::open_pg(
+            url,
+            &default_store_dir()?,
+            crate::KmsOptions::default(),
+        )?)),
         Some(dir) if !dir.is_empty() => Ok(Arc::new(KmsService::open(std::path::Path::new(dir))?)),
         _ => Ok(Arc::new(KmsService::open(&default_store_dir()?)?)),
     }

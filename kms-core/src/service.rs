@@ -1081,6 +1081,22 @@ impl KmsService {
         })
     }
 
+    /// Opens the key store in the PostgreSQL database `url` (`store_pg.rs`); the root
+    /// key source and the audit log are local, under `dir`, as for a store directory.
+    ///
+    /// # Errors
+    /// `InternalError` when the database cannot be reached or the root key does not match.
+    pub fn open_pg(url: &str, dir: &Path, opts: KmsOptions) -> KmsResult<KmsService> {
+        let source = opts
+            .root_key
+            .unwrap_or_else(|| default_store_root_source(dir));
+        Ok(KmsService {
+            audit: Audit::new(&dir.join(AUDIT_FILE)),
+            store: Store::open_pg(url, dir, source)?,
+            clock: opts.clock,
+        })
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         self.store.dir()

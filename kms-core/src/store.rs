@@ -719,6 +719,8 @@ pub(crate) struct Store {
     root: RootKeys,
     header: Header,
     current: RwLock<Arc<Snapshot>>,
+    /// The PostgreSQL backend (`store_pg.rs`); `None`: the store file.
+    pg: Option<pg::PgStore>,
 }
 
 impl std::fmt::Debug for Store {
@@ -788,6 +790,88 @@ fn scrypt_root(pass: &str, h: &Header) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
     Ok(out)
 }
 
+/// The root keys of an existing store with header `h`, from `source` (a store
+/// made with a root key file keeps using `key_file`).
+fn existing_root(
+    h: &Header,
+    source: &RootKeySource,
+    key_file: &Path,
+    store_path: &Path,
+) -> KmsResult<RootKeys> {
+    let key = match (h.source, source) {
+        (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, h)?,
+        (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
+            return Err(internal(format!(
+                "key store {} is protected by a passphrase: set KMSFS_KMS_PASSPHRASE",
+                store_path.display()
+            )))
+        }
+        // A store made with a root key file keeps using it, even when a
+        // passphrase is set in the environment.
+        (SOURCE_FILE, _) => read_root_key_file(key_file).map_err(|e| {
+            internal(format!(
+                "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
+                e.message,
+                store_path.display()
+            ))
+        })?,
+        (s, _) => {
+            return Err(internal(format!(
+                "key store {} names an unknown root key source {s} (damaged store)",
+                store_path.display()
+            )))
+        }
+    };
+    let root = RootKeys::derive(&key);
+    if root.check != h.check {
+        return Err(internal(format!(
+            "the root key does not belong to key store {} (wrong root key file or passphrase)",
+            store_path.display()
+        )));
+    }
+    Ok(root)
+}
+
+/// The root keys and header of a new store; a root key file to create is left in
+/// `new_key_file`.
+#[allow(clippy::type_complexity)]
+fn new_root(
+    source: &RootKeySource,
+    new_key_file: &mut Option<(PathBuf, Zeroizing<[u8; KEY_LEN]>)>,
+) -> KmsResult<(RootKeys, Header)> {
+    let mut h = Header {
+        version: STORE_FORMAT_VERSION,
+        source: SOURCE_FILE,
+        log_n: 0,
+        r: 0,
+        p: 0,
+        salt: [0u8; 16],
+        check: [0u8; 16],
+        generation: 0,
+    };
+    let key = match source {
+        // A root key file shared by several stores ($KMSFS_KMS_ROOT_KEY).
+        RootKeySource::File(p) if p.exists() => read_root_key_file(p)?,
+        RootKeySource::File(p) => {
+            let mut key = Zeroizing::new([0u8; KEY_LEN]);
+            crypto::random_bytes(&mut key[..])?;
+            *new_key_file = Some((p.clone(), key.clone()));
+            key
+        }
+        RootKeySource::Passphrase(p) => {
+            h.source = SOURCE_PASSPHRASE;
+            h.log_n = SCRYPT_LOG_N;
+            h.r = SCRYPT_R;
+            h.p = SCRYPT_P;
+            crypto::random_bytes(&mut h.salt)?;
+            scrypt_root(p, &h)?
+        }
+    };
+    let root = RootKeys::derive(&key);
+    h.check = root.check;
+    Ok((root, h))
+}
+
 impl Store {
     /// Opens the store in `dir`, creating the directory, root key and an empty
     /// store on first use. Never replaces an existing store or root key.
@@ -837,70 +921,9 @@ impl Store {
         };
         let mut new_key_file = None;
         let (root, header) = if let Some(h) = existing {
-            let key = match (h.source, &source) {
-                (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, &h)?,
-                (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
-                    return Err(internal(format!(
-                        "key store {} is protected by a passphrase: set KMSFS_KMS_PASSPHRASE",
-                        store_path.display()
-                    )))
-                }
-                // A store made with a root key file keeps using it, even when a
-                // passphrase is set in the environment.
-                (SOURCE_FILE, _) => read_root_key_file(&key_file).map_err(|e| {
-                    internal(format!(
-                        "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
-                        e.message,
-                        store_path.display()
-                    ))
-                })?,
-                (s, _) => {
-                    return Err(internal(format!(
-                        "key store {} names an unknown root key source {s} (damaged store)",
-                        store_path.display()
-                    )))
-                }
-            };
-            let root = RootKeys::derive(&key);
-            if root.check != h.check {
-                return Err(internal(format!(
-                    "the root key does not belong to key store {} (wrong root key file or passphrase)",
-                    store_path.display()
-                )));
-            }
-            (root, h)
+            (existing_root(&h, &source, &key_file, &store_path)?, h)
         } else {
-            let mut h = Header {
-                version: STORE_FORMAT_VERSION,
-                source: SOURCE_FILE,
-                log_n: 0,
-                r: 0,
-                p: 0,
-                salt: [0u8; 16],
-                check: [0u8; 16],
-                generation: 0,
-            };
-            let key = match &source {
-                // A root key file shared by several stores ($KMSFS_KMS_ROOT_KEY).
-                RootKeySource::File(p) if p.exists() => read_root_key_file(p)?,
-                RootKeySource::File(p) => {
-                    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-                    crypto::random_bytes(&mut key[..])?;
-                    new_key_file = Some((p.clone(), key.clone()));
-                    key
-                }
-                RootKeySource::Passphrase(p) => {
-                    h.source = SOURCE_PASSPHRASE;
-                    h.log_n = SCRYPT_LOG_N;
-                    h.r = SCRYPT_R;
-                    h.p = SCRYPT_P;
-                    crypto::random_bytes(&mut h.salt)?;
-                    scrypt_root(p, &h)?
-                }
-            };
-            let root = RootKeys::derive(&key);
-            h.check = root.check;
-            (root, h)
+            new_root(&source, &mut new_key_file)?
         };
         let fresh = new_key_file.is_some() || header.generation == 0;
         let placeholder = Snapshot::empty_placeholder()?;
@@ -911,6 +934,7 @@ impl Store {
             root,
             header,
             current: RwLock::new(Arc::new(placeholder)),
+            pg: None,
         };
         if fresh {
             // keys.kms first (empty, durable), then the root key file: every
@@ -934,6 +958,9 @@ impl Store {
     /// The current snapshot, reloaded first if another process changed the store.
     /// Costs one `stat` when nothing changed.
     pub fn snapshot(&self) -> KmsResult<Arc<Snapshot>> {
+        if let Some(pg) = &self.pg {
+            return self.pg_snapshot(pg);
+        }
         let md = fs::metadata(&self.store_path)
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
         let id = file_id(&md);
@@ -956,7 +983,7 @@ impl Store {
         f.read_to_end(&mut bytes)
             .map_err(|e| io_err("cannot read", &self.store_path, e))?;
         let (h, body) = decode_file(&self.root, &self.store_path, &bytes)?;
-        let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
+        let snap = Arc::new(self.build(Some(f), file_id(&md), h.generation, body.keys)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::clone(&snap);
         Ok(snap)
@@ -964,7 +991,7 @@ impl Store {
 
     fn build(
         &self,
-        file: File,
+        file: Option<File>,
         file_id: FileId,
         generation: u64,
         recs: Vec<KeyRecord>,
@@ -997,7 +1024,7 @@ impl Store {
             keys.push(LoadedKey { rec, material });
         }
         Ok(Snapshot {
-            _file: Some(file),
+            _file: file,
             file_id,
             generation,
             keys,
@@ -1032,7 +1059,7 @@ impl Store {
         let md = f
             .metadata()
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let snap = Arc::new(self.build(f, file_id(&md), h.generation, body.keys)?);
+        let snap = Arc::new(self.build(Some(f), file_id(&md), h.generation, body.keys)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
         Ok(snap)
     }
@@ -1045,8 +1072,23 @@ impl Store {
         now: u64,
         f: impl FnOnce(&mut Txn<'_>) -> KmsResult<R>,
     ) -> KmsResult<R> {
+        if let Some(pg) = &self.pg {
+            return self.pg_transact(pg, now, f);
+        }
         let _lock = LockGuard::acquire(&self.lock_path)?;
         let snap = self.snapshot()?;
+        self.apply(&snap, now, f, |g, keys| self.write(g, keys).map(drop))
+    }
+
+    /// The body of a transaction over `snap`: due maintenance, then `f`; `write`
+    /// stores changed records as the generation after the one it is given.
+    fn apply<R>(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        f: impl FnOnce(&mut Txn<'_>) -> KmsResult<R>,
+        mut write: impl FnMut(u64, Vec<KeyRecord>) -> KmsResult<()>,
+    ) -> KmsResult<R> {
         let before = snap.records();
         let mut txn = Txn {
             keys: before.clone(),
@@ -1060,13 +1102,13 @@ impl Store {
             Err(e) => {
                 // Drop f's partial edits, but persist due purges and rotations.
                 if maintained != before {
-                    self.write(snap.generation, maintained)?;
+                    write(snap.generation, maintained)?;
                 }
                 return Err(e);
             }
         };
         if txn.keys != before {
-            self.write(snap.generation, txn.keys)?;
+            write(snap.generation, txn.keys)?;
         }
         Ok(r)
     }
@@ -1093,6 +1135,10 @@ pub(crate) fn delete_imported_material(rec: &mut KeyRecord) {
         rec.state = KeyState::PendingImport;
     }
 }
+
+#[path = "store_pg.rs"]
+mod pg;
+pub use pg::{is_postgres_url, PG_SCHEMA_VERSION};
 
 /// Purges keys whose deletion date has passed, deletes imported material whose
 /// `ValidTo` has passed, and rotates keys whose rotation is due.

@@ -44,6 +44,17 @@ impl ServerProc {
 
     /// As [`ServerProc::start`], listening on `listen` (e.g. the port a killed server had).
     pub fn start_on(listen: &str, store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
+        ServerProc::start_env(listen, store, config, log, &[])
+    }
+
+    /// As [`ServerProc::start_on`], with more environment variables.
+    pub fn start_env(
+        listen: &str,
+        store: &Path,
+        config: Option<&Path>,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> ServerProc {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -57,6 +68,7 @@ impl ServerProc {
             .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info")
             .env_remove("KMSFS_KMS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);

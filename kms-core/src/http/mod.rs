@@ -15,6 +15,7 @@
 //! - [`client`]: [`RemoteKms`], a [`crate::Kms`] over HTTP with bounded exponential backoff.
 
 pub mod client;
+pub mod failover;
 pub mod principals;
 pub mod server;
 pub mod tc3;
@@ -24,6 +25,7 @@ pub mod tc3;
 mod http_tests;
 
 pub use client::{RemoteConfig, RemoteKms, RetryPolicy};
+pub use failover::FailoverKms;
 pub use principals::{Principal, Principals};
 pub use server::{RunningServer, Server, ServerConfig, TlsFiles};
 

@@ -1,0 +1,566 @@
+//! Two real `kmsfs kms serve` on one real PostgreSQL (a throwaway cluster made with
+//! Debian's `postgresql` package: initdb + pg_ctl on a temporary directory and a free
+//! port on 127.0.0.1, as the `postgres` user when run as root), driven by the real
+//! HTTP client: keys made on A are used on B, DisableKey on A refuses Decrypt on B at
+//! once, conflicting changes racing through A and B leave one outcome, and a restarted
+//! PostgreSQL is reconnected to by the servers themselves.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/fsmount.rs"]
+mod fsmount;
+mod kms_http_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+use kms_core::http::tc3::SecretKey;
+use kms_core::http::{FailoverKms, RemoteConfig, RemoteKms};
+use kms_core::{CallContext, ErrorCode, Kms};
+use kms_http_support::{ServerProc, SECRET_ID, SECRET_KEY};
+use serde_json::{json, Value};
+
+/// A PostgreSQL cluster in a temporary directory, stopped (immediately) on drop.
+struct PgCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.retain(|b| b.join("initdb").exists());
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb): run scripts/install-deps.sh")
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+impl PgCluster {
+    fn start() -> PgCluster {
+        let bin = pg_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        if is_root() {
+            // initdb refuses to run as root: the cluster belongs to `postgres`.
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown the cluster directory to postgres");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = PgCluster {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                c.data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        c.pg_ctl("start");
+        c
+    }
+
+    /// Runs a PostgreSQL program as the cluster's owner; panics with its output on failure.
+    fn run(&self, prog: &str, args: &[&str]) {
+        let path = self.bin.join(prog);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{prog} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let opts = format!(
+            "-h 127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.join("server.log");
+        let mut args = vec![
+            action,
+            "-D",
+            self.data.to_str().unwrap(),
+            "-w",
+            "-m",
+            "fast",
+        ];
+        if action != "stop" {
+            args.extend(["-o", &opts, "-l", log.to_str().unwrap()]);
+        }
+        self.run("pg_ctl", &args);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(if is_root() { "runuser" } else { "sh" })
+            .args(if is_root() {
+                vec!["-u", "postgres", "--"]
+            } else {
+                vec!["-c", "exec \"$0\" \"$@\""]
+            })
+            .arg(self.bin.join("pg_ctl"))
+            .args(["stop", "-D", self.data.to_str().unwrap(), "-m", "immediate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn ctx() -> CallContext {
+    CallContext {
+        principal: String::new(),
+        request_id: String::new(),
+    }
+}
+
+fn client(url: &str) -> RemoteKms {
+    RemoteKms::new(RemoteConfig::new(
+        url,
+        SECRET_ID,
+        SecretKey::new(SECRET_KEY),
+    ))
+    .unwrap()
+}
+
+/// Two servers on one database, sharing one root key file.
+struct Pair {
+    a: ServerProc,
+    b: ServerProc,
+    _tmp: tempfile::TempDir,
+    pg: PgCluster,
+}
+
+fn start_server(pg_url: &str, tmp: &Path, name: &str) -> ServerProc {
+    let root_key = tmp.join("root.key");
+    let home = tmp.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    ServerProc::start_env(
+        "127.0.0.1:0",
+        Path::new(pg_url),
+        None,
+        &tmp.join(format!("{name}.log")),
+        &[
+            ("KMSFS_KMS_ROOT_KEY", root_key.to_str().unwrap()),
+            ("XDG_DATA_HOME", home.to_str().unwrap()),
+        ],
+    )
+}
+
+fn pair() -> Pair {
+    let pg = PgCluster::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = start_server(&pg.url(), tmp.path(), "a");
+    let b = start_server(&pg.url(), tmp.path(), "b");
+    Pair {
+        a,
+        b,
+        _tmp: tmp,
+        pg,
+    }
+}
+
+fn code(r: Result<Value, kms_core::KmsError>) -> Result<Value, ErrorCode> {
+    r.map_err(|e| e.code)
+}
+
+#[test]
+fn keys_made_on_a_serve_on_b_and_disable_on_a_refuses_on_b_at_once() {
+    let p = pair();
+    let (a, b) = (client(&p.a.url), client(&p.b.url));
+    let key = a
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "shared" }))
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dk = a
+        .call(
+            &ctx(),
+            "GenerateDataKey",
+            &json!({ "KeyId": "alias/shared", "KeySpec": "AES_256" }),
+        )
+        .unwrap();
+    let blob = dk["CiphertextBlob"].as_str().unwrap().to_owned();
+    // B knows the key A made, by id and by alias, and decrypts what A wrapped.
+    let d = b
+        .call(&ctx(), "DescribeKey", &json!({ "KeyId": "alias/shared" }))
+        .unwrap();
+    assert_eq!(d["KeyMetadata"]["KeyId"], key.as_str());
+    let pt = b
+        .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+        .unwrap();
+    assert_eq!(pt["Plaintext"], dk["Plaintext"]);
+    // DisableKey on A: the very next Decrypt on B is refused.
+    a.call(&ctx(), "DisableKey", &json!({ "KeyId": key }))
+        .unwrap();
+    let refused = code(b.call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob })));
+    assert_eq!(
+        refused.unwrap_err(),
+        ErrorCode::ResourceUnavailableCmkDisabled
+    );
+    // And EnableKey on B serves it again on A.
+    b.call(&ctx(), "EnableKey", &json!({ "KeyId": key }))
+        .unwrap();
+    let pt = a
+        .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+        .unwrap();
+    assert_eq!(pt["Plaintext"], dk["Plaintext"]);
+}
+
+/// Runs `fa` against A and `fb` against B at the same moment; returns both results.
+fn race(
+    p: &Pair,
+    fa: impl FnOnce(&RemoteKms) -> Result<Value, ErrorCode> + Send,
+    fb: impl FnOnce(&RemoteKms) -> Result<Value, ErrorCode> + Send,
+) -> (Result<Value, ErrorCode>, Result<Value, ErrorCode>) {
+    let (a, b) = (client(&p.a.url), client(&p.b.url));
+    let go = Arc::new(Barrier::new(2));
+    std::thread::scope(|s| {
+        let g = Arc::clone(&go);
+        let ha = s.spawn(move || {
+            g.wait();
+            fa(&a)
+        });
+        let g = Arc::clone(&go);
+        let hb = s.spawn(move || {
+            g.wait();
+            fb(&b)
+        });
+        (ha.join().unwrap(), hb.join().unwrap())
+    })
+}
+
+#[test]
+fn conflicting_changes_through_a_and_b_leave_one_outcome() {
+    const ROUNDS: usize = 6;
+    let p = pair();
+    let admin = client(&p.a.url);
+    for round in 0..ROUNDS {
+        // Two CreateKey with one alias: exactly one wins, the other is told the alias exists.
+        let alias = format!("race-{round}");
+        let create = |alias: String| {
+            move |k: &RemoteKms| code(k.call(&ctx(), "CreateKey", &json!({ "Alias": alias })))
+        };
+        let (ra, rb) = race(&p, create(alias.clone()), create(alias.clone()));
+        let wins: Vec<_> = [&ra, &rb].into_iter().filter(|r| r.is_ok()).collect();
+        assert_eq!(wins.len(), 1, "round {round}: {ra:?} {rb:?}");
+        let lost = if ra.is_ok() { &rb } else { &ra };
+        assert_eq!(
+            lost.as_ref().unwrap_err(),
+            &ErrorCode::InvalidParameterValueAliasAlreadyExists
+        );
+        let key = wins[0].as_ref().unwrap()["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        // Two RotateKey: one rotation (at most one per 24 h), two versions.
+        let rotate = |key: String| {
+            move |k: &RemoteKms| code(k.call(&ctx(), "RotateKey", &json!({ "KeyId": key })))
+        };
+        let (ra, rb) = race(&p, rotate(key.clone()), rotate(key.clone()));
+        assert_eq!(
+            usize::from(ra.is_ok()) + usize::from(rb.is_ok()),
+            1,
+            "round {round}: {ra:?} {rb:?}"
+        );
+        let lost = if ra.is_ok() { &rb } else { &ra };
+        assert_eq!(lost.as_ref().unwrap_err(), &ErrorCode::LimitExceeded);
+
+        // DisableKey racing ScheduleKeyDeletion (which needs a disabled key): either
+        // Disable ran first and the key is pending deletion, or Schedule ran first, was
+        // refused, and the key is disabled; never a mix.
+        let k1 = key.clone();
+        let k2 = key.clone();
+        let (rd, rs) = race(
+            &p,
+            move |k| code(k.call(&ctx(), "DisableKey", &json!({ "KeyId": k1 }))),
+            move |k| {
+                code(k.call(
+                    &ctx(),
+                    "ScheduleKeyDeletion",
+                    &json!({ "KeyId": k2, "PendingWindowInDays": 7 }),
+                ))
+            },
+        );
+        assert!(rd.is_ok(), "round {round}: DisableKey {rd:?}");
+        let d = admin
+            .call(&ctx(), "DescribeKey", &json!({ "KeyId": key }))
+            .unwrap();
+        let state = d["KeyMetadata"]["KeyState"].as_str().unwrap().to_owned();
+        match rs {
+            Ok(_) => assert_eq!(state, "PendingDelete", "round {round}"),
+            Err(e) => {
+                assert_eq!(
+                    e,
+                    ErrorCode::ResourceUnavailableCmkShouldBeDisabled,
+                    "round {round}"
+                );
+                assert_eq!(state, "Disabled", "round {round}");
+            }
+        }
+    }
+    // One key per alias, seen alike through both servers.
+    let list = |k: &RemoteKms| {
+        let v = k
+            .call(&ctx(), "ListKeys", &json!({ "Limit": 200 }))
+            .unwrap();
+        let mut ids: Vec<String> = v["Keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["KeyId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (la, lb) = (list(&admin), list(&client(&p.b.url)));
+    assert_eq!(la.len(), ROUNDS);
+    assert_eq!(la, lb);
+}
+
+#[test]
+fn servers_reconnect_to_a_restarted_database_by_themselves() {
+    let p = pair();
+    let (a, b) = (client(&p.a.url), client(&p.b.url));
+    a.call(&ctx(), "CreateKey", &json!({ "Alias": "before" }))
+        .unwrap();
+    let blob = a
+        .call(
+            &ctx(),
+            "Encrypt",
+            &json!({ "KeyId": "alias/before", "Plaintext": "aGVsbG8=" }),
+        )
+        .unwrap()["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p.pg.pg_ctl("restart");
+    // Both servers lost their connection; the next requests (with the client's
+    // bounded retries of InternalError) reconnect and serve.
+    for k in [&a, &b] {
+        let pt = k
+            .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+            .unwrap();
+        assert_eq!(pt["Plaintext"], "aGVsbG8=");
+    }
+    b.call(&ctx(), "CreateKey", &json!({ "Alias": "after" }))
+        .unwrap();
+    let d = a
+        .call(&ctx(), "DescribeKey", &json!({ "KeyId": "alias/after" }))
+        .unwrap();
+    assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+}
+
+#[test]
+fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
+    const CLIENTS: usize = 3;
+    const OPS_AFTER_KILL: usize = 15;
+    const CAP: usize = 500;
+    let mut p = pair();
+    let both = format!("{},{}", p.a.url, p.b.url);
+    let tmp = tempfile::tempdir().unwrap();
+    let backing = tmp.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    let mount = fsmount::Mounted::remote(
+        &both,
+        &backing,
+        &["--dek-policy", "per-file"],
+        SECRET_ID,
+        SECRET_KEY,
+    );
+    std::fs::write(mount.p("before"), b"written before the kill").unwrap();
+    let admin = client(&p.a.url);
+    let key = admin
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "load" }))
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let ops = AtomicUsize::new(0);
+    let killed = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::<String>::new());
+    let acked = Mutex::new(Vec::<String>::new());
+    let files = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..CLIENTS {
+            let (ops, killed, failures, acked, key, both) =
+                (&ops, &killed, &failures, &acked, &key, &both);
+            s.spawn(move || {
+                // The client lists A first: every request goes to A until it dies.
+                let k = FailoverKms::new(RemoteConfig::new(
+                    both,
+                    SECRET_ID,
+                    SecretKey::new(SECRET_KEY),
+                ))
+                .unwrap();
+                let mut after = 0;
+                for i in 0..CAP {
+                    let was_killed = killed.load(Ordering::SeqCst);
+                    let r = k
+                        .call(
+                            &ctx(),
+                            "GenerateDataKey",
+                            &json!({ "KeyId": key, "KeySpec": "AES_256" }),
+                        )
+                        .and_then(|dk| {
+                            let pt = k.call(
+                                &ctx(),
+                                "Decrypt",
+                                &json!({ "CiphertextBlob": dk["CiphertextBlob"] }),
+                            )?;
+                            assert_eq!(pt["Plaintext"], dk["Plaintext"]);
+                            Ok(())
+                        })
+                        .and_then(|()| {
+                            if i % 5 == 0 {
+                                let v = k.call(
+                                    &ctx(),
+                                    "CreateKey",
+                                    &json!({ "Alias": format!("c{t}-{i}") }),
+                                )?;
+                                acked
+                                    .lock()
+                                    .unwrap()
+                                    .push(v["KeyId"].as_str().unwrap().to_owned());
+                            }
+                            Ok(())
+                        });
+                    if let Err(e) = r {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {t} op {i}: {e}"));
+                    }
+                    ops.fetch_add(1, Ordering::SeqCst);
+                    if was_killed {
+                        after += 1;
+                        if after >= OPS_AFTER_KILL {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (killed, failures, files, mount) = (&killed, &failures, &files, &mount);
+            s.spawn(move || {
+                let mut after = 0;
+                for i in 0..CAP {
+                    let was_killed = killed.load(Ordering::SeqCst);
+                    let name = format!("f{i}");
+                    let data = format!("file {i} through the mount");
+                    let r = std::fs::write(mount.p(&name), data.as_bytes())
+                        .and_then(|()| std::fs::read(mount.p(&name)))
+                        .map(|back| assert_eq!(back, data.as_bytes()));
+                    match r {
+                        Ok(()) => {
+                            files.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("mount {name}: {e}")),
+                    }
+                    if was_killed {
+                        after += 1;
+                        if after >= OPS_AFTER_KILL {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        // Kill A under load: after the clients have done some work through it.
+        while ops.load(Ordering::SeqCst) < 10 * CLIENTS {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        p.a.kill9();
+        killed.store(true, Ordering::SeqCst);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "requests failed beyond their retries: {failures:#?}"
+    );
+    // Every acknowledged key is served by the survivor; the mount read and created files.
+    let b = client(&p.b.url);
+    let acked = acked.into_inner().unwrap();
+    assert!(!acked.is_empty());
+    for id in &acked {
+        let d = b
+            .call(&ctx(), "DescribeKey", &json!({ "KeyId": id }))
+            .unwrap();
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+    }
+    assert!(files.load(Ordering::SeqCst) >= OPS_AFTER_KILL);
+    assert_eq!(
+        std::fs::read(mount.p("before")).unwrap(),
+        b"written before the kill"
+    );
+    // A served before it died; B took over, the mount's new file included.
+    use kms_http_support::count_requests;
+    assert!(count_requests(&p.a.log_lines(), "GenerateDataKey", SECRET_ID, "OK") > 0);
+    let on_b = || count_requests(&p.b.log_lines(), "GenerateDataKey", SECRET_ID, "OK");
+    let before = on_b();
+    assert!(before > 0);
+    std::fs::write(mount.p("after"), b"created on the survivor").unwrap();
+    assert_eq!(
+        on_b(),
+        before + 1,
+        "the mount's GenerateDataKey did not reach B"
+    );
+    drop(mount);
+}
