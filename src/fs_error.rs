@@ -70,6 +70,7 @@ pub fn is_refusal(code: &ErrorCode) -> bool {
         code,
         ErrorCode::ResourceUnavailableCmkDisabled
             | ErrorCode::ResourceUnavailableCmkNotFound
+            | ErrorCode::InvalidParameterValueInvalidKeyId
             | ErrorCode::ResourceUnavailableCmkArchived
             | ErrorCode::ResourceUnavailableCmkStateNotSupport
             | ErrorCode::ResourceUnavailableKeyDisabled

@@ -302,7 +302,10 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     // All or none: one unknown key, and neither changes.
     t.fails(
         "EnableKeys",
-        &["--KeyIds", &format!(r#"["{a}","no-such-key"]"#)],
+        &[
+            "--KeyIds",
+            &format!(r#"["{a}","00000000-0000-4000-8000-000000000000"]"#),
+        ],
         "ResourceUnavailable.CmkNotFound",
     );
     assert_eq!(states(&t), ["Disabled", "Disabled"]);

@@ -109,6 +109,30 @@ pub enum ErrorCode {
     UnsupportedOperationNotExternalCmk,
     /// Rotation is not supported for this key.
     UnsupportedOperationRotateNotSupported,
+    /// The key usage is not offered here.
+    UnsupportedOperationUnsupportedKeyUsageInCurrentRegion,
+    /// A tag key is given twice.
+    InvalidParameterValueTagKeysDuplicated,
+    /// Another data key has this name.
+    InvalidParameterValueDataKeyNameAlreadyExists,
+    /// A data key id is listed twice.
+    InvalidParameterValueDuplicatedDataKeyId,
+    /// Not a data key id.
+    InvalidParameterValueInvalidDataKeyId,
+    /// Not a valid data key name.
+    InvalidParameterValueInvalidDataKeyName,
+    /// Too many hosted data keys.
+    LimitExceededDataKeyLimitExceeded,
+    /// The data key is disabled.
+    ResourceUnavailableDataKeyDisabled,
+    /// No such data key.
+    ResourceUnavailableDataKeyNotFound,
+    /// The data key is not pending deletion.
+    ResourceUnavailableDataKeyNotPendingDelete,
+    /// The data key is pending deletion.
+    ResourceUnavailableDataKeyPendingDelete,
+    /// The data key's state forbids this.
+    ResourceUnavailableDataKeyStateNotSupport,
     /// A resource does not exist.
     ResourceNotFound,
     /// A code this crate does not know, kept verbatim.
@@ -270,6 +294,54 @@ impl ErrorCode {
             "UnsupportedOperation.RotateNotSupported",
         ),
         (ErrorCode::ResourceNotFound, "ResourceNotFound"),
+        (
+            ErrorCode::UnsupportedOperationUnsupportedKeyUsageInCurrentRegion,
+            "UnsupportedOperation.UnsupportedKeyUsageInCurrentRegion",
+        ),
+        (
+            ErrorCode::InvalidParameterValueTagKeysDuplicated,
+            "InvalidParameterValue.TagKeysDuplicated",
+        ),
+        (
+            ErrorCode::InvalidParameterValueDataKeyNameAlreadyExists,
+            "InvalidParameterValue.DataKeyNameAlreadyExists",
+        ),
+        (
+            ErrorCode::InvalidParameterValueDuplicatedDataKeyId,
+            "InvalidParameterValue.DuplicatedDataKeyId",
+        ),
+        (
+            ErrorCode::InvalidParameterValueInvalidDataKeyId,
+            "InvalidParameterValue.InvalidDataKeyId",
+        ),
+        (
+            ErrorCode::InvalidParameterValueInvalidDataKeyName,
+            "InvalidParameterValue.InvalidDataKeyName",
+        ),
+        (
+            ErrorCode::LimitExceededDataKeyLimitExceeded,
+            "LimitExceeded.DataKeyLimitExceeded",
+        ),
+        (
+            ErrorCode::ResourceUnavailableDataKeyDisabled,
+            "ResourceUnavailable.DataKeyDisabled",
+        ),
+        (
+            ErrorCode::ResourceUnavailableDataKeyNotFound,
+            "ResourceUnavailable.DataKeyNotFound",
+        ),
+        (
+            ErrorCode::ResourceUnavailableDataKeyNotPendingDelete,
+            "ResourceUnavailable.DataKeyNotPendingDelete",
+        ),
+        (
+            ErrorCode::ResourceUnavailableDataKeyPendingDelete,
+            "ResourceUnavailable.DataKeyPendingDelete",
+        ),
+        (
+            ErrorCode::ResourceUnavailableDataKeyStateNotSupport,
+            "ResourceUnavailable.DataKeyStateNotSupport",
+        ),
     ];
 
     /// The exact wire spelling, e.g. `"ResourceUnavailable.CmkDisabled"`.

@@ -1,8 +1,9 @@
 //! The key model: a CMK's metadata, state and versions of key material.
 //!
-//! [`KeyUsage`] lists the usages of the API (RSA-2048, ECC P-256 and SM2 signatures
-//! are built; SM2 decryption and P-384 are not), [`Origin`] covers EXTERNAL (BYOK) keys, and each
-//! [`KeyVersionRecord`] names its [`MaterialKind`].
+//! [`KeyUsage`] lists the usages of the API (built: AES, RSA-2048, ECC P-256, SM2, and
+//! the post-quantum ML-KEM-768 and ML-DSA-65; not ECDSA P-384), [`Origin`] covers
+//! EXTERNAL (BYOK) keys, each [`KeyVersionRecord`] names its [`MaterialKind`], and
+//! [`DataKeyRecord`] is a data key the KMS hosts.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,13 @@ pub enum KeyUsage {
     /// ECDSA P-384 signatures.
     #[serde(rename = "ASYMMETRIC_SIGN_VERIFY_ECDSA384")]
     AsymmetricSignVerifyEcdsa384,
+    /// Post-quantum encryption: ML-KEM-768 with AES-256-GCM (KEM-DEM). The API's
+    /// spelling, mixed case and all, is the one of the SDK's ListAlgorithms example.
+    #[serde(rename = "ASYMMETRIC_Encrypt_Decrypt_Kyber_AES")]
+    AsymmetricEncryptDecryptKyberAes,
+    /// Post-quantum signatures: ML-DSA-65.
+    #[serde(rename = "ASYMMETRIC_SIGN_VERIFY_DILITHIUM")]
+    AsymmetricSignVerifyDilithium,
 }
 
 impl KeyUsage {
@@ -56,6 +64,14 @@ impl KeyUsage {
         (
             KeyUsage::AsymmetricSignVerifyEcdsa384,
             "ASYMMETRIC_SIGN_VERIFY_ECDSA384",
+        ),
+        (
+            KeyUsage::AsymmetricEncryptDecryptKyberAes,
+            "ASYMMETRIC_Encrypt_Decrypt_Kyber_AES",
+        ),
+        (
+            KeyUsage::AsymmetricSignVerifyDilithium,
+            "ASYMMETRIC_SIGN_VERIFY_DILITHIUM",
         ),
     ];
 
@@ -152,6 +168,12 @@ pub enum MaterialKind {
     /// An SM2 private key: the 32-byte secret scalar, big-endian. Store format 2.
     #[serde(rename = "SM2")]
     Sm2,
+    /// An ML-KEM-768 decapsulation key: its 64-byte seed (d ‖ z, FIPS 203). Store format 3.
+    #[serde(rename = "ML_KEM_768")]
+    MlKem768,
+    /// An ML-DSA-65 signing key: its 32-byte seed ξ (FIPS 204). Store format 3.
+    #[serde(rename = "ML_DSA_65")]
+    MlDsa65,
 }
 
 impl MaterialKind {
@@ -163,8 +185,33 @@ impl MaterialKind {
             MaterialKind::Rsa2048 => "RSA_2048",
             MaterialKind::EcP256 => "EC_P256",
             MaterialKind::Sm2 => "SM2",
+            MaterialKind::MlKem768 => "ML_KEM_768",
+            MaterialKind::MlDsa65 => "ML_DSA_65",
         }
     }
+
+    /// The oldest store format that can hold this kind (an older kmsfs refuses
+    /// a store it cannot read whole, rather than drop what it does not know).
+    pub fn store_format(self) -> u16 {
+        match self {
+            MaterialKind::Aes256 => 1,
+            MaterialKind::Aes128
+            | MaterialKind::Rsa2048
+            | MaterialKind::EcP256
+            | MaterialKind::Sm2 => 2,
+            MaterialKind::MlKem768 | MaterialKind::MlDsa65 => 3,
+        }
+    }
+}
+
+/// A tag (`Tags` of CreateKey, matched by ListKeyDetail's `TagFilters`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// The tag key.
+    pub key: String,
+    /// The tag value (may be empty).
+    #[serde(default)]
+    pub value: String,
 }
 
 /// The parameters of the last GetParametersForImport of an EXTERNAL key: only
@@ -245,6 +292,9 @@ pub struct KeyRecord {
     /// EXTERNAL keys: the current import parameters. Store format 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportParams>,
+    /// Tags given at CreateKey. Store format 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 impl KeyRecord {
@@ -252,4 +302,76 @@ impl KeyRecord {
     pub fn current_version(&self) -> u32 {
         self.versions.last().map(|v| v.version).unwrap_or(0)
     }
+
+    /// The oldest store format that can hold this record.
+    pub fn store_format(&self) -> u16 {
+        let kinds = self.versions.iter().map(|v| v.kind.store_format());
+        let tags = if self.tags.is_empty() { 1 } else { 3 };
+        let v2 = if self.material_check.is_some() || self.import.is_some() {
+            2
+        } else {
+            1
+        };
+        kinds.chain([tags, v2]).max().unwrap_or(1)
+    }
+}
+
+/// A data key's state (`KeyState` of DataKeyMetadata).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DataKeyState {
+    /// Usable.
+    Enabled,
+    /// GetDataKeyPlaintext and GetDataKeyCiphertextBlob refuse it until enabled.
+    Disabled,
+    /// Scheduled for deletion; purged at `deletion_date`.
+    PendingDelete,
+}
+
+impl DataKeyState {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKeyState::Enabled => "Enabled",
+            DataKeyState::Disabled => "Disabled",
+            DataKeyState::PendingDelete => "PendingDelete",
+        }
+    }
+}
+
+/// A data key hosted by the KMS (GenerateDataKey with `IsHostedByKms`, or
+/// ImportDataKey). The data key itself is kept only as a CiphertextBlob under its
+/// CMK, exactly what GenerateDataKey returns: the store holds no data key in
+/// clear, and a disabled or deleted CMK makes its hosted data keys unreadable.
+/// Store format 3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyRecord {
+    /// The data key id (a UUID).
+    pub data_key_id: String,
+    /// The CMK whose blob holds it.
+    pub key_id: String,
+    /// The name (unique among data keys).
+    pub name: String,
+    /// The description.
+    #[serde(default)]
+    pub description: String,
+    /// Length of the data key in bytes.
+    pub len: u32,
+    /// Unix seconds.
+    pub create_time: u64,
+    /// The state.
+    pub state: DataKeyState,
+    /// `TENCENT_KMS` (made by GenerateDataKey) or `EXTERNAL` (ImportDataKey).
+    pub origin: Origin,
+    /// The principal that made it.
+    #[serde(default)]
+    pub creator: String,
+    /// Unix seconds at which a PendingDelete data key is purged (0 = not scheduled).
+    #[serde(default)]
+    pub deletion_date: u64,
+    /// base64 of the CiphertextBlob (under `key_id`, empty EncryptionContext).
+    pub blob: String,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }

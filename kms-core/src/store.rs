@@ -30,7 +30,10 @@ use zeroize::Zeroizing;
 
 use crate::asym::{EcKey, RsaKey, Sm2Key};
 use crate::crypto::{self, AeadKey, KEY_LEN, NONCE_LEN};
-use crate::key::{KeyRecord, KeyState, KeyVersionRecord, MaterialKind, Origin};
+use crate::key::{
+    DataKeyRecord, DataKeyState, KeyRecord, KeyState, KeyVersionRecord, MaterialKind, Origin,
+};
+use crate::pqc::{DsaKey, KemKey};
 use crate::{ErrorCode, KmsError, KmsResult};
 
 /// The key-store file in the store directory.
@@ -45,11 +48,14 @@ const TMP_FILE: &str = "keys.kms.tmp";
 
 /// First 8 bytes of `keys.kms`.
 pub const STORE_MAGIC: [u8; 8] = *b"kmsfs-ks";
-/// The store format version this crate writes. Version 2 adds material kinds
-/// (`AES_128`, `RSA_2048`, `EC_P256`) and the `material_check` and `import` fields
-/// of a key record; a version-1 store opens as it is and is written as version 2
-/// by the first change.
-pub const STORE_FORMAT_VERSION: u16 = 2;
+/// The newest store format version this crate reads and writes. Version 2 adds
+/// material kinds (`AES_128`, `RSA_2048`, `EC_P256`, `SM2`) and the `material_check`
+/// and `import` fields of a key record; version 3 adds post-quantum material
+/// (`ML_KEM_768`, `ML_DSA_65`), key tags and hosted data keys. A store is written as
+/// the oldest version that holds it, never older than 2 ([`Body::format`]): a store
+/// without version-3 content stays readable by a kmsfs that reads version 2, and one
+/// with it is refused by that kmsfs rather than silently stripped by its next change.
+pub const STORE_FORMAT_VERSION: u16 = 3;
 /// The oldest store format version this crate reads.
 pub const STORE_FORMAT_MIN_VERSION: u16 = 1;
 /// First 8 bytes of `root.key`.
@@ -229,10 +235,27 @@ impl Header {
     }
 }
 
-/// The body of `keys.kms`.
-#[derive(Serialize, Deserialize, Default)]
-struct Body {
-    keys: Vec<KeyRecord>,
+/// The body of `keys.kms`: every record of the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Body {
+    pub keys: Vec<KeyRecord>,
+    /// Hosted data keys. Store format 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_keys: Vec<DataKeyRecord>,
+}
+
+impl Body {
+    /// The store format version to write this body as.
+    pub fn format(&self) -> u16 {
+        let data_keys = if self.data_keys.is_empty() { 2 } else { 3 };
+        self.keys
+            .iter()
+            .map(KeyRecord::store_format)
+            .chain([data_keys])
+            .max()
+            .unwrap_or(2)
+            .max(2)
+    }
 }
 
 /// A key with its material unwrapped.
@@ -252,6 +275,8 @@ pub(crate) struct Snapshot {
     /// The generation in the file's header.
     generation: u64,
     pub keys: Vec<LoadedKey>,
+    /// Hosted data keys, oldest first.
+    pub data_keys: Vec<DataKeyRecord>,
     by_id: HashMap<String, usize>,
     by_alias: HashMap<String, usize>,
     /// The earliest time at which a purge or an automatic rotation is due.
@@ -273,8 +298,11 @@ impl Snapshot {
         self.by_id.get(key_id).and_then(|&i| self.keys.get(i))
     }
 
-    fn records(&self) -> Vec<KeyRecord> {
-        self.keys.iter().map(|k| k.rec.clone()).collect()
+    fn records(&self) -> Body {
+        Body {
+            keys: self.keys.iter().map(|k| k.rec.clone()).collect(),
+            data_keys: self.data_keys.clone(),
+        }
     }
 }
 
@@ -282,12 +310,21 @@ impl Snapshot {
 pub(crate) struct Txn<'a> {
     /// The records; edit freely.
     pub keys: Vec<KeyRecord>,
+    /// The hosted data keys; edit freely.
+    pub data_keys: Vec<DataKeyRecord>,
     /// The time of the transaction.
     pub now: u64,
     root: &'a RootKeys,
 }
 
 impl Txn<'_> {
+    fn body(&self) -> Body {
+        Body {
+            keys: self.keys.clone(),
+            data_keys: self.data_keys.clone(),
+        }
+    }
+
     /// Makes new random AES-256 material for `key_id` version `version`, wrapped.
     pub fn new_aes_version(&self, key_id: &str, version: u32) -> KmsResult<KeyVersionRecord> {
         let mut material = Zeroizing::new([0u8; KEY_LEN]);
@@ -574,8 +611,12 @@ pub(crate) enum Material {
     Rsa(RsaKey),
     /// ECDSA P-256.
     Ec(EcKey),
-    /// SM2 (signatures).
+    /// SM2 (signatures and decryption).
     Sm2(Sm2Key),
+    /// ML-KEM-768 (post-quantum encryption).
+    Kem(KemKey),
+    /// ML-DSA-65 (post-quantum signatures).
+    Dsa(DsaKey),
 }
 
 impl Material {
@@ -615,6 +656,8 @@ fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<V
             MaterialKind::Rsa2048 => Material::Rsa(RsaKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
             MaterialKind::EcP256 => Material::Ec(EcKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
             MaterialKind::Sm2 => Material::Sm2(Sm2Key::from_secret(&pt).ok_or_else(bad)?),
+            MaterialKind::MlKem768 => Material::Kem(KemKey::from_seed(&pt).ok_or_else(bad)?),
+            MaterialKind::MlDsa65 => Material::Dsa(DsaKey::from_seed(&pt).ok_or_else(bad)?),
         };
         out.push(Arc::new(m));
     }
@@ -940,7 +983,7 @@ impl Store {
             // keys.kms first (empty, durable), then the root key file: every
             // crash point leaves either nothing, a virgin store made anew on the
             // next open, or a complete store.
-            store.write(0, Vec::new())?;
+            store.write(0, Body::default())?;
             if let Some((p, key)) = new_key_file {
                 create_root_key_file(&p, &key)?;
             }
@@ -983,7 +1026,7 @@ impl Store {
         f.read_to_end(&mut bytes)
             .map_err(|e| io_err("cannot read", &self.store_path, e))?;
         let (h, body) = decode_file(&self.root, &self.store_path, &bytes)?;
-        let snap = Arc::new(self.build(Some(f), file_id(&md), h.generation, body.keys)?);
+        let snap = Arc::new(self.build(Some(f), file_id(&md), h.generation, body)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::clone(&snap);
         Ok(snap)
@@ -994,8 +1037,12 @@ impl Store {
         file: Option<File>,
         file_id: FileId,
         generation: u64,
-        recs: Vec<KeyRecord>,
+        body: Body,
     ) -> KmsResult<Snapshot> {
+        let Body {
+            keys: recs,
+            data_keys,
+        } = body;
         let mut keys = Vec::with_capacity(recs.len());
         let mut by_id = HashMap::with_capacity(recs.len());
         let mut by_alias = HashMap::with_capacity(recs.len());
@@ -1023,25 +1070,30 @@ impl Store {
             }
             keys.push(LoadedKey { rec, material });
         }
+        for d in &data_keys {
+            if d.state == DataKeyState::PendingDelete && d.deletion_date > 0 {
+                next_due = next_due.min(d.deletion_date);
+            }
+        }
         Ok(Snapshot {
             _file: file,
             file_id,
             generation,
             keys,
+            data_keys,
             by_id,
             by_alias,
             next_due,
         })
     }
 
-    /// Writes `keys` as generation `generation + 1`: temp file, fsync, rename,
+    /// Writes `body` as generation `generation + 1`: temp file, fsync, rename,
     /// fsync dir. The caller holds the lock.
-    fn write(&self, generation: u64, keys: Vec<KeyRecord>) -> KmsResult<Arc<Snapshot>> {
-        let body = Body { keys };
+    fn write(&self, generation: u64, body: Body) -> KmsResult<Arc<Snapshot>> {
         let json =
             serde_json::to_vec(&body).map_err(|e| internal(format!("serialise store: {e}")))?;
         let mut h = self.header;
-        h.version = STORE_FORMAT_VERSION;
+        h.version = body.format();
         h.generation = generation + 1;
         let bytes = encode_file(&self.root, &h, &json);
         let tmp = self.dir.join(TMP_FILE);
@@ -1059,7 +1111,7 @@ impl Store {
         let md = f
             .metadata()
             .map_err(|e| io_err("cannot stat", &self.store_path, e))?;
-        let snap = Arc::new(self.build(Some(f), file_id(&md), h.generation, body.keys)?);
+        let snap = Arc::new(self.build(Some(f), file_id(&md), h.generation, body)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
         Ok(snap)
     }
@@ -1077,7 +1129,7 @@ impl Store {
         }
         let _lock = LockGuard::acquire(&self.lock_path)?;
         let snap = self.snapshot()?;
-        self.apply(&snap, now, f, |g, keys| self.write(g, keys).map(drop))
+        self.apply(&snap, now, f, |g, body| self.write(g, body).map(drop))
     }
 
     /// The body of a transaction over `snap`: due maintenance, then `f`; `write`
@@ -1087,16 +1139,17 @@ impl Store {
         snap: &Snapshot,
         now: u64,
         f: impl FnOnce(&mut Txn<'_>) -> KmsResult<R>,
-        mut write: impl FnMut(u64, Vec<KeyRecord>) -> KmsResult<()>,
+        mut write: impl FnMut(u64, Body) -> KmsResult<()>,
     ) -> KmsResult<R> {
         let before = snap.records();
         let mut txn = Txn {
-            keys: before.clone(),
+            keys: before.keys.clone(),
+            data_keys: before.data_keys.clone(),
             now,
             root: &self.root,
         };
         maintain(&mut txn)?;
-        let maintained = txn.keys.clone();
+        let maintained = txn.body();
         let r = match f(&mut txn) {
             Ok(r) => r,
             Err(e) => {
@@ -1107,8 +1160,9 @@ impl Store {
                 return Err(e);
             }
         };
-        if txn.keys != before {
-            write(snap.generation, txn.keys)?;
+        let after = txn.body();
+        if after != before {
+            write(snap.generation, after)?;
         }
         Ok(r)
     }
@@ -1146,6 +1200,8 @@ fn maintain(txn: &mut Txn<'_>) -> KmsResult<()> {
     let now = txn.now;
     txn.keys
         .retain(|k| !(k.state == KeyState::PendingDelete && k.deletion_date <= now));
+    txn.data_keys
+        .retain(|d| !(d.state == DataKeyState::PendingDelete && d.deletion_date <= now));
     for k in txn.keys.iter_mut() {
         if imported_material_expired(k, now) {
             delete_imported_material(k);
@@ -1176,6 +1232,7 @@ impl Snapshot {
             file_id: FileId::default(),
             generation: 0,
             keys: Vec::new(),
+            data_keys: Vec::new(),
             by_id: HashMap::new(),
             by_alias: HashMap::new(),
             next_due: u64::MAX,

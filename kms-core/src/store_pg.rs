@@ -23,11 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
-use serde::Serialize;
 
 use super::{
     create_root_key_file, decode_file, encode_file, existing_root, internal, new_root, Body,
-    FileId, Header, KeyRecord, KmsResult, RootKeySource, Snapshot, Store, Txn, ROOT_KEY_FILE,
+    FileId, Header, KmsResult, RootKeySource, Snapshot, Store, Txn, ROOT_KEY_FILE,
 };
 
 /// The schema version this crate's migrations reach.
@@ -157,12 +156,6 @@ impl PgStore {
     }
 }
 
-/// The body of a store, serialised from borrowed records (the same JSON as [`Body`]).
-#[derive(Serialize)]
-struct BodyRef<'a> {
-    keys: &'a [KeyRecord],
-}
-
 fn generation_of(v: i64) -> KmsResult<u64> {
     u64::try_from(v).map_err(|_| internal("key store (PostgreSQL): negative generation"))
 }
@@ -269,21 +262,17 @@ impl Store {
                 h.generation
             )));
         }
-        self.pg_install_records(generation, body.keys)
+        self.pg_install_records(generation, body)
     }
 
-    fn pg_install_records(
-        &self,
-        generation: u64,
-        keys: Vec<KeyRecord>,
-    ) -> KmsResult<Arc<Snapshot>> {
+    fn pg_install_records(&self, generation: u64, body: Body) -> KmsResult<Arc<Snapshot>> {
         {
             let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
             if cur.generation == generation {
                 return Ok(Arc::clone(&cur));
             }
         }
-        let snap = Arc::new(self.build(None, FileId::default(), generation, keys)?);
+        let snap = Arc::new(self.build(None, FileId::default(), generation, body)?);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         if cur.generation < generation {
             *cur = Arc::clone(&snap);
@@ -310,11 +299,11 @@ impl Store {
             let generation = generation_of(row.get(0))?;
             let snap = self.pg_install(generation, row.get::<_, &[u8]>(1))?;
             let mut written = None;
-            let r = self.apply(&snap, now, f, |g, keys| {
+            let r = self.apply(&snap, now, f, |g, body| {
                 let mut h = self.header;
-                h.version = super::STORE_FORMAT_VERSION;
+                h.version = body.format();
                 h.generation = g + 1;
-                let json = serde_json::to_vec(&BodyRef { keys: &keys })
+                let json = serde_json::to_vec(&body)
                     .map_err(|e| internal(format!("serialise store: {e}")))?;
                 let bytes = encode_file(&self.root, &h, &json);
                 let next = i64::try_from(h.generation)
@@ -324,7 +313,7 @@ impl Store {
                     &[&next, &bytes],
                 )
                 .map_err(|e| pg_err("write the store", e))?;
-                written = Some((h.generation, keys));
+                written = Some((h.generation, body));
                 Ok(())
             });
             if written.is_some() {
@@ -332,8 +321,8 @@ impl Store {
             }
             Ok((r, written))
         })?;
-        if let Some((generation, keys)) = written {
-            self.pg_install_records(generation, keys)?;
+        if let Some((generation, body)) = written {
+            self.pg_install_records(generation, body)?;
         }
         r
     }

@@ -430,7 +430,8 @@ fn seed_002_rsa_and_ecc_signatures_checked_by_openssl() {
         la["AsymmetricAlgorithms"],
         json!([
             {"KeyUsage": "ASYMMETRIC_DECRYPT_RSA_2048", "Algorithm": "RSA_2048"},
-            {"KeyUsage": "ASYMMETRIC_DECRYPT_SM2", "Algorithm": "SM2"}
+            {"KeyUsage": "ASYMMETRIC_DECRYPT_SM2", "Algorithm": "SM2"},
+            {"KeyUsage": "ASYMMETRIC_Encrypt_Decrypt_Kyber_AES", "Algorithm": "Kyber_AES"}
         ])
     );
     assert_eq!(
@@ -438,7 +439,7 @@ fn seed_002_rsa_and_ecc_signatures_checked_by_openssl() {
             .as_array()
             .unwrap()
             .len(),
-        3
+        4
     );
     // P-384 is not built.
     assert_eq!(
@@ -447,7 +448,7 @@ fn seed_002_rsa_and_ecc_signatures_checked_by_openssl() {
             "CreateKey",
             json!({"Alias": "p384", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_ECDSA384"})
         )),
-        E::UnsupportedOperation
+        E::UnsupportedOperationUnsupportedKeyUsageInCurrentRegion
     );
 }
 

@@ -34,7 +34,7 @@ fn encrypt_decrypt_round_trip_with_context() {
     assert_eq!(decrypt(&kms, &b2, None).unwrap(), b"x");
     assert_eq!(
         code(encrypt(&kms, "test", b"y", None).map(|_| json!(0))),
-        E::ResourceUnavailableCmkNotFound
+        E::InvalidParameterValueInvalidKeyId
     );
     let r = call(&kms, "Decrypt", json!({"CiphertextBlob": b2})).unwrap();
     assert_eq!(r["KeyId"], json!(key));
@@ -398,7 +398,7 @@ fn describe_list_alias_and_description() {
             "CreateKey",
             json!({"Alias": "z", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_ECDSA384"})
         )),
-        E::UnsupportedOperation
+        E::UnsupportedOperationUnsupportedKeyUsageInCurrentRegion
     );
     let r = call(
         &kms,
@@ -446,6 +446,14 @@ fn describe_list_alias_and_description() {
     assert_eq!(md["KeyMetadata"]["Type"], json!(1));
     assert_eq!(
         code(call(&kms, "DescribeKey", json!({"KeyId": "a1"}))),
+        E::InvalidParameterValueInvalidKeyId
+    );
+    assert_eq!(
+        code(call(
+            &kms,
+            "DescribeKey",
+            json!({"KeyId": "00000000-0000-4000-8000-00000000000a"})
+        )),
         E::ResourceUnavailableCmkNotFound
     );
     assert_eq!(
@@ -539,7 +547,7 @@ fn encrypt_limits_and_generate_random() {
             "Encrypt",
             json!({"KeyId": "nope", "Plaintext": "eA=="})
         )),
-        E::ResourceUnavailableCmkNotFound
+        E::InvalidParameterValueInvalidKeyId
     );
 }
 

@@ -220,7 +220,11 @@ fn audit_log_is_one_chained_line_per_call_across_instances() {
     for i in 0..20 {
         let k: &dyn Kms = if i % 3 == 0 { &a } else { &b };
         let _ = encrypt(k, &key, b"x", None);
-        let _ = call(k, "DescribeKey", json!({"KeyId": "missing"}));
+        let _ = call(
+            k,
+            "DescribeKey",
+            json!({"KeyId": "00000000-0000-4000-8000-00000000000f"}),
+        );
         n += 2;
     }
     let c = CallContext::new("local:auditor");

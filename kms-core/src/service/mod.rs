@@ -20,12 +20,16 @@ use crate::audit::{Audit, Line};
 use crate::blob;
 use crate::clock::{rfc3339_millis, Clock, SystemClock};
 use crate::crypto::{self, NONCE_LEN};
-use crate::key::{ImportParams, KeyRecord, KeyState, KeyUsage, MaterialKind, Origin};
+use crate::key::{ImportParams, KeyRecord, KeyState, KeyUsage, MaterialKind, Origin, Tag};
+use crate::pqc::{DsaKey, KemKey};
 use crate::store::{
     delete_imported_material, imported_material_expired, LoadedKey, Material, RootKeySource,
     Snapshot, Store, AUDIT_FILE, ROOT_KEY_FILE,
 };
 use crate::{CallContext, DataKey, EncryptionContext, ErrorCode, Kms, KmsError, KmsResult};
+
+pub mod data_keys;
+pub mod pqc;
 
 /// The largest Encrypt plaintext, in bytes.
 pub const MAX_PLAINTEXT: usize = 4096;
@@ -97,11 +101,142 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> KmsError {
     KmsError::new(code, msg)
 }
 
+/// The error for a key that is not in the store: `InvalidParameterValue.InvalidKeyId`
+/// when `key` cannot be a key id at all (not `alias/NAME`, not a key id's shape), as
+/// the service answers; `ResourceUnavailable.CmkNotFound` otherwise.
 fn not_found(key: &str) -> KmsError {
+    if !key.starts_with("alias/") && !is_key_id_shaped(key) {
+        return err(
+            ErrorCode::InvalidParameterValueInvalidKeyId,
+            format!("{key:?} is not a key id (a UUID) or alias/NAME"),
+        );
+    }
     err(
         ErrorCode::ResourceUnavailableCmkNotFound,
         format!("no key {key:?} in this KMS"),
     )
+}
+
+/// The `Origin` filter of ListKeyDetail and ListDataKeyDetail (`None`: any).
+fn parse_origin_filter(o: Option<&str>) -> KmsResult<Option<Origin>> {
+    match o {
+        None | Some("") | Some("ALL") => Ok(None),
+        Some("TENCENT_KMS") => Ok(Some(Origin::TencentKms)),
+        Some("EXTERNAL") => Ok(Some(Origin::External)),
+        Some(o) => Err(err(
+            ErrorCode::InvalidParameterValue,
+            format!("unknown Origin {o:?}"),
+        )),
+    }
+}
+
+/// Whether `s` has the shape of a key id: a UUID, 8-4-4-4-12 hex digits.
+fn is_key_id_shaped(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The most tags a key or data key carries.
+pub const MAX_TAGS: usize = 50;
+
+/// `Tags` of CreateKey, GenerateDataKey and ImportDataKey: `[{"TagKey", "TagValue"}]`.
+fn parse_tags(v: Option<&Value>) -> KmsResult<Vec<Tag>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Wire {
+        tag_key: Option<String>,
+        tag_value: Option<String>,
+    }
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let wire: Vec<Wire> = serde_json::from_value(v.clone()).map_err(|_| {
+        err(
+            ErrorCode::InvalidParameter,
+            "Tags must be a list of {\"TagKey\", \"TagValue\"}",
+        )
+    })?;
+    if wire.len() > MAX_TAGS {
+        return Err(err(
+            ErrorCode::LimitExceeded,
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    let mut tags: Vec<Tag> = Vec::with_capacity(wire.len());
+    for w in wire {
+        let key = w.tag_key.unwrap_or_default();
+        if key.is_empty() || key.len() > 255 {
+            return Err(err(
+                ErrorCode::InvalidParameterValue,
+                "a TagKey must be 1 to 255 bytes",
+            ));
+        }
+        if tags.iter().any(|t| t.key == key) {
+            return Err(err(
+                ErrorCode::InvalidParameterValueTagKeysDuplicated,
+                format!("TagKey {key:?} is given twice"),
+            ));
+        }
+        let value = w.tag_value.unwrap_or_default();
+        if value.len() > 255 {
+            return Err(err(
+                ErrorCode::InvalidParameterValue,
+                "a TagValue must be at most 255 bytes",
+            ));
+        }
+        tags.push(Tag { key, value });
+    }
+    Ok(tags)
+}
+
+/// One filter of `TagFilters`: a key and, when non-empty, the values that match.
+struct TagFilter {
+    key: String,
+    values: Vec<String>,
+}
+
+/// `TagFilters` of ListKeyDetail and ListDataKeyDetail: `[{"TagKey", "TagValue": [..]}]`.
+fn parse_tag_filters(v: Option<&Value>) -> KmsResult<Vec<TagFilter>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Wire {
+        tag_key: Option<String>,
+        tag_value: Option<Vec<String>>,
+    }
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let wire: Vec<Wire> = serde_json::from_value(v.clone()).map_err(|_| {
+        err(
+            ErrorCode::InvalidParameter,
+            "TagFilters must be a list of {\"TagKey\", \"TagValue\": [..]}",
+        )
+    })?;
+    wire.into_iter()
+        .map(|w| match w.tag_key.filter(|k| !k.is_empty()) {
+            Some(key) => Ok(TagFilter {
+                key,
+                values: w.tag_value.unwrap_or_default(),
+            }),
+            None => Err(err(
+                ErrorCode::InvalidParameterValue,
+                "every TagFilter needs a TagKey",
+            )),
+        })
+        .collect()
+}
+
+/// Whether `tags` pass every filter: the filter's key is present and, if the
+/// filter lists values, its value is one of them.
+fn tags_match(tags: &[Tag], filters: &[TagFilter]) -> bool {
+    filters.iter().all(|f| {
+        tags.iter()
+            .any(|t| t.key == f.key && (f.values.is_empty() || f.values.contains(&t.value)))
+    })
 }
 
 /// The error for an operation the key's state forbids.
@@ -199,6 +334,17 @@ const ASYMMETRIC_USAGES: &[KeyUsage] = &[
     KeyUsage::AsymmetricSignVerifyRsa2048,
     KeyUsage::AsymmetricSignVerifyEcc,
     KeyUsage::AsymmetricSignVerifySm2,
+    KeyUsage::AsymmetricEncryptDecryptKyberAes,
+    KeyUsage::AsymmetricSignVerifyDilithium,
+];
+
+/// Usages of the API's documentation this KMS does not make keys for; CreateKey
+/// answers `UnsupportedOperation.UnsupportedKeyUsageInCurrentRegion` for them, as the
+/// service does where a region lacks an algorithm.
+const REGION_UNSUPPORTED_USAGES: &[&str] = &[
+    "ASYMMETRIC_SIGN_VERIFY_ECDSA384",
+    "ASYMMETRIC_SIGN_VERIFY_RSA_3072",
+    "ASYMMETRIC_DECRYPT_RSA_3072",
 ];
 
 /// The signing usages.
@@ -475,7 +621,7 @@ pub struct CreateKeyRequest {
     /// 1 (default, KMS-made material) or 2 (EXTERNAL).
     #[serde(rename = "Type")]
     pub key_type: Option<u64>,
-    /// Tags (accepted, not stored).
+    /// Tags, stored with the key and matched by ListKeyDetail's TagFilters.
     pub tags: Option<Value>,
 }
 
@@ -513,13 +659,13 @@ pub struct ListKeyDetailRequest {
     pub order_type: Option<u64>,
     /// 0 all, 1 Enabled, 2 Disabled, 3 PendingDelete, 4 PendingImport, 5 Archived.
     pub key_state: Option<u64>,
-    /// Substring of the alias.
+    /// Substring of the key id or the alias.
     pub search_key_alias: Option<String>,
     /// `TENCENT_KMS`, `EXTERNAL` or `ALL`.
     pub origin: Option<String>,
-    /// A KeyUsage.
+    /// A KeyUsage or `ALL`; absent or empty means `ENCRYPT_DECRYPT`, as the API documents.
     pub key_usage: Option<String>,
-    /// Tag filters (accepted, ignored: tags are not stored).
+    /// Keys whose tags match every filter (a filter's values: any of them).
     pub tag_filters: Option<Value>,
 }
 
@@ -620,6 +766,14 @@ pub struct GenerateDataKeyRequest {
     pub encryption_public_key: Option<String>,
     /// As Decrypt's.
     pub encryption_algorithm: Option<String>,
+    /// 1: the KMS also keeps the data key (DescribeDataKey, GetDataKeyPlaintext…).
+    pub is_hosted_by_kms: Option<u64>,
+    /// The hosted data key's name (required with IsHostedByKms 1).
+    pub data_key_name: Option<String>,
+    /// The hosted data key's description.
+    pub description: Option<String>,
+    /// The hosted data key's tags.
+    pub tags: Option<Value>,
 }
 
 /// The Plaintext field of GenerateDataKey and Decrypt: the base64 of `plaintext`, or, with
@@ -958,6 +1112,15 @@ pub struct GenerateDataKeyResponse {
     pub plaintext: SecretString,
     /// base64 of the wrapped data key.
     pub ciphertext_blob: String,
+    /// The hosted data key's id, with IsHostedByKms 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_key_id: Option<String>,
+    /// 0 with IsHostedByKms 1 (the tags were stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_code: Option<u64>,
+    /// Empty with IsHostedByKms 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_msg: Option<String>,
 }
 
 /// One algorithm a key usage supports (ListAlgorithms).
@@ -1235,6 +1398,19 @@ impl KmsService {
             validate_alias(&alias)?;
             let description = req.description.clone().unwrap_or_default();
             check_description(&description)?;
+            if let Some(u) = req
+                .key_usage
+                .as_deref()
+                .filter(|u| REGION_UNSUPPORTED_USAGES.contains(u))
+            {
+                return Err(err(
+                    ErrorCode::UnsupportedOperationUnsupportedKeyUsageInCurrentRegion,
+                    format!(
+                        "KeyUsage {u} is not offered by this KMS (ListAlgorithms lists what is)"
+                    ),
+                ));
+            }
+            let tags = parse_tags(req.tags.as_ref())?;
             let usage = match req.key_usage.as_deref() {
                 None | Some("") => KeyUsage::EncryptDecrypt,
                 Some(u) => KeyUsage::parse(u).ok_or_else(|| {
@@ -1287,6 +1463,12 @@ impl KmsService {
                 KeyUsage::AsymmetricSignVerifySm2 | KeyUsage::AsymmetricDecryptSm2 => {
                     Some((MaterialKind::Sm2, Sm2Key::generate()?.secret()))
                 }
+                KeyUsage::AsymmetricEncryptDecryptKyberAes => {
+                    Some((MaterialKind::MlKem768, KemKey::generate()?.seed()))
+                }
+                KeyUsage::AsymmetricSignVerifyDilithium => {
+                    Some((MaterialKind::MlDsa65, DsaKey::generate()?.seed()))
+                }
                 _ => None,
             };
             let key_id = uuid::Uuid::new_v4().to_string();
@@ -1323,6 +1505,7 @@ impl KmsService {
                     versions,
                     material_check: None,
                     import: None,
+                    tags: tags.clone(),
                 };
                 txn.keys.push(rec.clone());
                 Ok(rec)
@@ -1484,19 +1667,10 @@ impl KmsService {
                     ))
                 }
             };
-            let origin = match req.origin.as_deref() {
-                None | Some("") | Some("ALL") => None,
-                Some("TENCENT_KMS") => Some(Origin::TencentKms),
-                Some("EXTERNAL") => Some(Origin::External),
-                Some(o) => {
-                    return Err(err(
-                        ErrorCode::InvalidParameterValue,
-                        format!("unknown Origin {o:?}"),
-                    ))
-                }
-            };
+            let origin = parse_origin_filter(req.origin.as_deref())?;
             let usage = match req.key_usage.as_deref() {
-                None | Some("") | Some("ALL") => None,
+                None | Some("") => Some(KeyUsage::EncryptDecrypt),
+                Some("ALL") => None,
                 Some(u) => Some(KeyUsage::parse(u).ok_or_else(|| {
                     err(
                         ErrorCode::InvalidParameterValueInvalidKeyUsage,
@@ -1505,6 +1679,7 @@ impl KmsService {
                 })?),
             };
             let search = req.search_key_alias.clone().unwrap_or_default();
+            let tag_filters = parse_tag_filters(req.tag_filters.as_ref())?;
             let snap = self.fresh(now)?;
             let mut keys: Vec<&KeyRecord> = snap
                 .keys
@@ -1515,7 +1690,10 @@ impl KmsService {
                 .filter(|r| state.is_none_or(|s| r.state == s))
                 .filter(|r| origin.is_none_or(|o| r.origin == o))
                 .filter(|r| usage.is_none_or(|u| r.usage == u))
-                .filter(|r| search.is_empty() || r.alias.contains(&search))
+                .filter(|r| {
+                    search.is_empty() || r.alias.contains(&search) || r.key_id.contains(&search)
+                })
+                .filter(|r| tags_match(&r.tags, &tag_filters))
                 .collect();
             if req.order_type.unwrap_or(0) == 0 {
                 keys.reverse();
@@ -2142,13 +2320,35 @@ impl KmsService {
             );
             // Checked before a data key is made: a refused algorithm makes none.
             plaintext_field(b"check", pk, alg)?;
+            let hosting = data_keys::Hosting::parse(
+                req.is_hosted_by_kms,
+                req.data_key_name.as_deref(),
+                req.description.as_deref(),
+                req.tags.as_ref(),
+            )?;
+            if hosting.is_some() && !context.is_empty() {
+                return Err(err(
+                    ErrorCode::InvalidParameterValue,
+                    "a hosted data key (IsHostedByKms 1) takes no EncryptionContext",
+                ));
+            }
             let dk = self.data_key(now, key, len, &context)?;
             let id = dk.key_id.clone();
+            let data_key_id = match hosting {
+                Some(h) => {
+                    Some(self.host_generated(ctx, now, h, &dk.key_id, len, &dk.ciphertext_blob)?)
+                }
+                None => None,
+            };
+            let hosted = data_key_id.is_some();
             Ok((
                 GenerateDataKeyResponse {
                     key_id: dk.key_id.clone(),
                     plaintext: plaintext_field(&dk.plaintext[..], pk, alg)?,
                     ciphertext_blob: B64.encode(&dk.ciphertext_blob),
+                    data_key_id,
+                    tag_code: hosted.then_some(0),
+                    tag_msg: hosted.then(String::new),
                 },
                 id,
             ))
@@ -2180,6 +2380,12 @@ impl KmsService {
                             key_usage: KeyUsage::AsymmetricDecryptSm2.as_str().to_owned(),
                             algorithm: "SM2".to_owned(),
                         },
+                        AlgorithmInfo {
+                            key_usage: KeyUsage::AsymmetricEncryptDecryptKyberAes
+                                .as_str()
+                                .to_owned(),
+                            algorithm: "Kyber_AES".to_owned(),
+                        },
                     ],
                     asymmetric_sign_verify_algorithms: vec![
                         AlgorithmInfo {
@@ -2193,6 +2399,10 @@ impl KmsService {
                         AlgorithmInfo {
                             key_usage: KeyUsage::AsymmetricSignVerifySm2.as_str().to_owned(),
                             algorithm: "SM2".to_owned(),
+                        },
+                        AlgorithmInfo {
+                            key_usage: KeyUsage::AsymmetricSignVerifyDilithium.as_str().to_owned(),
+                            algorithm: "Dilithium".to_owned(),
                         },
                     ],
                 },
@@ -2233,6 +2443,8 @@ impl KmsService {
                 Material::Rsa(r) => r.public_key_der()?,
                 Material::Ec(e) => e.public_key_der()?,
                 Material::Sm2(k) => k.public_key_der()?,
+                Material::Kem(k) => k.public_key_der()?,
+                Material::Dsa(k) => k.public_key_der()?,
                 Material::Aead(_) => return Err(state_error(&k.rec)),
             };
             Ok((
@@ -2489,7 +2701,7 @@ impl KmsService {
                     Material::Rsa(r) => r.sign_digest(alg, &msg.sha256())?,
                     Material::Ec(e) => e.sign_digest(alg, &msg.sha256())?,
                     Material::Sm2(k) => k.sign(alg, msg.bytes, msg.is_digest)?,
-                    Material::Aead(_) => {
+                    Material::Aead(_) | Material::Kem(_) | Material::Dsa(_) => {
                         return Err(err(
                             ErrorCode::FailedOperationSignError,
                             "not a signing key",
@@ -2533,7 +2745,7 @@ impl KmsService {
                     Material::Rsa(r) => r.verify_digest(alg, &msg.sha256(), &sig),
                     Material::Ec(e) => e.verify_digest(alg, &msg.sha256(), &sig),
                     Material::Sm2(k) => k.verify(alg, msg.bytes, msg.is_digest, &sig),
-                    Material::Aead(_) => false,
+                    Material::Aead(_) | Material::Kem(_) | Material::Dsa(_) => false,
                 };
                 Ok(VerifyByAsymmetricKeyResponse { signature_valid })
             },
@@ -2853,43 +3065,31 @@ pub const ACTIONS: &[&str] = &[
     "DisableKeys",
     "GetServiceStatus",
     "GetRegions",
+    "PostQuantumCryptoEncrypt",
+    "PostQuantumCryptoDecrypt",
+    "PostQuantumCryptoSign",
+    "PostQuantumCryptoVerify",
+    "ImportDataKey",
+    "DescribeDataKey",
+    "DescribeDataKeys",
+    "ListDataKeys",
+    "ListDataKeyDetail",
+    "EnableDataKey",
+    "EnableDataKeys",
+    "DisableDataKey",
+    "DisableDataKeys",
+    "GetDataKeyCiphertextBlob",
+    "GetDataKeyPlaintext",
+    "ScheduleDataKeyDeletion",
+    "CancelDataKeyDeletion",
+    "UpdateDataKeyName",
+    "UpdateDataKeyDescription",
 ];
 
 /// The other actions of the Tencent KMS API 2019-01-18, each answered with
 /// `UnsupportedOperation` and the reason (docs/KMS.md, "What is not offered"), never
 /// `InvalidAction`: they exist, this KMS does not offer them.
 pub const UNSUPPORTED_ACTIONS: &[(&str, &str)] = &[
-    (
-        "PostQuantumCryptoEncrypt",
-        "post-quantum keys are not offered yet",
-    ),
-    (
-        "PostQuantumCryptoDecrypt",
-        "post-quantum keys are not offered yet",
-    ),
-    (
-        "PostQuantumCryptoSign",
-        "post-quantum keys are not offered yet",
-    ),
-    (
-        "PostQuantumCryptoVerify",
-        "post-quantum keys are not offered yet",
-    ),
-    ("ImportDataKey", DATA_KEY_HOSTING),
-    ("DescribeDataKey", DATA_KEY_HOSTING),
-    ("DescribeDataKeys", DATA_KEY_HOSTING),
-    ("ListDataKeys", DATA_KEY_HOSTING),
-    ("ListDataKeyDetail", DATA_KEY_HOSTING),
-    ("EnableDataKey", DATA_KEY_HOSTING),
-    ("EnableDataKeys", DATA_KEY_HOSTING),
-    ("DisableDataKey", DATA_KEY_HOSTING),
-    ("DisableDataKeys", DATA_KEY_HOSTING),
-    ("GetDataKeyCiphertextBlob", DATA_KEY_HOSTING),
-    ("GetDataKeyPlaintext", DATA_KEY_HOSTING),
-    ("ScheduleDataKeyDeletion", DATA_KEY_HOSTING),
-    ("CancelDataKeyDeletion", DATA_KEY_HOSTING),
-    ("UpdateDataKeyName", DATA_KEY_HOSTING),
-    ("UpdateDataKeyDescription", DATA_KEY_HOSTING),
     ("CreateWhiteBoxKey", WHITE_BOX),
     ("DeleteWhiteBoxKey", WHITE_BOX),
     ("DescribeWhiteBoxDecryptKey", WHITE_BOX),
@@ -2913,7 +3113,6 @@ pub const UNSUPPORTED_ACTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-const DATA_KEY_HOSTING: &str = "data-key hosting (data keys kept by the KMS) is not offered yet";
 const WHITE_BOX: &str =
     "white-box keys (a proprietary Tencent cipher bound to device fingerprints) are not offered";
 
@@ -2941,6 +3140,16 @@ fn changes_store(action: &str) -> bool {
             | "VerifyByAsymmetricKey"
             | "GetServiceStatus"
             | "GetRegions"
+            | "PostQuantumCryptoEncrypt"
+            | "PostQuantumCryptoDecrypt"
+            | "PostQuantumCryptoSign"
+            | "PostQuantumCryptoVerify"
+            | "DescribeDataKey"
+            | "DescribeDataKeys"
+            | "ListDataKeys"
+            | "ListDataKeyDetail"
+            | "GetDataKeyCiphertextBlob"
+            | "GetDataKeyPlaintext"
     )
 }
 
@@ -2998,6 +3207,25 @@ impl KmsService {
             "DisableKeys" => act!(disable_keys),
             "GetServiceStatus" => act!(get_service_status),
             "GetRegions" => act!(get_regions),
+            "PostQuantumCryptoEncrypt" => act!(post_quantum_crypto_encrypt),
+            "PostQuantumCryptoDecrypt" => act!(post_quantum_crypto_decrypt),
+            "PostQuantumCryptoSign" => act!(post_quantum_crypto_sign),
+            "PostQuantumCryptoVerify" => act!(post_quantum_crypto_verify),
+            "ImportDataKey" => act!(import_data_key),
+            "DescribeDataKey" => act!(describe_data_key),
+            "DescribeDataKeys" => act!(describe_data_keys),
+            "ListDataKeys" => act!(list_data_keys),
+            "ListDataKeyDetail" => act!(list_data_key_detail),
+            "EnableDataKey" => act!(enable_data_key),
+            "EnableDataKeys" => act!(enable_data_keys),
+            "DisableDataKey" => act!(disable_data_key),
+            "DisableDataKeys" => act!(disable_data_keys),
+            "GetDataKeyCiphertextBlob" => act!(get_data_key_ciphertext_blob),
+            "GetDataKeyPlaintext" => act!(get_data_key_plaintext),
+            "ScheduleDataKeyDeletion" => act!(schedule_data_key_deletion),
+            "CancelDataKeyDeletion" => act!(cancel_data_key_deletion),
+            "UpdateDataKeyName" => act!(update_data_key_name),
+            "UpdateDataKeyDescription" => act!(update_data_key_description),
             _ => Err(self.refuse(
                 ctx,
                 action,
