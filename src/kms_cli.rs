@@ -25,11 +25,12 @@ type Spec = (
 );
 
 const KEY: (&str, Kind, bool) = ("KeyId", Kind::Str, true);
+const DATA_KEY: (&str, Kind, bool) = ("DataKeyId", Kind::Str, true);
 
 const SPECS: &[Spec] = &[
     (
         "CreateKey",
-        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_DECRYPT_SM2|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC|ASYMMETRIC_SIGN_VERIFY_SM2; Type 2: EXTERNAL).",
+        "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_DECRYPT_SM2|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC|ASYMMETRIC_SIGN_VERIFY_SM2|ASYMMETRIC_Encrypt_Decrypt_Kyber_AES|ASYMMETRIC_SIGN_VERIFY_DILITHIUM; Type 2: EXTERNAL; Tags as JSON).",
         &[
             ("Alias", Kind::Str, true),
             ("Description", Kind::Str, false),
@@ -143,12 +144,18 @@ const SPECS: &[Spec] = &[
     ),
     (
         "GenerateDataKey",
-        "Make a data key (KeySpec AES_128|AES_256, or NumberOfBytes 1-1024).",
+        "Make a data key (KeySpec AES_128|AES_256, or NumberOfBytes 1-1024; IsHostedByKms 1 and DataKeyName: the KMS keeps it too).",
         &[
             KEY,
             ("KeySpec", Kind::Str, false),
             ("NumberOfBytes", Kind::Int, false),
             ("EncryptionContext", Kind::Str, false),
+            ("EncryptionPublicKey", Kind::Str, false),
+            ("EncryptionAlgorithm", Kind::Str, false),
+            ("IsHostedByKms", Kind::Int, false),
+            ("DataKeyName", Kind::Str, false),
+            ("Description", Kind::Str, false),
+            ("Tags", Kind::Json, false),
         ],
     ),
     (
@@ -241,6 +248,123 @@ const SPECS: &[Spec] = &[
         &[],
     ),
     ("GetRegions", "List the region this KMS answers for.", &[]),
+    (
+        "PostQuantumCryptoEncrypt",
+        "Encrypt up to 4 KiB (PlainText in base64) with a Kyber_AES key (ML-KEM-768 + AES-256-GCM).",
+        &[KEY, ("PlainText", Kind::Str, true)],
+    ),
+    (
+        "PostQuantumCryptoDecrypt",
+        "Decrypt a PostQuantumCryptoEncrypt CiphertextBlob.",
+        &[
+            ("CiphertextBlob", Kind::Str, true),
+            ("EncryptionPublicKey", Kind::Str, false),
+            ("EncryptionAlgorithm", Kind::Str, false),
+        ],
+    ),
+    (
+        "PostQuantumCryptoSign",
+        "Sign a message (base64, up to 4096 bytes) with a Dilithium key (ML-DSA-65).",
+        &[("Message", Kind::Str, true), KEY],
+    ),
+    (
+        "PostQuantumCryptoVerify",
+        "Check a Dilithium signature of a message.",
+        &[
+            KEY,
+            ("SignatureValue", Kind::Str, true),
+            ("Message", Kind::Str, true),
+        ],
+    ),
+    (
+        "ImportDataKey",
+        "Host a data key: ImportType 1 (a CiphertextBlob of GenerateDataKey) or 2 (base64 plaintext, sealed under KeyId).",
+        &[
+            ("DataKeyName", Kind::Str, true),
+            ("ImportKeyMaterial", Kind::Str, true),
+            ("ImportType", Kind::Int, true),
+            ("Description", Kind::Str, false),
+            ("KeyId", Kind::Str, false),
+            ("Tags", Kind::Json, false),
+        ],
+    ),
+    ("DescribeDataKey", "Show a hosted data key's metadata.", &[DATA_KEY]),
+    (
+        "DescribeDataKeys",
+        "Show the metadata of up to 100 hosted data keys.",
+        &[("DataKeyIds", Kind::Json, true)],
+    ),
+    (
+        "ListDataKeys",
+        "List hosted data key ids.",
+        &[
+            ("Offset", Kind::Int, false),
+            ("Limit", Kind::Int, false),
+            ("Role", Kind::Int, false),
+        ],
+    ),
+    (
+        "ListDataKeyDetail",
+        "List hosted data keys with metadata and filters.",
+        &[
+            ("Offset", Kind::Int, false),
+            ("Limit", Kind::Int, false),
+            ("Role", Kind::Int, false),
+            ("OrderType", Kind::Int, false),
+            ("KeyState", Kind::Int, false),
+            ("SearchKeyAlias", Kind::Str, false),
+            ("Origin", Kind::Str, false),
+            ("KeyId", Kind::Str, false),
+            ("DataKeyLen", Kind::Int, false),
+            ("TagFilters", Kind::Json, false),
+        ],
+    ),
+    ("EnableDataKey", "Enable a hosted data key.", &[DATA_KEY]),
+    (
+        "EnableDataKeys",
+        "Enable up to 100 hosted data keys, all or none.",
+        &[("DataKeyIds", Kind::Json, true)],
+    ),
+    ("DisableDataKey", "Disable a hosted data key.", &[DATA_KEY]),
+    (
+        "DisableDataKeys",
+        "Disable up to 100 hosted data keys, all or none.",
+        &[("DataKeyIds", Kind::Json, true)],
+    ),
+    (
+        "GetDataKeyCiphertextBlob",
+        "Show a hosted data key's CiphertextBlob.",
+        &[DATA_KEY],
+    ),
+    (
+        "GetDataKeyPlaintext",
+        "Show a hosted data key (base64), or it encrypted to EncryptionPublicKey.",
+        &[
+            DATA_KEY,
+            ("EncryptionPublicKey", Kind::Str, false),
+            ("EncryptionAlgorithm", Kind::Str, false),
+        ],
+    ),
+    (
+        "ScheduleDataKeyDeletion",
+        "Delete a hosted data key after 7-30 days.",
+        &[DATA_KEY, ("PendingWindowInDays", Kind::Int, true)],
+    ),
+    (
+        "CancelDataKeyDeletion",
+        "Cancel a data key's scheduled deletion (it stays disabled).",
+        &[DATA_KEY],
+    ),
+    (
+        "UpdateDataKeyName",
+        "Rename a hosted data key.",
+        &[DATA_KEY, ("DataKeyName", Kind::Str, true)],
+    ),
+    (
+        "UpdateDataKeyDescription",
+        "Change a hosted data key's description.",
+        &[DATA_KEY, ("Description", Kind::Str, true)],
+    ),
 ];
 
 fn usage() -> String {
