@@ -9,11 +9,15 @@
 //! ```
 //!
 //! - [`tc3`]: the request signature, signing and verification.
+//! - [`acs`]: the Alibaba Cloud KMS API's two request signatures (ACS3-HMAC-SHA256, RPC
+//!   HMAC-SHA1 v1), verification with nonce-replay and 15-minute clock checks; not yet
+//!   wired into [`server`].
 //! - [`principals`]: SecretId/SecretKey pairs, rights (actions, keys) and rate limits.
 //! - [`server`]: the HTTP(S) server; always HTTP 200, `Content-Type: application/json`,
 //!   `{"Response":{…,"RequestId"}}` or `{"Response":{"Error":{"Code","Message"},"RequestId"}}`.
 //! - [`client`]: [`RemoteKms`], a [`crate::Kms`] over HTTP with bounded exponential backoff.
 
+pub mod acs;
 pub mod client;
 pub mod failover;
 pub mod principals;
