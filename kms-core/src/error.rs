@@ -140,7 +140,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const TABLE: &'static [(ErrorCode, &'static str)] = &[
+    pub(crate) const TABLE: &'static [(ErrorCode, &'static str)] = &[
         (
             ErrorCode::AuthInvalidAuthorization,
             "AuthFailure.InvalidAuthorization",

@@ -28,6 +28,7 @@ use crate::store::{
 };
 use crate::{CallContext, DataKey, EncryptionContext, ErrorCode, Kms, KmsError, KmsResult};
 
+pub mod aliyun;
 pub mod data_keys;
 pub mod pqc;
 
