@@ -154,4 +154,26 @@ pub trait Kms: Send + Sync {
     fn audit_refusal(&self, ctx: &CallContext, action: &str, key_id: &str, error: &KmsError) {
         let _ = (ctx, action, key_id, error);
     }
+
+    /// Runs `action` of the Alibaba Cloud KMS API (2016-01-20) with its business
+    /// parameters (query ∪ form body, decoded), and returns the response's fields
+    /// without `RequestId`.
+    ///
+    /// The default refuses: only the embedded service speaks Alibaba's API (a server in
+    /// front of a remote KMS forwards Tencent calls only).
+    ///
+    /// # Errors
+    /// A [`KmsError`]; `service::aliyun::wire_error` gives its Alibaba code and status.
+    fn call_aliyun(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        params: &[(String, String)],
+    ) -> KmsResult<serde_json::Value> {
+        let _ = (ctx, params);
+        Err(KmsError::new(
+            ErrorCode::UnsupportedOperation,
+            format!("{action}: this KMS does not serve the Alibaba Cloud API"),
+        ))
+    }
 }

@@ -322,24 +322,37 @@ impl Principals {
         Principals::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// One unrestricted principal from `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`.
+    /// Unrestricted principals from the clouds' own variables: a Tencent SecretId from
+    /// `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`, an Alibaba AccessKey from
+    /// `ALIBABA_CLOUD_ACCESS_KEY_ID` / `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, or both. A
+    /// principal is a credential pair whatever the API: either pair signs requests of
+    /// either cloud's API.
     ///
     /// # Errors
-    /// Either variable is unset or empty.
+    /// Neither pair is set.
     pub fn from_env() -> Result<Principals, String> {
-        let id = std::env::var("TENCENTCLOUD_SECRET_ID").unwrap_or_default();
-        let key =
-            zeroize::Zeroizing::new(std::env::var("TENCENTCLOUD_SECRET_KEY").unwrap_or_default());
-        if id.is_empty() || key.is_empty() {
+        let mut list = Vec::new();
+        for (id_var, key_var) in [
+            ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"),
+            (
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            ),
+        ] {
+            let id = std::env::var(id_var).unwrap_or_default();
+            let key = zeroize::Zeroizing::new(std::env::var(key_var).unwrap_or_default());
+            if !id.is_empty() && !key.is_empty() {
+                list.push(Principal::unrestricted(id, SecretKey::new(key.as_str())));
+            }
+        }
+        if list.is_empty() {
             return Err(
-                "no principals: give --config FILE or set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"
+                "no principals: give --config FILE or set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY \
+                 (or ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET)"
                     .into(),
             );
         }
-        Ok(Principals::new([Principal::unrestricted(
-            id,
-            SecretKey::new(key.as_str()),
-        )]))
+        Ok(Principals::new(list))
     }
 }
 

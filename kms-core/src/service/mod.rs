@@ -3251,6 +3251,15 @@ impl Kms for KmsService {
         self.dispatch(ctx, action, params)
     }
 
+    fn call_aliyun(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        params: &[(String, String)],
+    ) -> KmsResult<Value> {
+        KmsService::call_aliyun(self, ctx, action, params)
+    }
+
     fn audit_refusal(&self, ctx: &CallContext, action: &str, key_id: &str, error: &KmsError) {
         // The line is written the way `audited` writes a failed call.
         let _ = self.audited::<()>(ctx, action, key_id, |_| Err(error.clone()));

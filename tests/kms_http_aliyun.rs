@@ -1,0 +1,130 @@
+//! The Alibaba Cloud KMS API (2016-01-20) of `kmsfs kms serve`, driven by the real
+//! Alibaba clients from PyPI on 127.0.0.1: `alibabacloud-kms20160120` with its default
+//! ACS3-HMAC-SHA256 signatures and with `signature_algorithm='v2'` (RPC HMAC-SHA1), and
+//! `aliyun-python-sdk-kms` on `aliyun-python-sdk-core` (RPC HMAC-SHA1). One server, one
+//! key store, both clouds' APIs: keys cross from one API to the other both ways.
+#![allow(clippy::unwrap_used)]
+
+mod kms_http_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use kms_http_support::{count_requests, require_program, ServerProc, SECRET_ID, SECRET_KEY};
+use serde_json::Value;
+
+const AK: &str = "LTAIkmsfsTestAccessKey";
+const AK_SECRET: &str = "kmsfs-test-aliyun-access-key-secret";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require_aliyun_sdks() {
+    require_program("python3");
+    require_program("openssl");
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import alibabacloud_kms20160120.client, aliyunsdkkms, aliyunsdkcore",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the Alibaba Cloud SDKs are not installed: run scripts/install-kms-clients.sh"
+    );
+}
+
+/// `kmsfs --kms URL kms ACTION ARGS…` through the Tencent API; its JSON.
+fn tencent(server: &ServerProc, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
+        .arg("--kms")
+        .arg(&server.url)
+        .arg("kms")
+        .args(args)
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kmsfs kms {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn start(dir: &Path) -> ServerProc {
+    ServerProc::start_env(
+        "127.0.0.1:0",
+        &dir.join("store"),
+        None,
+        &dir.join("server.log"),
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
+        ],
+    )
+}
+
+#[test]
+fn the_alibaba_seeds_through_both_alibaba_sdks_and_keys_across_the_two_apis() {
+    require_aliyun_sdks();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start(tmp.path());
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    // A key made through the Tencent API, to be used through Alibaba's.
+    let tk = tencent(&server, &["CreateKey", "--Alias", "made-by-tencent"]);
+    let tk = tk["KeyId"].as_str().unwrap().to_owned();
+    for mode in ["tea", "tea-v2", "core"] {
+        let work = tmp.path().join(mode);
+        std::fs::create_dir_all(&work).unwrap();
+        let out = Command::new("python3")
+            .arg(repo().join("tests/clients/aliyun_seeds.py"))
+            .arg(mode)
+            .env("KMS_PORT", &port)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+            .env("TENCENT_KEY_ID", &tk)
+            .env("WORKDIR", &work)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("ALIYUN OK {mode}")),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The other way: what Alibaba's API sealed under the Tencent-made key opens
+        // through Tencent's, and a key Alibaba's API made is described by Tencent's.
+        let blob = std::fs::read_to_string(work.join("from_aliyun.blob")).unwrap();
+        let d = tencent(&server, &["Decrypt", "--CiphertextBlob", blob.trim()]);
+        assert_eq!(
+            d["Plaintext"].as_str().unwrap(),
+            "bWFkZSBieSB0ZW5jZW50LCB1c2VkIGJ5IGFsaWJhYmE="
+        );
+        let ak_key = std::fs::read_to_string(work.join("aliyun_key.txt")).unwrap();
+        let md = tencent(&server, &["DescribeKey", "--KeyId", ak_key.trim()]);
+        assert_eq!(md["KeyMetadata"]["KeyUsage"], "ENCRYPT_DECRYPT", "{md}");
+        assert_eq!(md["KeyMetadata"]["Description"], "after", "{md}");
+        let e = tencent(
+            &server,
+            &["Encrypt", "--KeyId", ak_key.trim(), "--Plaintext", "eA=="],
+        );
+        assert!(e["CiphertextBlob"].as_str().is_some());
+    }
+    // Counted from the server's request log: the AsymmetricDecrypt calls (three per client)
+    // and the refusals (a refused signature names no principal).
+    let log = server.log_lines();
+    assert_eq!(count_requests(&log, "AsymmetricDecrypt", AK, "OK"), 9);
+    assert_eq!(
+        count_requests(&log, "DescribeKey", "", "SignatureNonceUsed"),
+        3
+    );
+    assert_eq!(count_requests(&log, "Encrypt", AK, "Rejected.Disabled"), 3);
+    // No plaintext in the server's log.
+    let text = log.join("\n");
+    assert!(!text.contains("aGVsbG8sIGFsaWJhYmE=") && !text.contains("this is plaintext"));
+}
