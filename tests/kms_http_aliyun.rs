@@ -128,3 +128,56 @@ fn the_alibaba_seeds_through_both_alibaba_sdks_and_keys_across_the_two_apis() {
     let text = log.join("\n");
     assert!(!text.contains("aGVsbG8sIGFsaWJhYmE=") && !text.contains("this is plaintext"));
 }
+
+/// Seed 001 as written, with `kmsfs kms --api aliyun` in place of `aliyun kms` (both
+/// `--Param=value` and `--Param value`), on the embedded KMS; the output is the aliyun
+/// CLI's tab-indented JSON, and an error the aliyun CLI's `ERROR:` lines with exit 1.
+#[test]
+fn kmsfs_kms_api_aliyun_runs_seed_001_as_written() {
+    require_program("openssl");
+    require_program("python3");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+set -euo pipefail
+aliyun_kms() { "$KMSFS" --kms "$STORE" kms --api aliyun "$@"; }
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+KEY=$(aliyun_kms CreateKey --KeySpec=RSA_2048 --KeyUsage=ENCRYPT/DECRYPT --ProtectionLevel=HSM | python3 -c 'import json,sys; print(json.load(sys.stdin)["KeyMetadata"]["KeyId"])')
+VER=$(aliyun_kms ListKeyVersions --KeyId="$KEY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["KeyVersions"]["KeyVersion"][0]["KeyVersionId"])')
+aliyun_kms GetPublicKey --KeyId="$KEY" --KeyVersionId="$VER" > getpublickey.json
+grep -q "$(printf '^\t"PublicKey": ')" getpublickey.json
+field PublicKey < getpublickey.json > rsa_publickey.pub
+echo "this is plaintext" > plaintext-file.txt
+openssl pkeyutl -encrypt -in plaintext-file.txt \
+  -inkey rsa_publickey.pub -pubin \
+  -pkeyopt rsa_padding_mode:oaep \
+  -pkeyopt rsa_oaep_md:sha256 \
+  -pkeyopt rsa_mgf1_md:sha256 \
+  -out plaintext-file.enc
+CT=$(openssl base64 -A -in plaintext-file.enc)
+aliyun_kms AsymmetricDecrypt \
+  --KeyId "$KEY" \
+  --KeyVersionId "$VER" \
+  --Algorithm RSAES_OAEP_SHA_256 \
+  --CiphertextBlob "$CT" | field Plaintext | openssl base64 -d > decrypted.txt
+cmp decrypted.txt plaintext-file.txt
+echo "OK seed-001"
+if aliyun_kms DescribeKey --KeyId=00000000-0000-4000-8000-000000000000 2>err.txt; then exit 1; fi
+grep -q '^ErrorCode: Forbidden.KeyNotFound$' err.txt
+echo "OK error"
+"#;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(tmp.path())
+        .env("KMSFS", env!("CARGO_BIN_EXE_kmsfs"))
+        .env("STORE", tmp.path().join("store"))
+        .env_remove("KMSFS_KMS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK seed-001") && stdout.contains("OK error"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
