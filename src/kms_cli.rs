@@ -563,7 +563,7 @@ fn verify_audit(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         Some(p) => std::path::PathBuf::from(p),
         None => {
             let dir = match kms {
-                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some(u) if kms_core::is_remote_url(u) => {
                     anyhow::bail!("verify-audit reads a local store; give the log's path")
                 }
                 Some(d) if !d.is_empty() => std::path::PathBuf::from(d),

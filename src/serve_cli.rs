@@ -75,7 +75,7 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         .try_init();
 
     if let Some(spec) = args.store.as_deref().or(kms) {
-        if spec.starts_with("http://") || spec.starts_with("https://") {
+        if kms_core::is_remote_url(spec) {
             bail!("kmsfs kms serve needs a key-store directory as --kms / KMSFS_KMS, not a URL ({spec})");
         }
     }

@@ -116,17 +116,19 @@ impl VolumeConfig {
 /// The KMS hint of a host-given KMS spec.
 pub fn kms_hint(spec: Option<&str>) -> String {
     match spec {
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.to_owned(),
+        Some(u) if kms_core::is_remote_url(u) => u.to_owned(),
         _ => "embedded".to_owned(),
     }
 }
 
 /// Whether a volume made with KMS hint `made` may be used with the host's KMS hint
-/// `host`: the same, or (servers of one key set, `URL,URL,…`) sharing an endpoint.
+/// `host`: the same, or (servers of one key set, `URL,URL,…`) sharing an endpoint,
+/// whichever API each names it in (`aliyun+http://h` and `http://h` are one server).
 pub fn kms_hint_matches(made: &str, host: &str) -> bool {
     let urls = |h: &str| -> Vec<String> {
         h.split(',')
-            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .map(|u| u.trim().trim_end_matches('/'))
+            .map(|u| u.strip_prefix("aliyun+").unwrap_or(u).to_owned())
             .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .collect()
     };

@@ -23,8 +23,18 @@ pub fn default_store_dir() -> KmsResult<PathBuf> {
     }
 }
 
+/// Whether a `--kms` spec names a KMS server: `http(s)://…` (the Tencent API) or
+/// `aliyun+http(s)://…` (the Alibaba Cloud API), one endpoint or a `,`-separated list.
+pub fn is_remote_url(spec: &str) -> bool {
+    let s = spec
+        .strip_prefix(crate::http::client::ALIYUN_SCHEME_PREFIX)
+        .unwrap_or(spec);
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
 /// Opens the KMS `spec` names: `None` → the embedded store in
-/// [`default_store_dir`]; `http://…` or `https://…` → a remote KMS server, and
+/// [`default_store_dir`]; `http://…` or `https://…` → a remote KMS server in the
+/// Tencent API, `aliyun+http(s)://…` → one in the Alibaba Cloud API, and
 /// `URL,URL,…` → several servers of one key set with failover
 /// ([`crate::http::FailoverKms`]); `postgres://…` → the store in that PostgreSQL
 /// database (`store_pg.rs`; root key and audit log under [`default_store_dir`]); any
@@ -33,19 +43,15 @@ pub fn default_store_dir() -> KmsResult<PathBuf> {
 /// # Errors
 /// The store's open errors; for a URL, `InvalidParameter` when no credentials are
 /// found (`KMSFS_KMS_CREDENTIALS` names a credentials file, else
-/// `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`; see
+/// `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`, or for `aliyun+` URLs
+/// `ALIBABA_CLOUD_ACCESS_KEY_ID` / `ALIBABA_CLOUD_ACCESS_KEY_SECRET`; see
 /// [`crate::http::RemoteConfig::from_env`]).
 pub fn connect(spec: Option<&str>) -> KmsResult<Arc<dyn Kms>> {
     match spec {
-        Some(urls)
-            if (urls.starts_with("http://") || urls.starts_with("https://"))
-                && crate::http::failover::is_endpoint_list(urls) =>
-        {
+        Some(urls) if is_remote_url(urls) && crate::http::failover::is_endpoint_list(urls) => {
             Ok(Arc::new(crate::http::FailoverKms::from_env(urls)?))
         }
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            Ok(Arc::new(crate::http::RemoteKms::from_env(url)?))
-        }
+        Some(url) if is_remote_url(url) => Ok(Arc::new(crate::http::RemoteKms::from_env(url)?)),
         Some(url) if crate::store::is_postgres_url(url) => Ok(Arc::new(KmsService::open_pg(
             url,
             &default_store_dir()?,

@@ -64,7 +64,7 @@ pub mod pqc;
 pub mod service;
 pub mod store;
 
-pub use connect::{connect, default_store_dir};
+pub use connect::{connect, default_store_dir, is_remote_url};
 pub use envelope::{DataKey, EncryptionContext};
 pub use error::{ErrorCode, KmsError, KmsResult};
 pub use service::{KmsOptions, KmsService};

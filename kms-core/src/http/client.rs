@@ -147,13 +147,21 @@ impl RemoteConfig {
         if let Some(path) = std::env::var_os(CREDENTIALS_ENV).filter(|p| !p.is_empty()) {
             return RemoteConfig::from_file(endpoint, Path::new(&path));
         }
-        let id = std::env::var("TENCENTCLOUD_SECRET_ID").unwrap_or_default();
-        let key =
-            zeroize::Zeroizing::new(std::env::var("TENCENTCLOUD_SECRET_KEY").unwrap_or_default());
+        // An Alibaba-dialect endpoint takes the Alibaba SDKs' own variables.
+        let (id_var, key_var) = if endpoint.starts_with(ALIYUN_SCHEME_PREFIX) {
+            (
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            )
+        } else {
+            ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY")
+        };
+        let id = std::env::var(id_var).unwrap_or_default();
+        let key = zeroize::Zeroizing::new(std::env::var(key_var).unwrap_or_default());
         if id.is_empty() || key.is_empty() {
             return Err(config_error(format!(
                 "no credentials for the KMS at {endpoint}: set {CREDENTIALS_ENV} to a credentials file, \
-                 or TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"
+                 or {id_var} and {key_var}"
             )));
         }
         let mut cfg = RemoteConfig::new(endpoint, &id, SecretKey::new(key.as_str()));
@@ -202,12 +210,25 @@ impl RemoteConfig {
     }
 }
 
-/// The KMS at an `http(s)://` URL.
+/// The API a remote KMS is spoken to in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Tencent Cloud API 3.0 (TC3-HMAC-SHA256): `http(s)://`.
+    Tencent,
+    /// Alibaba Cloud KMS 2016-01-20 (ACS3-HMAC-SHA256): `aliyun+http(s)://`.
+    Aliyun,
+}
+
+/// The prefix of an endpoint spoken to in the Alibaba Cloud API.
+pub const ALIYUN_SCHEME_PREFIX: &str = "aliyun+";
+
+/// The KMS at an `http(s)://` (Tencent API) or `aliyun+http(s)://` (Alibaba API) URL.
 pub struct RemoteKms {
     config: RemoteConfig,
     url: String,
-    host: String,
-    agent: ureq::Agent,
+    pub(crate) host: String,
+    pub(crate) agent: ureq::Agent,
+    dialect: Dialect,
 }
 
 impl fmt::Debug for RemoteKms {
@@ -233,8 +254,11 @@ impl RemoteKms {
     /// # Errors
     /// `InvalidParameter` for a URL that is not `http(s)://HOST[:PORT]` or an unusable CA file.
     pub fn new(config: RemoteConfig) -> KmsResult<RemoteKms> {
-        let (scheme, rest) = config
-            .endpoint
+        let (dialect, endpoint) = match config.endpoint.strip_prefix(ALIYUN_SCHEME_PREFIX) {
+            Some(e) => (Dialect::Aliyun, e.to_owned()),
+            None => (Dialect::Tencent, config.endpoint.clone()),
+        };
+        let (scheme, rest) = endpoint
             .split_once("://")
             .ok_or_else(|| config_error(format!("{} is not an http(s):// URL", config.endpoint)))?;
         let scheme = scheme.to_ascii_lowercase();
@@ -284,6 +308,7 @@ impl RemoteKms {
             url,
             host,
             agent,
+            dialect,
         })
     }
 
@@ -300,7 +325,22 @@ impl RemoteKms {
         &self.url
     }
 
+    /// The API this client speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub(crate) fn secret(&self) -> (&str, &SecretKey) {
+        (&self.config.secret_id, &self.config.secret_key)
+    }
+
     fn attempt(&self, ctx: &CallContext, action: &str, body: &[u8], timeout: Duration) -> Attempt {
+        if self.dialect == Dialect::Aliyun {
+            return match super::aliyun_client::attempt(self, action, body, timeout) {
+                Ok(r) => Attempt::Done(r),
+                Err((msg, retryable)) => Attempt::Transport(msg, retryable),
+            };
+        }
         let timestamp = tc3::unix_now();
         let content_type = "application/json";
         let authorization = tc3::sign_post(
@@ -409,6 +449,28 @@ pub fn parse_response(bytes: &[u8]) -> KmsResult<Value> {
 }
 
 impl Kms for RemoteKms {
+    fn call_aliyun(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        params: &[(String, String)],
+    ) -> KmsResult<Value> {
+        if self.dialect != Dialect::Aliyun {
+            return Err(KmsError::new(
+                ErrorCode::UnsupportedOperation,
+                format!(
+                    "{action}: {} is spoken to in the Tencent API; name it aliyun+{} for the Alibaba API",
+                    self.url, self.url
+                ),
+            ));
+        }
+        let map: serde_json::Map<String, Value> = params
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        self.call(ctx, action, &Value::Object(map))
+    }
+
     fn call(&self, ctx: &CallContext, action: &str, params: &Value) -> KmsResult<Value> {
         let body = zeroize::Zeroizing::new(serde_json::to_vec(params).map_err(|_| {
             KmsError::new(ErrorCode::InvalidParameter, "the parameters are not JSON")

@@ -18,6 +18,7 @@
 //! - [`client`]: [`RemoteKms`], a [`crate::Kms`] over HTTP with bounded exponential backoff.
 
 pub mod acs;
+mod aliyun_client;
 pub mod client;
 pub mod failover;
 pub mod principals;
