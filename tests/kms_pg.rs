@@ -564,3 +564,142 @@ fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
     );
     drop(mount);
 }
+
+impl PgCluster {
+    /// Runs one SQL statement with psql (over TCP, as `postgres`); returns its output.
+    fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// `kmsfs kms ARGS` with `env`, no KMS environment inherited; returns (exit code, stdout, stderr).
+fn kmsfs_kms(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
+        .arg("kms")
+        .args(args)
+        .env_remove("KMSFS_KMS")
+        .env_remove("KMSFS_KMS_STORE")
+        .env_remove("KMSFS_KMS_ROOT_KEY")
+        .env_remove("KMSFS_KMS_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn two_servers_write_one_audit_chain_in_the_database_and_tampering_is_found() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 25;
+    let p = pair();
+    let url = p.pg.url();
+    let admin = client(&p.a.url);
+    let key = admin
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "audited" }))
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Half the clients on A, half on B, all at once.
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let server = if t % 2 == 0 { &p.a.url } else { &p.b.url };
+            let key = &key;
+            s.spawn(move || {
+                let k = client(server);
+                for _ in 0..ROUNDS {
+                    let dk = k
+                        .call(
+                            &ctx(),
+                            "GenerateDataKey",
+                            &json!({ "KeyId": key, "KeySpec": "AES_256" }),
+                        )
+                        .unwrap();
+                    k.call(
+                        &ctx(),
+                        "Decrypt",
+                        &json!({ "CiphertextBlob": dk["CiphertextBlob"] }),
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let lines = 1 + THREADS * ROUNDS * 2;
+    // Every call is one line of one chain: seq 1..n, from both servers.
+    assert_eq!(
+        p.pg.psql("SELECT count(*), min(seq), max(seq) FROM kmsfs_audit")
+            .trim(),
+        format!("{lines}|1|{lines}")
+    );
+    let actions = p.pg.psql(
+        "SELECT convert_from(line, 'UTF8')::json->>'action', count(*) FROM kmsfs_audit GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        actions.trim(),
+        format!(
+            "CreateKey|1\nDecrypt|{n}\nGenerateDataKey|{n}",
+            n = THREADS * ROUNDS
+        )
+    );
+    // No server wrote a local audit.log.
+    assert!(!p._tmp.path().join("a/kmsfs/kms/audit.log").exists());
+    assert!(!p._tmp.path().join("b/kmsfs/kms/audit.log").exists());
+
+    let intact = format!("{lines} lines, hash chain intact");
+    let (code, out, err) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&intact), "{out}");
+    // KMSFS_KMS_STORE names the database as well.
+    let (code, out, _) = kmsfs_kms(&["verify-audit"], &[("KMSFS_KMS_STORE", &url)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&intact), "{out}");
+
+    // An edited line breaks the chain at the next line.
+    let edit = |from: &str, to: &str| {
+        p.pg.psql(&format!(
+            "UPDATE kmsfs_audit SET line = convert_to(replace(convert_from(line, 'UTF8'), '{from}', '{to}'), 'UTF8') WHERE seq = 10"
+        ))
+    };
+    edit("\"outcome\":\"Success\"", "\"outcome\":\"Failure\"");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("broken at seq 11"), "{out}");
+    edit("\"outcome\":\"Failure\"", "\"outcome\":\"Success\"");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 0, "restored: {out}");
+    // The last line deleted: the head row still names it.
+    p.pg.psql(&format!("DELETE FROM kmsfs_audit WHERE seq = {lines}"));
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("chain head"), "{out}");
+    // A line in the middle deleted: the seq is missing.
+    p.pg.psql("DELETE FROM kmsfs_audit WHERE seq = 20");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("seq 20 is missing"), "{out}");
+}
