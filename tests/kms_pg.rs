@@ -703,3 +703,81 @@ fn two_servers_write_one_audit_chain_in_the_database_and_tampering_is_found() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("seq 20 is missing"), "{out}");
 }
+
+#[test]
+fn decrypt_in_a_loop_survives_a_postgres_restart() {
+    const CLIENTS: usize = 3;
+    let p = pair();
+    let admin = client(&p.a.url);
+    admin
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "restart" }))
+        .unwrap();
+    let blob = admin
+        .call(
+            &ctx(),
+            "Encrypt",
+            &json!({ "KeyId": "alias/restart", "Plaintext": "aGVsbG8=" }),
+        )
+        .unwrap()["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let restarted = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::<String>::new());
+    let (before, after) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for t in 0..CLIENTS {
+            let (restarted, stop, failures, before, after, blob) =
+                (&restarted, &stop, &failures, &before, &after, &blob);
+            let server = p.a.url.clone();
+            s.spawn(move || {
+                // One server; the client's default retry budget (6 attempts, 10 s).
+                let k = client(&server);
+                while !stop.load(Ordering::SeqCst) {
+                    let was_restarted = restarted.load(Ordering::SeqCst);
+                    match k.call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob })) {
+                        Ok(v) => {
+                            assert_eq!(v["Plaintext"], "aGVsbG8=");
+                            if was_restarted {
+                                after.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                before.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("client {t}: {e}")),
+                    }
+                }
+            });
+        }
+        while before.load(Ordering::SeqCst) < 20 * CLIENTS {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        p.pg.pg_ctl("restart");
+        restarted.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        while after.load(Ordering::SeqCst) < 20 * CLIENTS
+            && t.elapsed() < std::time::Duration::from_secs(30)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "calls failed beyond the client's retries: {failures:#?}"
+    );
+    assert!(after.load(Ordering::SeqCst) >= 20 * CLIENTS);
+    // The database really went away under the clients: the server answered some of
+    // their attempts InternalError (which they retried), then served them again on a
+    // connection it made by itself.
+    let log = p.a.log_lines();
+    let refused = kms_http_support::count_requests(&log, "Decrypt", SECRET_ID, "InternalError");
+    assert!(
+        refused > 0,
+        "no Decrypt met the restart (was the database restarted?)"
+    );
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &p.pg.url()], &[]);
+    assert_eq!(code, 0, "{out}");
+}
