@@ -258,7 +258,9 @@ fn usage() -> String {
     s.push_str("  serve                  Run the KMS as a Tencent Cloud API 3.0 HTTP server.\n");
     s.push_str(
         "  verify-audit [LOG] [--store DIR|postgres://…]\n\
-         \x20                        Check the audit log's hash chain (default: the store's).\n",
+         \x20                        Check the audit log's hash chain (default: the store's).\n\
+         \x20 migrate --from DIR|URL --to DIR|URL [--force]\n\
+         \x20                        Copy a key store and its audit chain, then verify them.\n",
     );
     s.push_str("\nExample: kmsfs kms CreateKey --Alias test\n");
     s
@@ -375,6 +377,9 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
     if matches!(action.as_str(), "--help" | "-h" | "help") {
         print!("{}", usage());
         return Ok(0);
+    }
+    if action == "migrate" {
+        return crate::migrate_cli::run(&args[1..]);
     }
     if action == "verify-audit" {
         return crate::audit_cli::verify_audit(kms, &args[1..]);

@@ -27,6 +27,7 @@ pub mod fsck;
 pub mod fuse;
 pub mod kms_cli;
 pub mod metrics;
+pub mod migrate_cli;
 pub mod mount_helper;
 pub mod names;
 pub mod rewrap;

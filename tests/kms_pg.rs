@@ -781,3 +781,184 @@ fn decrypt_in_a_loop_survives_a_postgres_restart() {
     let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &p.pg.url()], &[]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The key records of the `keys.kms` in `dir` under the root key file `root_key`.
+fn records(dir: &Path, root_key: &Path) -> Vec<kms_core::key::KeyRecord> {
+    let rk = std::fs::read(root_key).unwrap();
+    let root: [u8; 32] = rk[10..].try_into().unwrap();
+    let bytes = std::fs::read(dir.join("keys.kms")).unwrap();
+    kms_core::store::parse_store_file(&root, &bytes).unwrap()
+}
+
+fn audit_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn migrate_a_file_store_to_postgres_and_back_keeps_every_key_and_the_audit_chain() {
+    let pg = PgCluster::start();
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let src_root = src.join("root.key");
+    // A file store with a key in each state, a rotated key, an described key, and
+    // ciphertexts made before the migration.
+    let (k1, k2, k3, blob1, blob2) = {
+        let kms = kms_core::KmsService::open_with(
+            &src,
+            kms_core::KmsOptions {
+                root_key: Some(kms_core::store::RootKeySource::File(src_root.clone())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let c = kms_core::CallContext::local();
+        let call = |a: &str, p: Value| kms.call(&c, a, &p).unwrap();
+        let id = |v: Value| v["KeyId"].as_str().unwrap().to_owned();
+        let k1 = id(call("CreateKey", json!({ "Alias": "app" })));
+        let enc = |k: &str| {
+            call("Encrypt", json!({ "KeyId": k, "Plaintext": "c2VjcmV0" }))["CiphertextBlob"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let blob1 = enc(&k1);
+        call("RotateKey", json!({ "KeyId": k1 }));
+        let blob2 = enc(&k1);
+        let k2 = id(call("CreateKey", json!({ "Alias": "old" })));
+        call("DisableKey", json!({ "KeyId": k2 }));
+        let k3 = id(call("CreateKey", json!({ "Alias": "gone" })));
+        call("DisableKey", json!({ "KeyId": k3 }));
+        call(
+            "ScheduleKeyDeletion",
+            json!({ "KeyId": k3, "PendingWindowInDays": 7 }),
+        );
+        call(
+            "CreateKey",
+            json!({ "Alias": "described", "Description": "a description" }),
+        );
+        (k1, k2, k3, blob1, blob2)
+    };
+    let before = records(&src, &src_root);
+    assert_eq!(before.len(), 4);
+    let src_audit = audit_lines(&src);
+    assert!(src_audit.len() >= 10);
+
+    // File → PostgreSQL.
+    let local = tmp.path().join("local");
+    let local_env = [("XDG_DATA_HOME", local.to_str().unwrap())];
+    let (code, out, err) = kmsfs_kms(
+        &["migrate", "--from", src.to_str().unwrap(), "--to", &url],
+        &local_env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 keys copied and verified"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "audit chain: {} lines, identical, intact",
+            src_audit.len()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("KMSFS_KMS_ROOT_KEY={}", src_root.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("key {k1} alias app Enabled versions 2")),
+        "{out}"
+    );
+    // A second run finds the database holding keys, and refuses without --force.
+    let (code, out, err) = kmsfs_kms(
+        &["migrate", "--from", src.to_str().unwrap(), "--to", &url],
+        &local_env,
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("--force"), "{err}");
+    let (code, out, err) = kmsfs_kms(
+        &[
+            "migrate",
+            "--from",
+            src.to_str().unwrap(),
+            "--to",
+            &url,
+            "--force",
+        ],
+        &local_env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{} lines", src_audit.len())), "{out}");
+
+    // A server on the database decrypts what was encrypted before, and sees each state.
+    std::fs::copy(&src_root, tmp.path().join("root.key")).unwrap();
+    {
+        let server = start_server(&url, tmp.path(), "s");
+        let k = client(&server.url);
+        for blob in [&blob1, &blob2] {
+            let pt = k
+                .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+                .unwrap();
+            assert_eq!(pt["Plaintext"], "c2VjcmV0");
+        }
+        let state = |key: &str| {
+            k.call(&ctx(), "DescribeKey", &json!({ "KeyId": key }))
+                .unwrap()["KeyMetadata"]["KeyState"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(state(&k2), "Disabled");
+        assert_eq!(state(&k3), "PendingDelete");
+    }
+    let server_lines = 4;
+
+    // PostgreSQL → a new directory; the servers' root key (the local default) is
+    // copied into it, so it is a store of its own.
+    let local2 = tmp.path().join("local2");
+    std::fs::create_dir_all(local2.join("kmsfs/kms")).unwrap();
+    std::fs::copy(&src_root, local2.join("kmsfs/kms/root.key")).unwrap();
+    let local2_env = [("XDG_DATA_HOME", local2.to_str().unwrap())];
+    // Not into the source directory: it holds keys.
+    let (code, _, err) = kmsfs_kms(
+        &["migrate", "--from", &url, "--to", src.to_str().unwrap()],
+        &local2_env,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds keys"), "{err}");
+    let dst = tmp.path().join("dst");
+    let (code, out, err) = kmsfs_kms(
+        &["migrate", "--from", &url, "--to", dst.to_str().unwrap()],
+        &local2_env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(dst.join("root.key")).unwrap(),
+        std::fs::read(&src_root).unwrap()
+    );
+    // Every key, version, alias and state as it was; the audit chain as it was, with
+    // the server's lines after it, intact.
+    assert_eq!(records(&dst, &dst.join("root.key")), before);
+    assert_eq!(audit_lines(&src), src_audit);
+    let dst_audit = audit_lines(&dst);
+    assert_eq!(dst_audit.len(), src_audit.len() + server_lines);
+    assert_eq!(dst_audit[..src_audit.len()], src_audit[..]);
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", dst.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{} lines", dst_audit.len())), "{out}");
+
+    // A server on the migrated directory decrypts the ciphertexts made before.
+    let server = ServerProc::start(&dst, None, &tmp.path().join("dst.log"));
+    let k = client(&server.url);
+    for blob in [&blob1, &blob2] {
+        let pt = k
+            .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+            .unwrap();
+        assert_eq!(pt["Plaintext"], "c2VjcmV0");
+    }
+}

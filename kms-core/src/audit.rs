@@ -31,8 +31,8 @@ use crate::crypto;
 
 #[path = "audit_pg.rs"]
 mod pg;
+pub(crate) use pg::{check_rows, PgAuditLog, MIGRATION_AUDIT};
 pub use pg::{db_label, verify_pg, ChainBreak};
-pub(crate) use pg::{PgAuditLog, MIGRATION_AUDIT};
 
 /// One audit record.
 #[derive(Serialize)]

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
 
+use crate::crypto;
 use crate::{ErrorCode, KmsError, KmsResult};
 
 /// The SQL of migration 2 (`store_pg.rs` runs it): the audit table and its head row.
@@ -239,6 +240,51 @@ impl PgAuditLog {
             })
         })
     }
+
+    /// Whether the table holds any line.
+    pub fn is_empty(&self) -> KmsResult<bool> {
+        self.with(|c| {
+            c.query_one("SELECT NOT EXISTS (SELECT 1 FROM kmsfs_audit)", &[])
+                .and_then(|r| r.try_get::<_, bool>(0))
+                .map_err(|e| pg_err(&self.label, "count the audit lines", &e))
+        })
+    }
+
+    /// Replaces the whole chain by `lines` (each the bytes of one line, without its
+    /// newline), verbatim, in one transaction that holds the head row; for `kmsfs kms
+    /// migrate`. The lines are not checked here: the caller verifies the result.
+    pub fn replace_all(&self, lines: &[Vec<u8>]) -> KmsResult<()> {
+        self.with(|c| {
+            let mut tx = c
+                .transaction()
+                .map_err(|e| pg_err(&self.label, "begin", &e))?;
+            tx.batch_execute(
+                "SET LOCAL synchronous_commit = on;
+                 SELECT 1 FROM kmsfs_audit_head WHERE id = 1 FOR UPDATE;
+                 DELETE FROM kmsfs_audit",
+            )
+            .map_err(|e| pg_err(&self.label, "clear the audit table", &e))?;
+            let insert = tx
+                .prepare("INSERT INTO kmsfs_audit (seq, line) VALUES ($1, $2)")
+                .map_err(|e| pg_err(&self.label, "prepare", &e))?;
+            let mut hash = [0u8; 32];
+            let mut prev = [0u8; 32];
+            for (i, line) in lines.iter().enumerate() {
+                let seq = i64::try_from(i + 1).map_err(|_| internal("too many lines"))?;
+                tx.execute(&insert, &[&seq, line])
+                    .map_err(|e| pg_err(&self.label, "insert an audit line", &e))?;
+                prev = hash;
+                hash = crypto::sha256(line);
+            }
+            let n = i64::try_from(lines.len()).map_err(|_| internal("too many lines"))?;
+            tx.execute(
+                "UPDATE kmsfs_audit_head SET seq = $1, hash = $2, prev = $3 WHERE id = 1",
+                &[&n, &&hash[..], &&prev[..]],
+            )
+            .map_err(|e| pg_err(&self.label, "write the chain head", &e))?;
+            tx.commit().map_err(|e| pg_err(&self.label, "commit", &e))
+        })
+    }
 }
 
 /// What [`verify_pg`] found wrong, at which `seq`.
@@ -299,7 +345,7 @@ pub fn verify_pg(url: &str) -> KmsResult<Result<u64, ChainBreak>> {
 }
 
 /// The checks of [`verify_pg`] on rows already read.
-fn check_rows(rows: &Rows) -> Result<u64, ChainBreak> {
+pub(crate) fn check_rows(rows: &Rows) -> Result<u64, ChainBreak> {
     let mut chain = super::ChainVerifier::default();
     let mut last = 0i64;
     for (seq, line) in &rows.lines {

@@ -60,6 +60,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod key;
+pub mod migrate;
 pub mod service;
 pub mod store;
 

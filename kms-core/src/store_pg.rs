@@ -31,6 +31,9 @@ use super::{
     FileId, Header, KeyRecord, KmsResult, RootKeySource, Snapshot, Store, Txn, ROOT_KEY_FILE,
 };
 
+#[path = "store_migrate.rs"]
+mod migration;
+
 /// The schema version this crate's migrations reach.
 pub const PG_SCHEMA_VERSION: i32 = 2;
 
