@@ -707,7 +707,7 @@ fn two_servers_write_one_audit_chain_in_the_database_and_tampering_is_found() {
 #[test]
 fn decrypt_in_a_loop_survives_a_postgres_restart() {
     const CLIENTS: usize = 3;
-    let p = pair();
+    let mut p = pair();
     let admin = client(&p.a.url);
     admin
         .call(&ctx(), "CreateKey", &json!({ "Alias": "restart" }))
@@ -778,6 +778,10 @@ fn decrypt_in_a_loop_survives_a_postgres_restart() {
         refused > 0,
         "no Decrypt met the restart (was the database restarted?)"
     );
+    // SIGTERM stops it cleanly (exit 0), its database connections closed off the
+    // server's runtime.
+    assert_eq!(p.a.terminate(std::time::Duration::from_secs(15)), Some(0));
+    assert_eq!(p.b.terminate(std::time::Duration::from_secs(15)), Some(0));
     let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &p.pg.url()], &[]);
     assert_eq!(code, 0, "{out}");
 }

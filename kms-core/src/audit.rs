@@ -31,7 +31,7 @@ use crate::crypto;
 
 #[path = "audit_pg.rs"]
 mod pg;
-pub(crate) use pg::{check_rows, PgAuditLog, MIGRATION_AUDIT};
+pub(crate) use pg::{check_rows, drop_client, PgAuditLog, MIGRATION_AUDIT};
 pub use pg::{db_label, verify_pg, ChainBreak};
 
 /// One audit record.

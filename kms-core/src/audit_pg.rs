@@ -78,6 +78,16 @@ fn pg_err(label: &str, what: &str, e: &postgres::Error) -> KmsError {
     internal(format!("audit log ({label}): {what}: {e}"))
 }
 
+/// Drops a connection on a thread of its own. `postgres::Client` drives its own tokio
+/// runtime, and dropping it on a thread that runs another runtime (the HTTP server's,
+/// when it drops the service at shutdown) panics, which aborts the process.
+pub(crate) fn drop_client(client: &Mutex<Option<Client>>) {
+    let c = client.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(c) = c {
+        let _ = std::thread::spawn(move || drop(c)).join();
+    }
+}
+
 /// The audit table as read: `(seq, line)` in `seq` order, and the head row.
 pub(crate) struct Rows {
     pub lines: Vec<(i64, Vec<u8>)>,
@@ -90,6 +100,12 @@ pub(crate) struct PgAuditLog {
     config: Result<Config, String>,
     label: String,
     client: Mutex<Option<Client>>,
+}
+
+impl Drop for PgAuditLog {
+    fn drop(&mut self) {
+        drop_client(&self.client);
+    }
 }
 
 impl std::fmt::Debug for PgAuditLog {

@@ -67,6 +67,12 @@ pub(crate) struct PgStore {
     client: Mutex<Option<Client>>,
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        crate::audit::drop_client(&self.client);
+    }
+}
+
 impl PgStore {
     fn connect(url: &str) -> KmsResult<PgStore> {
         let mut config = Config::from_str(url)
