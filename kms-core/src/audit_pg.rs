@@ -385,3 +385,69 @@ pub(crate) fn check_rows(rows: &Rows) -> Result<u64, ChainBreak> {
     }
     Ok(chain.lines())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A chain of `n` lines as the database would hold it, and its head.
+    fn chain(n: usize) -> Rows {
+        let mut prev = [0u8; 32];
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let line = format!(
+                "{{\"action\":\"Decrypt\",\"request_id\":\"r{i}\",\"prev\":\"{}\"}}",
+                crate::crypto::hex(&prev)
+            )
+            .into_bytes();
+            prev = crate::crypto::sha256(&line);
+            lines.push((i as i64 + 1, line));
+        }
+        Rows {
+            head_seq: n as i64,
+            head_hash: prev.to_vec(),
+            lines,
+        }
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_each_kind_of_damage_is_named() {
+        assert_eq!(check_rows(&chain(0)), Ok(0));
+        assert_eq!(check_rows(&chain(5)), Ok(5));
+
+        let mut edited = chain(5);
+        edited.lines[1].1[12] ^= 1;
+        assert_eq!(check_rows(&edited), Err(ChainBreak::Prev { seq: 3 }));
+
+        let mut gap = chain(5);
+        gap.lines.remove(2);
+        assert_eq!(
+            check_rows(&gap),
+            Err(ChainBreak::Gap {
+                expected: 3,
+                found: 4
+            })
+        );
+
+        let mut tail = chain(5);
+        tail.lines.pop();
+        assert_eq!(
+            check_rows(&tail),
+            Err(ChainBreak::Head {
+                head_seq: 5,
+                last_seq: 4
+            })
+        );
+
+        // The last line edited: nothing after it, but the head keeps its hash.
+        let mut last = chain(5);
+        last.lines[4].1[12] ^= 1;
+        assert!(matches!(check_rows(&last), Err(ChainBreak::Head { .. })));
+
+        // Not JSON at all.
+        let mut junk = chain(3);
+        junk.lines[0].1 = b"\xff\xfe".to_vec();
+        assert_eq!(check_rows(&junk), Err(ChainBreak::Prev { seq: 1 }));
+    }
+}
