@@ -27,7 +27,8 @@ pub fn default_store_dir() -> KmsResult<PathBuf> {
 /// [`default_store_dir`]; `http://…` or `https://…` → a remote KMS server, and
 /// `URL,URL,…` → several servers of one key set with failover
 /// ([`crate::http::FailoverKms`]); `postgres://…` → the store in that PostgreSQL
-/// database (`store_pg.rs`; root key and audit log under [`default_store_dir`]); any
+/// database (`store_pg.rs`; the root key under [`default_store_dir`], the audit log in
+/// the database); any
 /// other string → the embedded store in that directory.
 ///
 /// # Errors
