@@ -381,7 +381,10 @@ fn usage() -> String {
     }
     s.push_str("  serve                  Run the KMS as a Tencent Cloud API 3.0 HTTP server.\n");
     s.push_str(
-        "  verify-audit [LOG]     Check the audit log's hash chain (default: the store's).\n",
+        "  verify-audit [LOG] [--store DIR|postgres://…]\n\
+         \x20                        Check the audit log's hash chain (default: the store's).\n\
+         \x20 migrate --from DIR|URL --to DIR|URL [--force]\n\
+         \x20                        Copy a key store and its audit chain, then verify them.\n",
     );
     s.push_str("\nExample: kmsfs kms CreateKey --Alias test\n");
     s
@@ -557,38 +560,6 @@ fn print_error(e: &KmsError, request_id: &str) -> i32 {
     255
 }
 
-/// `kmsfs kms verify-audit [LOG]`: checks the audit log's hash chain.
-fn verify_audit(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
-    let path = match args.first() {
-        Some(p) => std::path::PathBuf::from(p),
-        None => {
-            let dir = match kms {
-                Some(u) if kms_core::is_remote_url(u) => {
-                    anyhow::bail!("verify-audit reads a local store; give the log's path")
-                }
-                Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
-                _ => kms_core::default_store_dir()?,
-            };
-            dir.join(kms_core::store::AUDIT_FILE)
-        }
-    };
-    let log =
-        std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    match kms_core::audit::verify_chain(&log) {
-        Ok(n) => {
-            println!("{}: {n} lines, hash chain intact", path.display());
-            Ok(0)
-        }
-        Err(line) => {
-            println!(
-                "{}: hash chain broken at line {line} (a line before it was deleted or edited, or it is torn)",
-                path.display()
-            );
-            Ok(1)
-        }
-    }
-}
-
 /// Runs one `kmsfs kms` invocation; returns the process exit code.
 pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
     if args.first().map(String::as_str) == Some("serve") {
@@ -602,8 +573,11 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         print!("{}", usage());
         return Ok(0);
     }
+    if action == "migrate" {
+        return crate::migrate_cli::run(&args[1..]);
+    }
     if action == "verify-audit" {
-        return verify_audit(kms, &args[1..]);
+        return crate::audit_cli::verify_audit(kms, &args[1..]);
     }
     // `--api aliyun` (or `--api=aliyun`): the Alibaba Cloud API with the aliyun CLI's
     // syntax; `--api tencent` is the default.

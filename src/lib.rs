@@ -17,6 +17,7 @@
 //!   `mount.fuse.kmsfs`, the helper mount(8) runs for `-t fuse.kmsfs` and fstab lines.
 
 pub mod aead;
+pub mod audit_cli;
 pub mod dek_cache;
 pub mod encrypt;
 pub mod format;
@@ -26,6 +27,7 @@ pub mod fsck;
 pub mod fuse;
 pub mod kms_cli;
 pub mod metrics;
+pub mod migrate_cli;
 pub mod mount_helper;
 pub mod names;
 pub mod rewrap;

@@ -564,3 +564,405 @@ fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
     );
     drop(mount);
 }
+
+impl PgCluster {
+    /// Runs one SQL statement with psql (over TCP, as `postgres`); returns its output.
+    fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// `kmsfs kms ARGS` with `env`, no KMS environment inherited; returns (exit code, stdout, stderr).
+fn kmsfs_kms(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
+        .arg("kms")
+        .args(args)
+        .env_remove("KMSFS_KMS")
+        .env_remove("KMSFS_KMS_STORE")
+        .env_remove("KMSFS_KMS_ROOT_KEY")
+        .env_remove("KMSFS_KMS_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn two_servers_write_one_audit_chain_in_the_database_and_tampering_is_found() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 25;
+    let p = pair();
+    let url = p.pg.url();
+    let admin = client(&p.a.url);
+    let key = admin
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "audited" }))
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Half the clients on A, half on B, all at once.
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let server = if t % 2 == 0 { &p.a.url } else { &p.b.url };
+            let key = &key;
+            s.spawn(move || {
+                let k = client(server);
+                for _ in 0..ROUNDS {
+                    let dk = k
+                        .call(
+                            &ctx(),
+                            "GenerateDataKey",
+                            &json!({ "KeyId": key, "KeySpec": "AES_256" }),
+                        )
+                        .unwrap();
+                    k.call(
+                        &ctx(),
+                        "Decrypt",
+                        &json!({ "CiphertextBlob": dk["CiphertextBlob"] }),
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let lines = 1 + THREADS * ROUNDS * 2;
+    // Every call is one line of one chain: seq 1..n, from both servers.
+    assert_eq!(
+        p.pg.psql("SELECT count(*), min(seq), max(seq) FROM kmsfs_audit")
+            .trim(),
+        format!("{lines}|1|{lines}")
+    );
+    let actions = p.pg.psql(
+        "SELECT convert_from(line, 'UTF8')::json->>'action', count(*) FROM kmsfs_audit GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        actions.trim(),
+        format!(
+            "CreateKey|1\nDecrypt|{n}\nGenerateDataKey|{n}",
+            n = THREADS * ROUNDS
+        )
+    );
+    // No server wrote a local audit.log.
+    assert!(!p._tmp.path().join("a/kmsfs/kms/audit.log").exists());
+    assert!(!p._tmp.path().join("b/kmsfs/kms/audit.log").exists());
+
+    let intact = format!("{lines} lines, hash chain intact");
+    let (code, out, err) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&intact), "{out}");
+    // KMSFS_KMS_STORE names the database as well.
+    let (code, out, _) = kmsfs_kms(&["verify-audit"], &[("KMSFS_KMS_STORE", &url)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&intact), "{out}");
+
+    // An edited line breaks the chain at the next line.
+    let edit = |from: &str, to: &str| {
+        p.pg.psql(&format!(
+            "UPDATE kmsfs_audit SET line = convert_to(replace(convert_from(line, 'UTF8'), '{from}', '{to}'), 'UTF8') WHERE seq = 10"
+        ))
+    };
+    edit("\"outcome\":\"Success\"", "\"outcome\":\"Failure\"");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("broken at seq 11"), "{out}");
+    edit("\"outcome\":\"Failure\"", "\"outcome\":\"Success\"");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 0, "restored: {out}");
+    // The last line deleted: the head row still names it.
+    p.pg.psql(&format!("DELETE FROM kmsfs_audit WHERE seq = {lines}"));
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("chain head"), "{out}");
+    // A line in the middle deleted: the seq is missing.
+    p.pg.psql("DELETE FROM kmsfs_audit WHERE seq = 20");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("seq 20 is missing"), "{out}");
+}
+
+#[test]
+fn decrypt_in_a_loop_survives_a_postgres_restart() {
+    const CLIENTS: usize = 3;
+    let mut p = pair();
+    let admin = client(&p.a.url);
+    admin
+        .call(&ctx(), "CreateKey", &json!({ "Alias": "restart" }))
+        .unwrap();
+    let blob = admin
+        .call(
+            &ctx(),
+            "Encrypt",
+            &json!({ "KeyId": "alias/restart", "Plaintext": "aGVsbG8=" }),
+        )
+        .unwrap()["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let restarted = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::<String>::new());
+    let (before, after) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for t in 0..CLIENTS {
+            let (restarted, stop, failures, before, after, blob) =
+                (&restarted, &stop, &failures, &before, &after, &blob);
+            let server = p.a.url.clone();
+            s.spawn(move || {
+                // One server; the client's default retry budget (6 attempts, 10 s).
+                let k = client(&server);
+                while !stop.load(Ordering::SeqCst) {
+                    let was_restarted = restarted.load(Ordering::SeqCst);
+                    match k.call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob })) {
+                        Ok(v) => {
+                            assert_eq!(v["Plaintext"], "aGVsbG8=");
+                            if was_restarted {
+                                after.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                before.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("client {t}: {e}")),
+                    }
+                }
+            });
+        }
+        while before.load(Ordering::SeqCst) < 20 * CLIENTS {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        p.pg.pg_ctl("restart");
+        restarted.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        while after.load(Ordering::SeqCst) < 20 * CLIENTS
+            && t.elapsed() < std::time::Duration::from_secs(30)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "calls failed beyond the client's retries: {failures:#?}"
+    );
+    assert!(after.load(Ordering::SeqCst) >= 20 * CLIENTS);
+    // The database really went away under the clients: the server answered some of
+    // their attempts InternalError (which they retried), then served them again on a
+    // connection it made by itself.
+    let log = p.a.log_lines();
+    let refused = kms_http_support::count_requests(&log, "Decrypt", SECRET_ID, "InternalError");
+    assert!(
+        refused > 0,
+        "no Decrypt met the restart (was the database restarted?)"
+    );
+    // SIGTERM stops it cleanly (exit 0), its database connections closed off the
+    // server's runtime.
+    assert_eq!(p.a.terminate(std::time::Duration::from_secs(15)), Some(0));
+    assert_eq!(p.b.terminate(std::time::Duration::from_secs(15)), Some(0));
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &p.pg.url()], &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// The key records of the `keys.kms` in `dir` under the root key file `root_key`.
+fn records(dir: &Path, root_key: &Path) -> Vec<kms_core::key::KeyRecord> {
+    let rk = std::fs::read(root_key).unwrap();
+    let root: [u8; 32] = rk[10..].try_into().unwrap();
+    let bytes = std::fs::read(dir.join("keys.kms")).unwrap();
+    kms_core::store::parse_store_file(&root, &bytes).unwrap()
+}
+
+fn audit_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn migrate_a_file_store_to_postgres_and_back_keeps_every_key_and_the_audit_chain() {
+    let pg = PgCluster::start();
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let src_root = src.join("root.key");
+    // A file store with a key in each state, a rotated key, an described key, and
+    // ciphertexts made before the migration.
+    let (k1, k2, k3, blob1, blob2) = {
+        let kms = kms_core::KmsService::open_with(
+            &src,
+            kms_core::KmsOptions {
+                root_key: Some(kms_core::store::RootKeySource::File(src_root.clone())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let c = kms_core::CallContext::local();
+        let call = |a: &str, p: Value| kms.call(&c, a, &p).unwrap();
+        let id = |v: Value| v["KeyId"].as_str().unwrap().to_owned();
+        let k1 = id(call("CreateKey", json!({ "Alias": "app" })));
+        let enc = |k: &str| {
+            call("Encrypt", json!({ "KeyId": k, "Plaintext": "c2VjcmV0" }))["CiphertextBlob"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let blob1 = enc(&k1);
+        call("RotateKey", json!({ "KeyId": k1 }));
+        let blob2 = enc(&k1);
+        let k2 = id(call("CreateKey", json!({ "Alias": "old" })));
+        call("DisableKey", json!({ "KeyId": k2 }));
+        let k3 = id(call("CreateKey", json!({ "Alias": "gone" })));
+        call("DisableKey", json!({ "KeyId": k3 }));
+        call(
+            "ScheduleKeyDeletion",
+            json!({ "KeyId": k3, "PendingWindowInDays": 7 }),
+        );
+        call(
+            "CreateKey",
+            json!({ "Alias": "described", "Description": "a description" }),
+        );
+        (k1, k2, k3, blob1, blob2)
+    };
+    let before = records(&src, &src_root);
+    assert_eq!(before.len(), 4);
+    let src_audit = audit_lines(&src);
+    assert!(src_audit.len() >= 10);
+
+    // File → PostgreSQL.
+    let local = tmp.path().join("local");
+    let local_env = [("XDG_DATA_HOME", local.to_str().unwrap())];
+    let (code, out, err) = kmsfs_kms(
+        &["migrate", "--from", src.to_str().unwrap(), "--to", &url],
+        &local_env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 keys copied and verified"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "audit chain: {} lines, identical, intact",
+            src_audit.len()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("KMSFS_KMS_ROOT_KEY={}", src_root.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("key {k1} alias app Enabled versions 2")),
+        "{out}"
+    );
+    // A second run finds the database holding keys, and refuses without --force.
+    let (code, out, err) = kmsfs_kms(
+        &["migrate", "--from", src.to_str().unwrap(), "--to", &url],
+        &local_env,
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("--force"), "{err}");
+    let (code, out, err) = kmsfs_kms(
+        &[
+            "migrate",
+            "--from",
+            src.to_str().unwrap(),
+            "--to",
+            &url,
+            "--force",
+        ],
+        &local_env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{} lines", src_audit.len())), "{out}");
+
+    // A server on the database decrypts what was encrypted before, and sees each state.
+    std::fs::copy(&src_root, tmp.path().join("root.key")).unwrap();
+    {
+        let server = start_server(&url, tmp.path(), "s");
+        let k = client(&server.url);
+        for blob in [&blob1, &blob2] {
+            let pt = k
+                .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+                .unwrap();
+            assert_eq!(pt["Plaintext"], "c2VjcmV0");
+        }
+        let state = |key: &str| {
+            k.call(&ctx(), "DescribeKey", &json!({ "KeyId": key }))
+                .unwrap()["KeyMetadata"]["KeyState"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(state(&k2), "Disabled");
+        assert_eq!(state(&k3), "PendingDelete");
+    }
+    let server_lines = 4;
+
+    // PostgreSQL → a new directory; the servers' root key (the local default) is
+    // copied into it, so it is a store of its own.
+    let local2 = tmp.path().join("local2");
+    std::fs::create_dir_all(local2.join("kmsfs/kms")).unwrap();
+    std::fs::copy(&src_root, local2.join("kmsfs/kms/root.key")).unwrap();
+    let local2_env = [("XDG_DATA_HOME", local2.to_str().unwrap())];
+    // Not into the source directory: it holds keys.
+    let (code, _, err) = kmsfs_kms(
+        &["migrate", "--from", &url, "--to", src.to_str().unwrap()],
+        &local2_env,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds keys"), "{err}");
+    let dst = tmp.path().join("dst");
+    let (code, out, err) = kmsfs_kms(
+        &["migrate", "--from", &url, "--to", dst.to_str().unwrap()],
+        &local2_env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(dst.join("root.key")).unwrap(),
+        std::fs::read(&src_root).unwrap()
+    );
+    // Every key, version, alias and state as it was; the audit chain as it was, with
+    // the server's lines after it, intact.
+    assert_eq!(records(&dst, &dst.join("root.key")), before);
+    assert_eq!(audit_lines(&src), src_audit);
+    let dst_audit = audit_lines(&dst);
+    assert_eq!(dst_audit.len(), src_audit.len() + server_lines);
+    assert_eq!(dst_audit[..src_audit.len()], src_audit[..]);
+    let (code, out, _) = kmsfs_kms(&["verify-audit", "--store", dst.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{} lines", dst_audit.len())), "{out}");
+
+    // A server on the migrated directory decrypts the ciphertexts made before.
+    let server = ServerProc::start(&dst, None, &tmp.path().join("dst.log"));
+    let k = client(&server.url);
+    for blob in [&blob1, &blob2] {
+        let pt = k
+            .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+            .unwrap();
+        assert_eq!(pt["Plaintext"], "c2VjcmV0");
+    }
+}

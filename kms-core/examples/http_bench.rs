@@ -7,6 +7,11 @@
 //! ```
 //! (scripts/bench-kms-http.sh runs it.) A benchmark, not a test: it asserts nothing
 //! about speed. Traffic goes to 127.0.0.1 only, and each phase stops after its time.
+//!
+//! With `KMS_BENCH_URLS=http://127.0.0.1:A[,http://127.0.0.1:B…]` it drives servers
+//! already running instead (credentials from `TENCENTCLOUD_SECRET_ID` /
+//! `TENCENTCLOUD_SECRET_KEY`; client thread `i` talks to server `i mod n`), and
+//! `KMS_BENCH_LABEL` names the run in its output (scripts/bench-kms-pg.sh).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,26 +55,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: f64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5.0);
     let phase = Duration::from_secs_f64(seconds);
 
+    let external: Option<Vec<String>> = std::env::var("KMS_BENCH_URLS")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|u| u.split(',').map(str::to_owned).collect());
+    let (secret_id, secret_key) = match &external {
+        Some(_) => (
+            std::env::var("TENCENTCLOUD_SECRET_ID")?,
+            std::env::var("TENCENTCLOUD_SECRET_KEY")?,
+        ),
+        None => ("AKIDbench".to_owned(), "bench-secret".to_owned()),
+    };
     let dir = tempfile::tempdir()?;
-    let service = KmsService::open(&dir.path().join("store"))?;
-    let principals = Principals::new([Principal::unrestricted(
-        "AKIDbench",
-        SecretKey::new("bench-secret"),
-    )]);
-    let server = Server::bind(
-        Arc::new(service),
-        ServerConfig::new("127.0.0.1:0".parse()?, principals),
-    )?
-    .spawn();
-    let client = || {
+    let (server, urls) = match &external {
+        Some(urls) => (None, urls.clone()),
+        None => {
+            let service = KmsService::open(&dir.path().join("store"))?;
+            let principals = Principals::new([Principal::unrestricted(
+                &secret_id,
+                SecretKey::new(&secret_key),
+            )]);
+            let server = Server::bind(
+                Arc::new(service),
+                ServerConfig::new("127.0.0.1:0".parse()?, principals),
+            )?
+            .spawn();
+            let url = server.url().to_owned();
+            (Some(server), vec![url])
+        }
+    };
+    let client = |i: usize| {
         RemoteKms::new(RemoteConfig::new(
-            server.url(),
-            "AKIDbench",
-            SecretKey::new("bench-secret"),
+            &urls[i % urls.len()],
+            &secret_id,
+            SecretKey::new(&secret_key),
         ))
     };
-    let admin = client()?;
-    let key = admin.call(&ctx(), "CreateKey", &serde_json::json!({"Alias": "bench"}))?["KeyId"]
+    let admin = client(0)?;
+    let alias = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let key = admin.call(&ctx(), "CreateKey", &serde_json::json!({ "Alias": alias }))?["KeyId"]
         .as_str()
         .ok_or("no KeyId")?
         .to_owned();
@@ -77,16 +101,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let blob = admin
         .generate_data_key(&ctx(), &key, 32, &ec)?
         .ciphertext_blob;
-    println!(
-        "server {} (in-process, embedded store), {threads} client threads, {seconds} s per op",
-        server.url()
-    );
+    match &server {
+        Some(server) => println!(
+            "server {} (in-process, embedded store), {threads} client threads, {seconds} s per op",
+            server.url()
+        ),
+        None => println!(
+            "{}: servers {}, {threads} client threads, {seconds} s per op",
+            std::env::var("KMS_BENCH_LABEL").unwrap_or_default(),
+            urls.join(",")
+        ),
+    }
 
     for op in ["GenerateDataKey", "Decrypt"] {
         let started = Instant::now();
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let kms = client();
+            .map(|i| {
+                let kms = client(i);
                 let (key, ec, blob) = (key.clone(), ec.clone(), blob.clone());
                 std::thread::spawn(move || {
                     let mut lat = Vec::new();
@@ -118,6 +149,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         report(op, threads, started.elapsed(), lat, errors);
     }
-    server.stop();
+    if let Some(server) = server {
+        server.stop();
+    }
     Ok(())
 }

@@ -15,6 +15,9 @@
 //! path would pay a disk flush per Decrypt): a power loss can lose the last of
 //! those, never corrupt earlier ones. A torn last line (a crash mid-write) is
 //! terminated and chained over.
+//!
+//! With a PostgreSQL key store the log is a table in that database instead
+//! (`audit_pg.rs`): the same lines and chain, one chain for every server.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,6 +28,11 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::crypto;
+
+#[path = "audit_pg.rs"]
+mod pg;
+pub(crate) use pg::{check_rows, drop_client, PgAuditLog, MIGRATION_AUDIT};
+pub use pg::{db_label, verify_pg, ChainBreak};
 
 /// One audit record.
 #[derive(Serialize)]
@@ -48,15 +56,20 @@ struct State {
     last_hash: [u8; 32],
 }
 
-/// The audit log of one store.
+/// The audit log of one store: a file, or a table in the store's database.
 pub(crate) struct Audit {
     path: PathBuf,
     state: Mutex<Option<State>>,
+    /// `Some`: the log is the database's `kmsfs_audit` (`path` is unused).
+    db: Option<PgAuditLog>,
 }
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Audit").field("path", &self.path).finish()
+        match &self.db {
+            Some(db) => f.debug_struct("Audit").field("db", &db.label()).finish(),
+            None => f.debug_struct("Audit").field("path", &self.path).finish(),
+        }
     }
 }
 
@@ -87,12 +100,30 @@ impl Audit {
         Audit {
             path: path.to_path_buf(),
             state: Mutex::new(None),
+            db: None,
+        }
+    }
+
+    /// The audit log in the PostgreSQL database `url` (connected on first use; the
+    /// key store has migrated the schema by then).
+    pub fn pg(url: &str) -> Audit {
+        let db = PgAuditLog::new(url);
+        Audit {
+            path: PathBuf::from(db.label()),
+            state: Mutex::new(None),
+            db: Some(db),
         }
     }
 
     /// Appends one line, flushed to disk when `durable`; failures are logged (the
     /// call's outcome stands).
     pub fn append(&self, mut line: Line<'_>, durable: bool) {
+        if let Some(db) = &self.db {
+            if let Err(e) = db.append(&line, durable) {
+                tracing::error!(error = %e.message, "cannot write the audit log");
+            }
+            return;
+        }
         if let Err(e) = self.try_append(&mut line, durable) {
             tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
         }
@@ -162,21 +193,46 @@ impl Audit {
     }
 }
 
+/// Checks a hash chain one line at a time (the file log's and the database's).
+#[derive(Default)]
+pub(crate) struct ChainVerifier {
+    prev: [u8; 32],
+    lines: u64,
+}
+
+impl ChainVerifier {
+    /// Checks the next line (its bytes without the newline): JSON whose `prev` is the
+    /// hex SHA-256 of the line before (64 zeros for the first).
+    pub fn push(&mut self, line: &[u8]) -> Result<(), ()> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|_| ())?;
+        if v.get("prev").and_then(|p| p.as_str()) != Some(crypto::hex(&self.prev).as_str()) {
+            return Err(());
+        }
+        self.prev = crypto::sha256(line);
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// The SHA-256 of the last line pushed (zeros before the first).
+    pub fn last_hash(&self) -> [u8; 32] {
+        self.prev
+    }
+
+    /// How many lines were pushed.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+}
+
 /// Checks the hash chain of an audit log's bytes; returns the number of lines,
 /// or the 1-based number of the first line whose `prev` does not match.
 pub fn verify_chain(log: &[u8]) -> Result<usize, usize> {
-    let mut prev = [0u8; 32];
-    let mut n = 0;
+    let mut chain = ChainVerifier::default();
     for (i, line) in log.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
-        n += 1;
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(|_| i + 1)?;
-        if v.get("prev").and_then(|p| p.as_str()) != Some(crypto::hex(&prev).as_str()) {
-            return Err(i + 1);
-        }
-        prev = crypto::sha256(line);
+        chain.push(line).map_err(|()| i + 1)?;
     }
-    Ok(n)
+    Ok(chain.lines() as usize)
 }

@@ -44,7 +44,8 @@
 //! The modules: [`service`] (the actions), [`store`] (the key store on disk),
 //! [`blob`] (the CiphertextBlob), [`audit`], [`crypto`] (the symmetric crypto seam),
 //! [`asym`] (RSA-2048 and ECDSA P-256: asymmetric keys and the BYOK wrapping key),
-//! [`key`] (the key model), [`clock`]. docs/FORMAT.md and docs/KMS.md describe
+//! [`key`] (the key model), [`clock`], [`migrate`] (moving a store between a directory and
+//! PostgreSQL). docs/FORMAT.md and docs/KMS.md describe
 //! the bytes on disk and how to operate the store.
 
 #![deny(missing_docs)]
@@ -60,6 +61,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod key;
+pub mod migrate;
 pub mod pqc;
 pub mod service;
 pub mod store;

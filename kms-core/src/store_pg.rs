@@ -7,6 +7,7 @@
 //! ```text
 //! kmsfs_meta  (one = true, schema_version)      versioned schema, migrated at start
 //! kmsfs_store (id = 1, generation, body bytea)  the whole store, as keys.kms
+//! kmsfs_audit, kmsfs_audit_head                  the audit log, one hash chain (audit_pg.rs)
 //! ```
 //!
 //! so the database never sees key material in plaintext, and a dump without the root
@@ -29,14 +30,21 @@ use super::{
     FileId, Header, KmsResult, RootKeySource, Snapshot, Store, Txn, ROOT_KEY_FILE,
 };
 
-/// The schema version this crate's migrations reach.
-pub const PG_SCHEMA_VERSION: i32 = 1;
+#[path = "store_migrate.rs"]
+mod migration;
 
-/// Migration `n` (1-based) takes the schema from version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE kmsfs_store (
+/// The schema version this crate's migrations reach.
+pub const PG_SCHEMA_VERSION: i32 = 2;
+
+/// Migration `n` (1-based) takes the schema from version `n - 1` to `n`: 1 the store
+/// row, 2 the audit log (`audit_pg.rs`).
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE kmsfs_store (
         id smallint PRIMARY KEY CHECK (id = 1),
         generation bigint NOT NULL,
-        body bytea NOT NULL)"];
+        body bytea NOT NULL)",
+    crate::audit::MIGRATION_AUDIT,
+];
 
 /// The advisory lock key under which schema migrations and store creation run.
 const MIGRATE_LOCK: i64 = 0x6b6d_7366_7300;
@@ -56,6 +64,12 @@ pub(crate) struct PgStore {
     /// `postgres://host:port/db`, without user or password, for messages.
     label: String,
     client: Mutex<Option<Client>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        crate::audit::drop_client(&self.client);
+    }
 }
 
 impl PgStore {

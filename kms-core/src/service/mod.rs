@@ -1246,7 +1246,8 @@ impl KmsService {
     }
 
     /// Opens the key store in the PostgreSQL database `url` (`store_pg.rs`); the root
-    /// key source and the audit log are local, under `dir`, as for a store directory.
+    /// key source is local, under `dir`, as for a store directory; the audit log is
+    /// in the database (`audit_pg.rs`).
     ///
     /// # Errors
     /// `InternalError` when the database cannot be reached or the root key does not match.
@@ -1255,7 +1256,7 @@ impl KmsService {
             .root_key
             .unwrap_or_else(|| default_store_root_source(dir));
         Ok(KmsService {
-            audit: Audit::new(&dir.join(AUDIT_FILE)),
+            audit: Audit::pg(url),
             store: Store::open_pg(url, dir, source)?,
             clock: opts.clock,
         })
