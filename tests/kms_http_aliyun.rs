@@ -236,3 +236,58 @@ fn a_volume_on_an_alibaba_dialect_kms() {
         "the refusal came from the server, through the Alibaba API"
     );
 }
+
+/// An Alibaba AccessKey in the principals file, with the same action and key globs as
+/// a Tencent SecretId: what it may not call answers `Forbidden.NoPermission` (403).
+#[test]
+fn principals_file_takes_alibaba_access_keys_with_their_rights() {
+    require_aliyun_sdks();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = kms_http_support::write_principals(
+        tmp.path(),
+        &format!(
+            "[[principal]]\naccess_key_id = \"{AK}\"\naccess_key_secret = \"{AK_SECRET}\"\n\
+             actions = [\"Describe*\", \"Encrypt\"]\n"
+        ),
+    );
+    let server = ServerProc::start(
+        &tmp.path().join("store"),
+        Some(&config),
+        &tmp.path().join("server.log"),
+    );
+    let key = tencent(&server, &["CreateKey", "--Alias", "shared"]);
+    let key = key["KeyId"].as_str().unwrap().to_owned();
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let script = r#"
+import sys
+from alibabacloud_tea_openapi.models import Config
+from alibabacloud_kms20160120.client import Client
+from alibabacloud_kms20160120 import models as m
+from Tea.exceptions import TeaException
+port, ak, sk, key = sys.argv[1:5]
+c = Client(Config(access_key_id=ak, access_key_secret=sk, endpoint=f"127.0.0.1:{port}", protocol="http"))
+assert c.describe_key(m.DescribeKeyRequest(key_id=key)).body.key_metadata.key_id == key
+c.encrypt(m.EncryptRequest(key_id=key, plaintext="eA=="))
+try:
+    c.create_key(m.CreateKeyRequest())
+    sys.exit("CreateKey was allowed")
+except TeaException as e:
+    assert (e.code, e.data.get("statusCode")) == ("Forbidden.NoPermission", 403), (e.code, e.data)
+print("RIGHTS OK")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &port, AK, AK_SECRET, &key])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("RIGHTS OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = server.log_lines();
+    assert_eq!(
+        count_requests(&log, "CreateKey", AK, "Forbidden.NoPermission"),
+        1
+    );
+}

@@ -214,7 +214,11 @@ struct FileConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilePrincipal {
+    /// A Tencent SecretId or an Alibaba AccessKeyId (`access_key_id`): a principal is
+    /// a credential pair, whichever API it signs for.
+    #[serde(alias = "access_key_id")]
     secret_id: String,
+    #[serde(alias = "access_key_secret")]
     secret_key: SecretKey,
     actions: Option<Vec<String>>,
     keys: Option<Vec<String>>,
@@ -440,5 +444,16 @@ burst = 1
             let e = Principals::from_toml(bad).unwrap_err();
             assert!(!e.contains("s3cr3t"), "{e}");
         }
+    }
+
+    #[test]
+    fn alibaba_access_keys_are_principals_too() {
+        let p = Principals::from_toml(
+            "[[principal]]\naccess_key_id = \"LTAIabc\"\naccess_key_secret = \"s\"\nactions = [\"Decrypt\"]\n",
+        )
+        .unwrap();
+        let a = p.get("LTAIabc").unwrap();
+        assert!(a.may_call("Decrypt") && !a.may_call("CreateKey"));
+        assert_eq!(a.secret_key().expose(), "s");
     }
 }
