@@ -84,14 +84,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Some(server), vec![url])
         }
     };
-    let client = |i: usize| {
+    // Each API in turn on the same server: Tencent's (TC3), then Alibaba's (ACS3)
+    // unless KMS_BENCH_APIS says otherwise (e.g. `tencent`).
+    let apis: Vec<String> = std::env::var("KMS_BENCH_APIS")
+        .unwrap_or_else(|_| "tencent,aliyun".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let client = |i: usize, api: &str| {
+        let url = &urls[i % urls.len()];
+        let url = if api == "aliyun" {
+            format!("aliyun+{url}")
+        } else {
+            url.clone()
+        };
         RemoteKms::new(RemoteConfig::new(
-            &urls[i % urls.len()],
+            &url,
             &secret_id,
             SecretKey::new(&secret_key),
         ))
     };
-    let admin = client(0)?;
+    let admin = client(0, "tencent")?;
     let alias = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let key = admin.call(&ctx(), "CreateKey", &serde_json::json!({ "Alias": alias }))?["KeyId"]
         .as_str()
@@ -113,11 +126,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     }
 
-    for op in ["GenerateDataKey", "Decrypt"] {
+    for (api, op) in apis
+        .iter()
+        .flat_map(|a| ["GenerateDataKey", "Decrypt"].map(|op| (a.clone(), op)))
+    {
         let started = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|i| {
-                let kms = client(i);
+                let kms = client(i, &api);
                 let (key, ec, blob) = (key.clone(), ec.clone(), blob.clone());
                 std::thread::spawn(move || {
                     let mut lat = Vec::new();
@@ -147,7 +163,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             lat.extend(l);
             errors += e;
         }
-        report(op, threads, started.elapsed(), lat, errors);
+        report(
+            &format!("{op} ({api})"),
+            threads,
+            started.elapsed(),
+            lat,
+            errors,
+        );
     }
     if let Some(server) = server {
         server.stop();
