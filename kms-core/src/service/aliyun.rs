@@ -959,7 +959,8 @@ impl KmsService {
             key_type: Some(origin),
             tags,
         };
-        // One audit line per call: the core call writes it as CreateKey.
+        // The core call writes its own CreateKey audit line (with the key id) before
+        // the adapter writes the line of the Alibaba request: two lines for one call.
         let made = self.create_key(ctx, req)?;
         if p.flag("EnableAutomaticRotation") && usage == KeyUsage::EncryptDecrypt && origin == 1 {
             let days = match p.get("RotationInterval") {
