@@ -182,6 +182,14 @@ echo "OK error"
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // One audit line per call: the one CreateKey made one CreateKey line.
+    let audit = std::fs::read_to_string(tmp.path().join("store/audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("\"action\":\"CreateKey\"").count(),
+        1,
+        "{audit}"
+    );
+    assert_eq!(audit.matches("\"action\":\"AsymmetricDecrypt\"").count(), 1);
 }
 
 /// A volume made and mounted on an `aliyun+http://` KMS: the daemon's client signs

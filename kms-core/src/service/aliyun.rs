@@ -959,14 +959,15 @@ impl KmsService {
             key_type: Some(origin),
             tags,
         };
-        // The core call writes its own CreateKey audit line (with the key id) before
-        // the adapter writes the line of the Alibaba request: two lines for one call.
-        let made = self.create_key(ctx, req)?;
+        let rotation = match p.get("RotationInterval") {
+            Some(i) => parse_interval(i)?,
+            None => 365,
+        };
+        // The core's CreateKey without its audit line: this request's line is the
+        // adapter's (one line per call, with the new key's id).
+        let (made, _) = self.create_key_at(ctx, &req, now)?;
         if p.flag("EnableAutomaticRotation") && usage == KeyUsage::EncryptDecrypt && origin == 1 {
-            let days = match p.get("RotationInterval") {
-                Some(i) => parse_interval(i)?,
-                None => 365,
-            };
+            let days = rotation;
             self.store.transact(now, |txn| {
                 if let Some(rec) = txn.keys.iter_mut().find(|k| k.key_id == made.key_id) {
                     rec.rotation_enabled = true;

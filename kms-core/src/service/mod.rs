@@ -751,136 +751,145 @@ impl KmsService {
         req: CreateKeyRequest,
     ) -> KmsResult<CreateKeyResponse> {
         self.audited(ctx, "CreateKey", "", |now| {
-            let alias = require(&req.alias, "Alias")?.to_owned();
-            validate_alias(&alias)?;
-            let description = req.description.clone().unwrap_or_default();
-            check_description(&description)?;
-            if let Some(u) = req
-                .key_usage
-                .as_deref()
-                .filter(|u| REGION_UNSUPPORTED_USAGES.contains(u))
-            {
-                return Err(err(
-                    ErrorCode::UnsupportedOperationUnsupportedKeyUsageInCurrentRegion,
-                    format!(
-                        "KeyUsage {u} is not offered by this KMS (ListAlgorithms lists what is)"
-                    ),
-                ));
-            }
-            let tags = parse_tags(req.tags.as_ref())?;
-            let usage = match req.key_usage.as_deref() {
-                None | Some("") => KeyUsage::EncryptDecrypt,
-                Some(u) => KeyUsage::parse(u).ok_or_else(|| {
-                    err(
-                        ErrorCode::InvalidParameterValueInvalidKeyUsage,
-                        format!("unknown KeyUsage {u:?}"),
-                    )
-                })?,
-            };
-            if usage != KeyUsage::EncryptDecrypt && !ASYMMETRIC_USAGES.contains(&usage) {
+            self.create_key_at(ctx, &req, now)
+        })
+    }
+
+    /// CreateKey's work at `now`, without its audit line (the caller writes one: the
+    /// Tencent action above, or the Alibaba adapter's CreateKey).
+    pub(crate) fn create_key_at(
+        &self,
+        ctx: &CallContext,
+        req: &CreateKeyRequest,
+        now: u64,
+    ) -> KmsResult<(CreateKeyResponse, String)> {
+        let alias = require(&req.alias, "Alias")?.to_owned();
+        validate_alias(&alias)?;
+        let description = req.description.clone().unwrap_or_default();
+        check_description(&description)?;
+        if let Some(u) = req
+            .key_usage
+            .as_deref()
+            .filter(|u| REGION_UNSUPPORTED_USAGES.contains(u))
+        {
+            return Err(err(
+                ErrorCode::UnsupportedOperationUnsupportedKeyUsageInCurrentRegion,
+                format!("KeyUsage {u} is not offered by this KMS (ListAlgorithms lists what is)"),
+            ));
+        }
+        let tags = parse_tags(req.tags.as_ref())?;
+        let usage = match req.key_usage.as_deref() {
+            None | Some("") => KeyUsage::EncryptDecrypt,
+            Some(u) => KeyUsage::parse(u).ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidParameterValueInvalidKeyUsage,
+                    format!("unknown KeyUsage {u:?}"),
+                )
+            })?,
+        };
+        if usage != KeyUsage::EncryptDecrypt && !ASYMMETRIC_USAGES.contains(&usage) {
+            return Err(err(
+                ErrorCode::UnsupportedOperation,
+                format!(
+                    "KeyUsage {} is not supported by this KMS (it makes ENCRYPT_DECRYPT, \
+                     ASYMMETRIC_DECRYPT_RSA_2048, ASYMMETRIC_DECRYPT_SM2, \
+                     ASYMMETRIC_SIGN_VERIFY_RSA_2048, ASYMMETRIC_SIGN_VERIFY_ECC and \
+                     ASYMMETRIC_SIGN_VERIFY_SM2 keys)",
+                    usage.as_str()
+                ),
+            ));
+        }
+        let origin = match req.key_type {
+            None | Some(1) => Origin::TencentKms,
+            Some(2) if usage == KeyUsage::EncryptDecrypt => Origin::External,
+            Some(2) => {
                 return Err(err(
                     ErrorCode::UnsupportedOperation,
                     format!(
-                        "KeyUsage {} is not supported by this KMS (it makes ENCRYPT_DECRYPT, \
-                         ASYMMETRIC_DECRYPT_RSA_2048, ASYMMETRIC_DECRYPT_SM2, \
-                         ASYMMETRIC_SIGN_VERIFY_RSA_2048, ASYMMETRIC_SIGN_VERIFY_ECC and \
-                         ASYMMETRIC_SIGN_VERIFY_SM2 keys)",
+                        "Type 2 (EXTERNAL key material) is for ENCRYPT_DECRYPT keys, not {}",
                         usage.as_str()
                     ),
+                ))
+            }
+            Some(t) => {
+                return Err(err(
+                    ErrorCode::InvalidParameterValueInvalidType,
+                    format!("Type must be 1 or 2, not {t}"),
+                ))
+            }
+        };
+        // Asymmetric keys are made before the store lock is taken: RSA-2048
+        // generation takes a noticeable time.
+        let asym_material = match usage {
+            KeyUsage::AsymmetricDecryptRsa2048 | KeyUsage::AsymmetricSignVerifyRsa2048 => {
+                Some((MaterialKind::Rsa2048, RsaKey::generate()?.to_pkcs8_der()?))
+            }
+            KeyUsage::AsymmetricSignVerifyEcc => {
+                Some((MaterialKind::EcP256, EcKey::generate()?.to_pkcs8_der()?))
+            }
+            KeyUsage::AsymmetricSignVerifySm2 | KeyUsage::AsymmetricDecryptSm2 => {
+                Some((MaterialKind::Sm2, Sm2Key::generate()?.secret()))
+            }
+            KeyUsage::AsymmetricEncryptDecryptKyberAes => {
+                Some((MaterialKind::MlKem768, KemKey::generate()?.seed()))
+            }
+            KeyUsage::AsymmetricSignVerifyDilithium => {
+                Some((MaterialKind::MlDsa65, DsaKey::generate()?.seed()))
+            }
+            _ => None,
+        };
+        let key_id = uuid::Uuid::new_v4().to_string();
+        let rec = self.store.transact(now, |txn| {
+            if txn.keys.iter().any(|k| k.alias == alias) {
+                return Err(err(
+                    ErrorCode::InvalidParameterValueAliasAlreadyExists,
+                    format!("the alias {alias:?} is already used"),
                 ));
             }
-            let origin = match req.key_type {
-                None | Some(1) => Origin::TencentKms,
-                Some(2) if usage == KeyUsage::EncryptDecrypt => Origin::External,
-                Some(2) => {
-                    return Err(err(
-                        ErrorCode::UnsupportedOperation,
-                        format!(
-                            "Type 2 (EXTERNAL key material) is for ENCRYPT_DECRYPT keys, not {}",
-                            usage.as_str()
-                        ),
-                    ))
-                }
-                Some(t) => {
-                    return Err(err(
-                        ErrorCode::InvalidParameterValueInvalidType,
-                        format!("Type must be 1 or 2, not {t}"),
-                    ))
-                }
+            let (state, versions) = match (&asym_material, origin) {
+                (_, Origin::External) => (KeyState::PendingImport, Vec::new()),
+                (Some((kind, der)), _) => (
+                    KeyState::Enabled,
+                    vec![txn.new_asym_version(&key_id, 1, *kind, der)?],
+                ),
+                (None, _) => (KeyState::Enabled, vec![txn.new_aes_version(&key_id, 1)?]),
             };
-            // Asymmetric keys are made before the store lock is taken: RSA-2048
-            // generation takes a noticeable time.
-            let asym_material = match usage {
-                KeyUsage::AsymmetricDecryptRsa2048 | KeyUsage::AsymmetricSignVerifyRsa2048 => {
-                    Some((MaterialKind::Rsa2048, RsaKey::generate()?.to_pkcs8_der()?))
-                }
-                KeyUsage::AsymmetricSignVerifyEcc => {
-                    Some((MaterialKind::EcP256, EcKey::generate()?.to_pkcs8_der()?))
-                }
-                KeyUsage::AsymmetricSignVerifySm2 | KeyUsage::AsymmetricDecryptSm2 => {
-                    Some((MaterialKind::Sm2, Sm2Key::generate()?.secret()))
-                }
-                KeyUsage::AsymmetricEncryptDecryptKyberAes => {
-                    Some((MaterialKind::MlKem768, KemKey::generate()?.seed()))
-                }
-                KeyUsage::AsymmetricSignVerifyDilithium => {
-                    Some((MaterialKind::MlDsa65, DsaKey::generate()?.seed()))
-                }
-                _ => None,
+            let rec = KeyRecord {
+                key_id: key_id.clone(),
+                alias: alias.clone(),
+                description: description.clone(),
+                create_time: now,
+                state,
+                usage,
+                origin,
+                creator: ctx.principal.clone(),
+                rotation_enabled: false,
+                rotate_days: 0,
+                next_rotate_time: 0,
+                last_rotate_time: 0,
+                deletion_date: 0,
+                valid_to: 0,
+                versions,
+                material_check: None,
+                import: None,
+                tags: tags.clone(),
             };
-            let key_id = uuid::Uuid::new_v4().to_string();
-            let rec = self.store.transact(now, |txn| {
-                if txn.keys.iter().any(|k| k.alias == alias) {
-                    return Err(err(
-                        ErrorCode::InvalidParameterValueAliasAlreadyExists,
-                        format!("the alias {alias:?} is already used"),
-                    ));
-                }
-                let (state, versions) = match (&asym_material, origin) {
-                    (_, Origin::External) => (KeyState::PendingImport, Vec::new()),
-                    (Some((kind, der)), _) => (
-                        KeyState::Enabled,
-                        vec![txn.new_asym_version(&key_id, 1, *kind, der)?],
-                    ),
-                    (None, _) => (KeyState::Enabled, vec![txn.new_aes_version(&key_id, 1)?]),
-                };
-                let rec = KeyRecord {
-                    key_id: key_id.clone(),
-                    alias: alias.clone(),
-                    description: description.clone(),
-                    create_time: now,
-                    state,
-                    usage,
-                    origin,
-                    creator: ctx.principal.clone(),
-                    rotation_enabled: false,
-                    rotate_days: 0,
-                    next_rotate_time: 0,
-                    last_rotate_time: 0,
-                    deletion_date: 0,
-                    valid_to: 0,
-                    versions,
-                    material_check: None,
-                    import: None,
-                    tags: tags.clone(),
-                };
-                txn.keys.push(rec.clone());
-                Ok(rec)
-            })?;
-            Ok((
-                CreateKeyResponse {
-                    key_id: rec.key_id.clone(),
-                    alias: rec.alias,
-                    create_time: rec.create_time,
-                    description: rec.description,
-                    key_state: rec.state.as_str().to_owned(),
-                    key_usage: rec.usage.as_str().to_owned(),
-                    tag_code: 0,
-                    tag_msg: String::new(),
-                },
-                rec.key_id,
-            ))
-        })
+            txn.keys.push(rec.clone());
+            Ok(rec)
+        })?;
+        Ok((
+            CreateKeyResponse {
+                key_id: rec.key_id.clone(),
+                alias: rec.alias,
+                create_time: rec.create_time,
+                description: rec.description,
+                key_state: rec.state.as_str().to_owned(),
+                key_usage: rec.usage.as_str().to_owned(),
+                tag_code: 0,
+                tag_msg: String::new(),
+            },
+            rec.key_id,
+        ))
     }
 
     /// DescribeKey.
