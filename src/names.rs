@@ -424,15 +424,16 @@ pub fn sync_dir(dir: RawFd) -> std::io::Result<()> {
 
 /// Gives long-name entry `entry` in directory `dir` its side file holding `full`, on
 /// disk (fsynced, the directory too) before the caller makes the entry. One already
-/// there with that content is kept (fsynced again: a crash may have cut its writer short
-/// of the sync); any other is replaced atomically.
+/// there with that content is kept (fsynced again, and the directory: its writer may have
+/// been cut short of the syncs); any other is replaced atomically.
 pub fn write_side_name(dir: RawFd, entry: &OsStr, full: &OsStr) -> std::io::Result<()> {
     let side = side_name(entry);
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     if let Ok(fd) = sys::openat(dir, &side, flags, 0) {
         let f = File::from(fd);
         if read_side_name(dir, entry).ok().as_deref() == Some(full) {
-            return f.sync_all();
+            f.sync_all()?;
+            return sync_dir(dir);
         }
     }
     replace_synced(dir, &side, full.as_bytes())
