@@ -330,14 +330,21 @@ impl Copier<'_> {
         for name in names {
             let path = src.join(&name);
             let stored = match (self.names, iv) {
-                (Some(k), Some(iv)) => k.encrypt_name(&iv, &name).map_err(|_| {
-                    anyhow!(
-                        "cannot encrypt {}: a volume with encrypted names takes names of \
-                         at most {} bytes; rename it first",
-                        path.display(),
-                        names::MAX_NAME
-                    )
-                })?,
+                (Some(k), Some(iv)) => {
+                    let s = k.encrypt_name(&iv, &name).map_err(|_| {
+                        anyhow!(
+                            "cannot encrypt {}: a volume with encrypted names takes names of \
+                             at most {} bytes; rename it first",
+                            path.display(),
+                            k.max_name()
+                        )
+                    })?;
+                    if let Some(full) = &s.long {
+                        names::write_side_name(bdir.as_raw_fd(), &s.entry, full)
+                            .with_context(|| format!("cannot encrypt {}", path.display()))?;
+                    }
+                    s.entry
+                }
                 _ => {
                     if is_root && fuse::is_reserved(fuser::INodeNo::ROOT.0, &name) {
                         bail!(
@@ -395,14 +402,18 @@ impl Copier<'_> {
                 .set_message(format!("{}/{} files", self.sum.files, self.total_files));
             self.finish(f.as_raw_fd(), path, &md)
         } else if ft.is_symlink() {
-            let mut target = std::fs::read_link(path)?.into_os_string();
-            if let Some(k) = self.names {
-                target = k
-                    .encrypt_target(&target)
-                    .map_err(|e| anyhow!("cannot encrypt the symlink target: {e:?}"))?;
+            let target = std::fs::read_link(path)?.into_os_string();
+            let fd = match self.names {
+                Some(k) => {
+                    let stored = k
+                        .encrypt_target(&target)
+                        .map_err(|e| anyhow!("cannot encrypt the symlink target: {e:?}"))?;
+                    let root = fuse::open_root(&self.backing).map_err(|e| anyhow!("{e}"))?;
+                    fuse::make_stored_symlink(root.as_raw_fd(), dir, name, k, &stored, uid, gid)
+                }
+                None => fuse::make_symlink(dir, name, &target, uid, gid),
             }
-            let fd = fuse::make_symlink(dir, name, &target, uid, gid)
-                .with_context(|| owner_hint(path, &md))?;
+            .with_context(|| owner_hint(path, &md))?;
             self.sum.symlinks += 1;
             // Symlinks have no mode; their xattrs go by path (an fd path would follow them).
             for (n, v) in list_xattrs(path)? {
@@ -630,21 +641,24 @@ impl Verifier<'_> {
         let sn = names(&s, &|n| self.names.is_none() && reserved(n))?;
         // The backing names, as (plaintext, stored).
         let mut bn = Vec::new();
+        let bdir = File::open(&b)?;
         let iv = match self.names {
-            Some(k) => Some((k, names::read_diriv(File::open(&b)?.as_raw_fd())?)),
+            Some(k) => Some((k, names::read_diriv(bdir.as_raw_fd())?)),
             None => None,
         };
         for stored in names(&b, &|n| {
-            reserved(n) || (iv.is_some() && n == names::DIRIV_NAME)
+            reserved(n)
+                || iv.is_some_and(|(k, _)| match k.kind_of(n) {
+                    names::EntryKind::DirIv | names::EntryKind::Side(_) => true,
+                    names::EntryKind::LinkSide => root,
+                    _ => false,
+                })
         })? {
             match iv {
                 None => bn.push((stored.clone(), stored)),
-                Some((k, iv)) => match k.decrypt_name(&iv, &stored) {
-                    Some(plain) => bn.push((plain, stored)),
-                    None => self.bad(
-                        &rel.join(&stored),
-                        "a name in the volume that does not decrypt".into(),
-                    ),
+                Some((k, iv)) => match k.read_name(&iv, bdir.as_raw_fd(), &stored) {
+                    Ok(plain) => bn.push((plain, stored)),
+                    Err(e) => self.bad(&rel.join(&stored), format!("in the volume: {e}")),
                 },
             }
         }
@@ -713,7 +727,14 @@ impl Verifier<'_> {
         if is_link {
             let mut target = Some(std::fs::read_link(&b)?.into_os_string());
             if let (Some(k), Some(t)) = (self.names, &target) {
-                target = k.decrypt_target(t);
+                target = if k.is_long_link(t.as_bytes()) {
+                    let root = File::open(self.backing)?;
+                    names::read_long_link(root.as_raw_fd(), t)
+                        .ok()
+                        .and_then(|s| k.decrypt_target(&s))
+                } else {
+                    k.decrypt_target(t)
+                };
             }
             if Some(std::fs::read_link(&s)?.into_os_string()) != target {
                 self.bad(rel, "symlink target differs".into());

@@ -46,7 +46,8 @@ pub struct InitFlags {
     #[arg(long, default_value_t = 100_000)]
     pub dek_max_files: u64,
     /// Encrypt file names and symlink targets too (AES-SIV, a random IV per directory),
-    /// not only contents. Names are then limited to 175 bytes. Chosen once, at init.
+    /// not only contents. Names up to 255 bytes, symlink targets up to 4,095 (long ones in
+    /// side files). Chosen once, at init.
     #[arg(long)]
     pub encrypt_names: bool,
 }

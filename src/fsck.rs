@@ -11,7 +11,9 @@
 //! uncorrected"), 1 when the volume cannot be checked at all.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -277,14 +279,16 @@ pub enum Walked<'a> {
         rel: &'a str,
     },
     /// A name the mount cannot show (encrypted names): one that does not decrypt
-    /// (a warning: the mount hides that entry), or a directory without its IV whose
-    /// entries therefore cannot be named (an error). Walked on all the same.
+    /// (a warning: the mount hides that entry), a directory without its IV whose
+    /// entries therefore cannot be named, a long name without its side file, a long
+    /// symlink without its side file (errors); or a side file whose entry or symlink is
+    /// gone (a warning: an orphan a crash left, safe to delete). Walked on all the same.
     Name {
         /// The path relative to the backing directory, decrypted as far as it goes.
         rel: &'a str,
         /// What is wrong.
         message: String,
-        /// A directory without IV (rather than one stray name).
+        /// An entry the mount cannot name or read (rather than a stray name or an orphan).
         error: bool,
     },
     /// A directory that cannot be listed or an entry that cannot be stat'ed.
@@ -306,17 +310,48 @@ pub fn walk_volume(
     names: Option<&names::NameKey>,
     visit: &mut dyn FnMut(Walked<'_>),
 ) {
-    let mut seen = HashSet::new();
-    walk_dir(backing, Path::new(""), names, &mut seen, visit);
+    let mut w = Walk {
+        backing,
+        names,
+        seen: HashSet::new(),
+        links: HashSet::new(),
+    };
+    walk_dir(backing, Path::new(""), &mut w, visit);
+    // Long links' side files no symlink names.
+    let Some(k) = names.filter(|k| k.long_names()) else {
+        return;
+    };
+    let mut sides: Vec<_> = match std::fs::read_dir(backing) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .filter(|n| k.kind_of(n) == names::EntryKind::LinkSide)
+            .collect(),
+        Err(_) => return,
+    };
+    sides.sort();
+    for n in sides.into_iter().filter(|n| !w.links.contains(n)) {
+        visit(Walked::Name {
+            rel: &n.to_string_lossy(),
+            message: "side file of a long symlink target that no symlink names (an orphan a \
+                      crash left; safe to delete)"
+                .into(),
+            error: false,
+        });
+    }
 }
 
-fn walk_dir(
-    dir: &Path,
-    rel: &Path,
-    names: Option<&names::NameKey>,
-    seen: &mut HashSet<(u64, u64)>,
-    visit: &mut dyn FnMut(Walked<'_>),
-) {
+/// The state of one [`walk_volume`].
+struct Walk<'a> {
+    backing: &'a Path,
+    names: Option<&'a names::NameKey>,
+    /// Regular files seen (each inode once).
+    seen: HashSet<(u64, u64)>,
+    /// The long links symlinks name (their side files at the root).
+    links: HashSet<OsString>,
+}
+
+fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'_>)) {
+    let names = w.names;
     let mut entries: Vec<_> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
         Err(e) => {
@@ -329,15 +364,39 @@ fn walk_dir(
     };
     entries.sort_by_key(|e| e.file_name());
     let top = rel.as_os_str().is_empty();
+    let all: HashSet<OsString> = entries.iter().map(|e| e.file_name()).collect();
     entries.retain(|e| {
         let name = e.file_name();
         let volume_file = top && crate::fuse::is_reserved(fuser::INodeNo::ROOT.0, &name);
-        let iv_file = names.is_some() && name == names::DIRIV_NAME;
-        !(volume_file || iv_file)
+        let kind = names.map(|k| k.kind_of(&name));
+        let own_file = match kind {
+            Some(names::EntryKind::DirIv) => true,
+            Some(names::EntryKind::LinkSide) => top,
+            Some(names::EntryKind::Side(entry)) => {
+                if !all.contains(entry) {
+                    let r = rel.join(&name);
+                    visit(Walked::Name {
+                        rel: &r.to_string_lossy(),
+                        message: "side file of a long name whose entry is gone (an orphan a \
+                                  crash left; safe to delete)"
+                            .into(),
+                        error: false,
+                    });
+                }
+                true
+            }
+            _ => false,
+        };
+        !(volume_file || own_file)
     });
+    let dfd = File::open(dir);
     let iv = match names {
         None => None,
-        Some(k) => match File::open(dir).and_then(|d| names::read_diriv(d.as_raw_fd())) {
+        Some(k) => match dfd
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+            .and_then(|d| names::read_diriv(d.as_raw_fd()))
+        {
             Ok(iv) => Some((k, iv)),
             Err(err) => {
                 if !entries.is_empty() {
@@ -356,27 +415,34 @@ fn walk_dir(
     };
     for e in entries {
         let name = e.file_name();
-        let r = match iv {
-            Some((k, iv)) => match k.decrypt_name(&iv, &name) {
-                Some(plain) => rel.join(plain),
-                None => {
-                    let r = rel.join(&name);
-                    visit(Walked::Name {
-                        rel: &r.to_string_lossy(),
-                        message: "name does not decrypt (not of this volume, or changed): the mount does not show it".into(),
-                        error: false,
-                    });
-                    r
-                }
-            },
+        let read = match (iv, &dfd) {
+            (Some((k, iv)), Ok(d)) => Some(k.read_name(&iv, d.as_raw_fd(), &name)),
+            _ => None,
+        };
+        let r = match read {
+            Some(Ok(plain)) => rel.join(plain),
+            Some(Err(bad)) => {
+                let r = rel.join(&name);
+                let (message, error) = match bad {
+                    names::BadName::DoesNotDecrypt => ("name does not decrypt (not of this volume, or changed): the mount does not show it".to_string(), false),
+                    bad => (format!("{bad}: the mount does not show it, and a lookup of its name answers EIO"), true),
+                };
+                visit(Walked::Name {
+                    rel: &r.to_string_lossy(),
+                    message,
+                    error,
+                });
+                r
+            }
             None => rel.join(&name),
         };
         match std::fs::symlink_metadata(e.path()) {
-            Ok(md) if md.is_dir() => walk_dir(&e.path(), &r, names, seen, visit),
-            Ok(md) if md.is_file() && seen.insert((md.dev(), md.ino())) => visit(Walked::File {
+            Ok(md) if md.is_dir() => walk_dir(&e.path(), &r, w, visit),
+            Ok(md) if md.is_file() && w.seen.insert((md.dev(), md.ino())) => visit(Walked::File {
                 path: &e.path(),
                 rel: &r.to_string_lossy(),
             }),
+            Ok(md) if md.file_type().is_symlink() => check_long_link(&e.path(), &r, w, visit),
             Ok(_) => {}
             // Deleted since the directory was listed (a mounted volume).
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -385,6 +451,41 @@ fn walk_dir(
                 message: format!("cannot stat: {err}"),
             }),
         }
+    }
+}
+
+/// Checks the symlink at `path` (mount path `rel`): a long link must have its side file
+/// at the root, holding a target that opens.
+fn check_long_link(path: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'_>)) {
+    let Some(k) = w.names.filter(|k| k.long_names()) else {
+        return;
+    };
+    let Ok(t) = std::fs::read_link(path) else {
+        return;
+    };
+    let t = t.into_os_string();
+    if !k.is_long_link(t.as_bytes()) {
+        return;
+    }
+    let stored = File::open(w.backing).and_then(|root| names::read_long_link(root.as_raw_fd(), &t));
+    let problem = match stored {
+        Ok(s) if k.decrypt_target(&s).is_some() => None,
+        Ok(_) => Some("its target does not decrypt".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some("its side file is missing".to_string())
+        }
+        Err(e) => Some(format!("its side file is bad ({e})")),
+    };
+    w.links.insert(t.clone());
+    if let Some(p) = problem {
+        visit(Walked::Name {
+            rel: &rel.to_string_lossy(),
+            message: format!(
+                "long symlink {}: {p}; readlink answers EIO",
+                t.to_string_lossy()
+            ),
+            error: true,
+        });
     }
 }
 

@@ -37,7 +37,7 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const KNOWN_FEATURES: &[&str] = &["content-xaes256gcm-v1", "header-two-slots-v1"];
 /// Feature flags a volume may have (chosen at init). Any flag in neither list refuses
 /// to mount.
-pub const OPTIONAL_FEATURES: &[&str] = &[crate::names::FEATURE];
+pub const OPTIONAL_FEATURES: &[&str] = &[crate::names::FEATURE, crate::names::FEATURE_LONG];
 /// The EncryptionContext key that binds every DEK to its volume.
 pub const CONTEXT_KEY: &str = "kmsfs-volume";
 /// HKDF info of the config MAC key.
@@ -187,6 +187,14 @@ pub fn parse_config(bytes: &[u8]) -> anyhow::Result<(VolumeConfig, Vec<u8>, Vec<
             bail!("volume config lacks required feature {f:?}");
         }
     }
+    let has = |f: &str| cfg.features.iter().any(|x| x == f);
+    if has(crate::names::FEATURE_LONG) && !has(crate::names::FEATURE) {
+        bail!(
+            "volume config has feature {:?} without {:?}",
+            crate::names::FEATURE_LONG,
+            crate::names::FEATURE
+        );
+    }
     let bs = cfg.block_size;
     if !(512..=1 << 20).contains(&bs) || !bs.is_power_of_two() {
         bail!("volume block size {bs} is out of range");
@@ -262,7 +270,12 @@ pub fn init_volume(
         features: KNOWN_FEATURES
             .iter()
             .map(|s| s.to_string())
-            .chain(opts.encrypt_names.then(|| crate::names::FEATURE.to_owned()))
+            .chain(
+                [crate::names::FEATURE, crate::names::FEATURE_LONG]
+                    .into_iter()
+                    .filter(|_| opts.encrypt_names)
+                    .map(str::to_owned),
+            )
             .collect(),
         cmk: dk.key_id.clone(),
         block_size: opts.block_size,
@@ -824,11 +837,21 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("name-encryption-v9"), "{e}");
+        let mut long_alone = sample();
+        long_alone.features.push(crate::names::FEATURE_LONG.into());
+        let long_alone = serde_json::to_vec(&long_alone).unwrap();
+        assert!(parse_config(&encode_config(&long_alone, &[0; 32])).is_err());
         let mut names = sample();
         names.features.push(crate::names::FEATURE.into());
         let body = serde_json::to_vec(&names).unwrap();
         assert_eq!(
             parse_config(&encode_config(&body, &[0; 32])).unwrap().0,
+            names
+        );
+        names.features.push(crate::names::FEATURE_LONG.into());
+        let long = serde_json::to_vec(&names).unwrap();
+        assert_eq!(
+            parse_config(&encode_config(&long, &[0; 32])).unwrap().0,
             names
         );
         let extra = String::from_utf8(body.clone())

@@ -4,6 +4,12 @@
 //! in two directories is stored differently; renames (across directories, over an empty
 //! directory), rmdir, hard links and long names behave as on a local filesystem; names
 //! changed on disk are hidden and reported by fsck, never shown wrong.
+//!
+//! Long names and targets (feature `names-long-v1`): names of 176 to 255 bytes and
+//! symlink targets of 4,095 round-trip through tar, also after a remount; renames between
+//! short and long names, hard links, unlink and rmdir keep each long name's side file
+//! beside its entry and leave none behind; a missing or wrong side file answers EIO and is
+//! reported by fsck, an orphan is reported; volumes made before the feature keep 175.
 
 #![allow(clippy::unwrap_used)]
 
@@ -35,7 +41,31 @@ fn tree(root: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
-/// A source tree with the names that matter.
+/// A name of exactly `n` bytes starting with `tag` (multi-byte characters in it).
+fn name_of(tag: &str, n: usize) -> String {
+    let mut s = format!("{tag}-ü");
+    while s.len() < n {
+        s.push(if s.len() % 7 == 0 { 'é' } else { 'x' });
+        if s.len() > n {
+            s.pop();
+            s.push('y');
+        }
+    }
+    assert_eq!(s.len(), n);
+    s
+}
+
+/// A symlink target of exactly `n` bytes.
+fn target_of(n: usize) -> String {
+    let mut t = "../far away/".repeat(n / 12 + 1);
+    t.truncate(n - 1);
+    t.push('Z');
+    t
+}
+
+/// A source tree with the names that matter: short ones, 175 bytes (the longest that is
+/// its own entry), 176, 200 and 255 bytes (long names); a 255-byte directory; symlinks
+/// of 3,039 bytes (the longest inline one) and 4,095 bytes (a long link).
 fn make_source(src: &Path) -> Vec<String> {
     let long = "L".repeat(175);
     let names = vec![
@@ -45,6 +75,9 @@ fn make_source(src: &Path) -> Vec<String> {
         long.clone(),
         ".hidden".into(),
         "-dash".into(),
+        name_of("long176", 176),
+        name_of("long200", 200),
+        name_of("long255", 255),
     ];
     for d in ["", "docs", "docs/deep/er", "other"] {
         fs::create_dir_all(src.join(d)).unwrap();
@@ -59,7 +92,62 @@ fn make_source(src: &Path) -> Vec<String> {
     .unwrap();
     symlink("/nonexistent/dangling target", src.join("dangling")).unwrap();
     fs::hard_link(src.join("README.md"), src.join("other/hardlink")).unwrap();
+    let ldir = src.join("other").join(name_of("dir255", 255));
+    fs::create_dir(&ldir).unwrap();
+    fs::write(ldir.join(name_of("in-dir255", 255)), b"deep and long").unwrap();
+    symlink(target_of(4095), ldir.join(name_of("link255", 255))).unwrap();
+    symlink(target_of(3039), src.join("inline-3039")).unwrap();
+    symlink(target_of(4095), src.join("link-4095")).unwrap();
+    fs::hard_link(
+        src.join(name_of("long255", 255)),
+        src.join("docs").join(name_of("hard255", 255)),
+    )
+    .unwrap();
     names
+}
+
+/// The long names, their side files and the long links of a volume's backing tree,
+/// counted after checking that each long name has its side file and each side file its
+/// entry (no temp file), and that the long links at the root are exactly those the
+/// symlinks name: `(long names, long links)`.
+fn side_files(backing: &Path) -> (usize, usize) {
+    let (mut longs, mut named_links) = (0, BTreeSet::new());
+    let mut stack = vec![backing.to_owned()];
+    while let Some(d) = stack.pop() {
+        let here: BTreeSet<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        for n in &here {
+            let full = d.join(n);
+            let md = fs::symlink_metadata(&full).unwrap();
+            if md.is_dir() {
+                stack.push(full.clone());
+            }
+            if md.file_type().is_symlink() {
+                let t = fs::read_link(&full).unwrap().into_os_string();
+                let t = t.into_string().unwrap();
+                if t.starts_with("kmsfs.longlink.") {
+                    named_links.insert(t);
+                }
+            }
+            if let Some(entry) = n.strip_suffix(".name") {
+                assert!(here.contains(entry), "orphan side file {}", full.display());
+            } else if n.starts_with("kmsfs.longname.") {
+                assert_eq!(n.len(), 58, "{n}");
+                assert!(here.contains(&format!("{n}.name")), "no side file: {n}");
+                longs += 1;
+            }
+            assert!(!n.ends_with(".tmp"), "temp file left: {}", full.display());
+        }
+    }
+    let at_root: BTreeSet<String> = fs::read_dir(backing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("kmsfs.longlink."))
+        .collect();
+    assert_eq!(at_root, named_links, "long links at the root vs named");
+    (longs, at_root.len())
 }
 
 fn assert_no_plaintext_on_disk(backing: &Path, names: &[String]) {
@@ -118,10 +206,14 @@ fn a_tree_round_trips_while_the_disk_holds_no_plaintext_name() {
     );
     assert_eq!(
         sh(&format!("stat -f -c %l {}", m.mnt.display())).trim(),
-        "175"
+        "255"
     );
-    let too_long = fs::write(m.p(&"x".repeat(176)), b"").unwrap_err();
+    let too_long = fs::write(m.p(&"x".repeat(256)), b"").unwrap_err();
     assert_eq!(too_long.raw_os_error(), Some(libc::ENAMETOOLONG));
+    assert_eq!(fs::symlink_metadata(m.p("link-4095")).unwrap().len(), 4095);
+    // 3 long names in each of 4 directories, the 255-byte directory and 2 in it, the hard
+    // link; 2 symlinks of 4,095 bytes.
+    assert_eq!(side_files(&m.backing), (3 * 4 + 1 + 2 + 1, 2));
 
     // On disk: no name, no target, an IV per directory; one name, two directories, two
     // stored names.
@@ -139,7 +231,10 @@ fn a_tree_round_trips_while_the_disk_holds_no_plaintext_name() {
             dirs += 1;
         }
     }
-    assert_eq!(dirs, 5, "root, docs, docs/deep, docs/deep/er, other");
+    assert_eq!(
+        dirs, 6,
+        "root, docs, docs/deep, docs/deep/er, other, other/dir255…"
+    );
     let top: BTreeSet<_> = fs::read_dir(&m.backing)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -322,6 +417,7 @@ fn encrypted_names_are_chosen_at_init_and_laid_out_by_encrypt_too() {
     let mut m = Mounted::new(&["--encrypt-names"]);
     let conf = fs::read_to_string(m.backing.join("kmsfs.conf")).unwrap();
     assert!(conf.contains("\"names-siv-v1\""), "{conf}");
+    assert!(conf.contains("\"names-long-v1\""), "{conf}");
     m.unmount();
     let mut shared = Mounted::existing(&m.kms, &m.backing, &["-o", "shared_storage"]);
     assert!(
@@ -359,21 +455,15 @@ fn encrypted_names_are_chosen_at_init_and_laid_out_by_encrypt_too() {
         src.display(),
         e.mnt.display()
     ));
-    let long = src.join("x".repeat(176));
-    fs::write(&long, b"").unwrap();
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
-        .args(["encrypt", "--encrypt-names"])
-        .arg(&src)
-        .arg(m.dir.path().join("dst2"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("at most 175 bytes"),
-        "{out:?}"
+    // Names of 176 to 255 bytes, a 4,095-byte target: long names and links as the
+    // mount makes them.
+    assert_eq!(side_files(&dst), (3 * 4 + 1 + 2 + 1, 2));
+    assert_eq!(
+        fs::read_link(e.p("link-4095")).unwrap(),
+        Path::new(&target_of(4095))
     );
+    let conf = fs::read_to_string(dst.join("kmsfs.conf")).unwrap();
+    assert!(conf.contains("\"names-long-v1\""), "{conf}");
 }
 
 /// The tree as the mount shows it, in the format of tests/common/fs_names.py.
@@ -409,18 +499,7 @@ fn docs_format_md_is_enough_to_read_the_names() {
         src.display(),
         m.mnt.display()
     ));
-    let conf = fs::read_to_string(m.backing.join("kmsfs.conf")).unwrap();
-    let body: serde_json::Value = serde_json::from_str(conf.lines().next().unwrap()).unwrap();
-    let r = m.kms_call(
-        "Decrypt",
-        serde_json::json!({
-            "CiphertextBlob": body["config_dek"],
-            "EncryptionContext": format!("{{\"kmsfs-volume\":\"{}\"}}", body["uuid"].as_str().unwrap()),
-        }),
-    );
-    let dek = base64::engine::general_purpose::STANDARD
-        .decode(r["Plaintext"].as_str().unwrap())
-        .unwrap();
+    let dek = config_dek(&m);
     let dek_hex: String = dek.iter().map(|b| format!("{b:02x}")).collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/fs_names.py");
     let out = run_ok(
@@ -434,5 +513,414 @@ fn docs_format_md_is_enough_to_read_the_names() {
         want.contains("link-to-plans\tl\tdocs/deep/er/secret plans 2027.txt\n"),
         "{want}"
     );
+    // 255-byte names and a 4,095-byte target (long names and a long link) are in it.
+    let l255 = format!(
+        "other/{}/{}\tl\t{}\n",
+        name_of("dir255", 255),
+        name_of("link255", 255),
+        target_of(4095)
+    );
+    assert!(want.contains(&l255), "{want}");
+    assert!(
+        want.contains(&format!("docs/{}\tf\n", name_of("hard255", 255))),
+        "{want}"
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+/// The volume's config DEK, unwrapped through the test's KMS.
+fn config_dek(m: &Mounted) -> Vec<u8> {
+    let conf = fs::read_to_string(m.backing.join("kmsfs.conf")).unwrap();
+    let body: serde_json::Value = serde_json::from_str(conf.lines().next().unwrap()).unwrap();
+    let r = m.kms_call(
+        "Decrypt",
+        serde_json::json!({
+            "CiphertextBlob": body["config_dek"],
+            "EncryptionContext": format!("{{\"kmsfs-volume\":\"{}\"}}", body["uuid"].as_str().unwrap()),
+        }),
+    );
+    base64::engine::general_purpose::STANDARD
+        .decode(r["Plaintext"].as_str().unwrap())
+        .unwrap()
+}
+
+/// Tars `from` into `tarball` and untars that into `to` (a new directory).
+fn tar_copy(from: &Path, tarball: &Path, to: &Path) {
+    fs::create_dir(to).unwrap();
+    sh(&format!(
+        "tar -C '{}' -cf '{}' . && tar -C '{}' -xpf '{}'",
+        from.display(),
+        tarball.display(),
+        to.display(),
+        tarball.display()
+    ));
+}
+
+/// `diff -r` of two trees (FIFOs, which diff cannot compare, compared by [`listing`]).
+fn diff(a: &Path, b: &Path) {
+    sh(&format!(
+        "diff -r --no-dereference -x 'fifo-*' '{}' '{}'",
+        a.display(),
+        b.display()
+    ));
+}
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> Option<i32> {
+    r.unwrap_err().raw_os_error()
+}
+
+#[test]
+fn names_of_255_bytes_and_targets_of_4095_round_trip_through_tar_also_after_a_remount() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    // Made in the mount: files, directories, symlinks, a FIFO and a hard link with names of
+    // 176, 200 and 255 bytes, targets of 4,095 bytes under long and short names.
+    for n in [176, 200, 255] {
+        fs::write(m.p(&name_of("file", n)), format!("{n}\n")).unwrap();
+        let d = name_of("dir", n);
+        fs::create_dir(m.p(&d)).unwrap();
+        fs::write(m.p(&format!("{d}/{}", name_of("inner", n))), b"inner").unwrap();
+        symlink(target_of(4095), m.p(&format!("{d}/{}", name_of("link", n)))).unwrap();
+    }
+    symlink(target_of(4095), m.p("short-name-link")).unwrap();
+    symlink(target_of(100), m.p(&name_of("short-target", 255))).unwrap();
+    fs::hard_link(
+        m.p(&name_of("file", 255)),
+        m.p(&format!("{}/{}", name_of("dir", 176), name_of("hard", 255))),
+    )
+    .unwrap();
+    sh(&format!(
+        "mkfifo '{}'",
+        m.p(&name_of("fifo", 255)).display()
+    ));
+    let lmd = fs::symlink_metadata(m.p("short-name-link")).unwrap();
+    assert_eq!(lmd.len(), 4095);
+    assert_eq!(
+        fs::read_link(m.p("short-name-link")).unwrap(),
+        Path::new(&target_of(4095))
+    );
+    assert_eq!(fs::metadata(m.p(&name_of("file", 255))).unwrap().nlink(), 2);
+    let made = listing(&m.mnt);
+    let l255 = format!(
+        "{}/{}\tl\t{}\n",
+        name_of("dir", 255),
+        name_of("link", 255),
+        target_of(4095)
+    );
+    assert!(made.contains(&l255), "{made}");
+    assert_eq!(made.lines().count(), 3 * 4 + 4, "{made}");
+    // 3 files, 3 dirs, 3 inner files, 3 links (in dirs), a short-target link, a FIFO and
+    // a hard link have long names; 4 links have 4,095-byte targets.
+    assert_eq!(side_files(&m.backing), (15, 4));
+
+    // Out through tar, into a fresh directory.
+    let out = m.dir.path().join("out");
+    tar_copy(&m.mnt, &m.dir.path().join("1.tar"), &out);
+    diff(&m.mnt, &out);
+    assert_eq!(listing(&out), made);
+
+    // After a remount: the same tree, out again; and back in through tar.
+    m.unmount();
+    m.mount(&[]).unwrap();
+    assert_eq!(listing(&m.mnt), made);
+    let out2 = m.dir.path().join("out2");
+    tar_copy(&m.mnt, &m.dir.path().join("2.tar"), &out2);
+    diff(&out, &out2);
+    let back = m.p("back");
+    tar_copy(&out, &m.dir.path().join("3.tar"), &back);
+    diff(&out, &back);
+    assert_eq!(side_files(&m.backing), (30, 8));
+
+    // 256 bytes is too long, whatever the operation; a 4,096-byte target too.
+    let n256 = m.p(&name_of("x", 256));
+    assert_eq!(errno_of(fs::write(&n256, b"")), Some(libc::ENAMETOOLONG));
+    assert_eq!(errno_of(fs::create_dir(&n256)), Some(libc::ENAMETOOLONG));
+    assert_eq!(errno_of(symlink("t", &n256)), Some(libc::ENAMETOOLONG));
+    assert_eq!(
+        errno_of(fs::rename(m.p(&name_of("file", 200)), &n256)),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(m.p(&name_of("file", 200)), &n256)),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        errno_of(symlink(target_of(4096), m.p("t4096"))),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        sh(&format!("stat -f -c %l {}", m.mnt.display())).trim(),
+        "255"
+    );
+    assert!(fs::read(m.p(&name_of("file", 200))).is_ok());
+    m.unmount();
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    assert!(out.status.success(), "fsck: {out:?}");
+}
+
+/// `renameat2(RENAME_EXCHANGE)` of two paths.
+fn exchange(a: &Path, b: &Path) {
+    let (a, b) = (
+        std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap(),
+        std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap(),
+    );
+    // SAFETY: valid C strings.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn renames_links_unlinks_and_rmdirs_keep_each_side_file_beside_its_entry() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    let (l1, l2, l3) = (
+        name_of("one", 255),
+        name_of("two", 200),
+        name_of("three", 176),
+    );
+    let mnt = m.mnt.clone();
+    let at = |d: &str, n: &str| mnt.join(d).join(n);
+    fs::create_dir(m.p("a")).unwrap();
+    fs::create_dir(m.p("b")).unwrap();
+    fs::write(at("a", &l1), b"1").unwrap();
+    assert_eq!(side_files(&m.backing), (1, 0));
+
+    // Long to short in one directory, short to long across, long to long across.
+    fs::rename(at("a", &l1), at("a", "short")).unwrap();
+    assert!(!at("a", &l1).exists());
+    assert_eq!(side_files(&m.backing), (0, 0));
+    fs::rename(at("a", "short"), at("b", &l2)).unwrap();
+    assert_eq!(side_files(&m.backing), (1, 0));
+    fs::rename(at("b", &l2), at("a", &l3)).unwrap();
+    assert!(!at("b", &l2).exists());
+    assert_eq!(fs::read(at("a", &l3)).unwrap(), b"1");
+    assert_eq!(side_files(&m.backing), (1, 0));
+
+    // A long-named directory with a long-named file in it, moved across under a new
+    // long name.
+    let (d1, d2) = (name_of("dir-one", 230), name_of("dir-two", 240));
+    fs::create_dir(at("b", &d1)).unwrap();
+    fs::write(m.p(&format!("b/{d1}/{l1}")), b"in").unwrap();
+    fs::rename(at("b", &d1), at("a", &d2)).unwrap();
+    assert_eq!(fs::read(m.p(&format!("a/{d2}/{l1}"))).unwrap(), b"in");
+    assert_eq!(side_files(&m.backing), (3, 0));
+
+    // Over an existing long name: one side file stays, the source's goes.
+    fs::write(at("b", &l1), b"new").unwrap();
+    fs::rename(at("b", &l1), at("a", &l3)).unwrap();
+    assert_eq!(fs::read(at("a", &l3)).unwrap(), b"new");
+    assert_eq!(side_files(&m.backing), (3, 0));
+
+    // Hard links: long to long across directories, long to short; each name its own
+    // side file; unlinking one leaves the others whole.
+    fs::hard_link(at("a", &l3), at("b", &l2)).unwrap();
+    fs::hard_link(at("b", &l2), at("a", "short2")).unwrap();
+    assert_eq!(fs::metadata(at("a", "short2")).unwrap().nlink(), 3);
+    assert_eq!(side_files(&m.backing), (4, 0));
+    fs::rename(at("a", &l3), at("b", &l2)).unwrap();
+    assert!(
+        at("a", &l3).exists() && at("b", &l2).exists(),
+        "same file: no-op"
+    );
+    fs::remove_file(at("a", &l3)).unwrap();
+    assert_eq!(side_files(&m.backing), (3, 0));
+    assert_eq!(fs::read(at("b", &l2)).unwrap(), b"new");
+    assert_eq!(fs::metadata(at("a", "short2")).unwrap().nlink(), 2);
+
+    // An exchange keeps both names (and their side files) in place.
+    let (x1, x2) = (name_of("x1", 210), name_of("x2", 220));
+    fs::write(at("a", &x1), b"x1").unwrap();
+    fs::write(at("b", &x2), b"x2").unwrap();
+    exchange(&at("a", &x1), &at("b", &x2));
+    assert_eq!(fs::read(at("a", &x1)).unwrap(), b"x2");
+    assert_eq!(fs::read(at("b", &x2)).unwrap(), b"x1");
+    assert_eq!(side_files(&m.backing), (5, 0));
+
+    // Long links: the side file lives while a hard link does; a rename over the last
+    // name removes it.
+    let ln = name_of("lnk", 250);
+    symlink(target_of(4095), at("a", &ln)).unwrap();
+    fs::hard_link(at("a", &ln), at("b", "lnk2")).unwrap();
+    assert_eq!(side_files(&m.backing), (6, 1));
+    fs::remove_file(at("a", &ln)).unwrap();
+    assert_eq!(side_files(&m.backing), (5, 1));
+    assert_eq!(
+        fs::read_link(at("b", "lnk2")).unwrap(),
+        Path::new(&target_of(4095))
+    );
+    symlink(target_of(4000), at("b", &ln)).unwrap();
+    assert_eq!(side_files(&m.backing), (6, 2));
+    fs::rename(at("b", &ln), at("b", "lnk2")).unwrap();
+    assert_eq!(side_files(&m.backing), (5, 1));
+    assert_eq!(
+        fs::read_link(at("b", "lnk2")).unwrap(),
+        Path::new(&target_of(4000))
+    );
+    fs::write(at("a", "f"), b"f").unwrap();
+    fs::rename(at("a", "f"), at("b", "lnk2")).unwrap();
+    assert_eq!(side_files(&m.backing), (5, 0));
+
+    // rmdir of a long name, and of a directory that held long names.
+    let before = listing(&m.mnt);
+    m.unmount();
+    m.mount(&[]).unwrap();
+    assert_eq!(listing(&m.mnt), before);
+    fs::remove_file(m.p(&format!("a/{d2}/{l1}"))).unwrap();
+    fs::remove_dir(at("a", &d2)).unwrap();
+    for (d, n) in [("a", &x1), ("b", &x2), ("b", &l2)] {
+        fs::remove_file(at(d, n)).unwrap();
+    }
+    for p in ["a/short2", "b/lnk2"] {
+        fs::remove_file(m.p(p)).unwrap();
+    }
+    fs::remove_dir(m.p("a")).unwrap();
+    fs::remove_dir(m.p("b")).unwrap();
+    assert_eq!(side_files(&m.backing), (0, 0));
+    let left: BTreeSet<_> = fs::read_dir(&m.backing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        left,
+        ["kmsfs.conf", "kmsfs.diriv"].map(String::from).into(),
+        "nothing left behind"
+    );
+    m.unmount();
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    assert!(out.status.success(), "fsck: {out:?}");
+}
+
+/// The backing side file of mount path `rel`, a long name.
+fn side_of(m: &Mounted, rel: &str) -> PathBuf {
+    let mut p = backing_of(m, rel).into_os_string();
+    p.push(".name");
+    PathBuf::from(p)
+}
+
+#[test]
+fn a_missing_or_wrong_side_file_answers_eio_and_fsck_reports_it_and_orphans() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    let (gone, wrong, kept) = (
+        name_of("gone", 200),
+        name_of("wrong", 210),
+        name_of("kept", 220),
+    );
+    for n in [&gone, &wrong, &kept] {
+        fs::write(m.p(n), n.as_bytes()).unwrap();
+    }
+    fs::create_dir(m.p("d")).unwrap();
+    fs::write(m.p(&format!("d/{}", name_of("orphan", 230))), b"o").unwrap();
+    symlink(target_of(4095), m.p("ll")).unwrap();
+    symlink(target_of(4090), m.p("ll2")).unwrap();
+    let (gone_side, wrong_side, kept_side) =
+        (side_of(&m, &gone), side_of(&m, &wrong), side_of(&m, &kept));
+    let orphan = backing_of(&m, &format!("d/{}", name_of("orphan", 230)));
+    let ll = m.backing.join(fs::read_link(backing_of(&m, "ll")).unwrap());
+    let ll2 = m
+        .backing
+        .join(fs::read_link(backing_of(&m, "ll2")).unwrap());
+    m.unmount();
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    assert_eq!(out.status.code(), Some(0), "clean first: {out:?}");
+
+    // A side file lost, one swapped for another name's, an entry gone without its side
+    // file, a long link's side file lost, one no symlink names.
+    fs::remove_file(&gone_side).unwrap();
+    fs::write(&wrong_side, fs::read(&kept_side).unwrap()).unwrap();
+    fs::remove_file(&orphan).unwrap();
+    fs::remove_file(&ll).unwrap();
+    let stray = m.backing.join(format!("kmsfs.longlink.{}", "A".repeat(43)));
+    fs::copy(&ll2, &stray).unwrap();
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    for want in [
+        "long name without its .name side file",
+        "long name whose .name side file is bad",
+        "side file of a long name whose entry is gone",
+        "its side file is missing; readlink answers EIO",
+        "side file of a long symlink target that no symlink names",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+
+    m.mount(&[]).unwrap();
+    let listed: BTreeSet<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [kept.as_str(), "d", "ll", "ll2"].map(String::from).into()
+    );
+    assert_eq!(errno_of(fs::read(m.p(&gone))), Some(libc::EIO));
+    assert_eq!(errno_of(fs::read(m.p(&wrong))), Some(libc::EIO));
+    assert_eq!(fs::read(m.p(&kept)).unwrap(), kept.as_bytes());
+    assert_eq!(errno_of(fs::read_link(m.p("ll"))), Some(libc::EIO));
+    assert_eq!(
+        fs::read_link(m.p("ll2")).unwrap(),
+        Path::new(&target_of(4090))
+    );
+    // The directory whose only long name lost its entry is empty, and goes.
+    assert_eq!(fs::read_dir(m.p("d")).unwrap().count(), 0);
+    fs::remove_dir(m.p("d")).unwrap();
+    // The daemon is still there, and said why in its log (without the names).
+    assert!(fs::metadata(m.p(&kept)).is_ok());
+    let log = m.log_text();
+    assert!(log.contains("side file"), "{log}");
+    for tag in ["gone-ü", "wrong-ü", "kept-ü"] {
+        assert!(!log.contains(tag), "a name in the log: {log}");
+    }
+}
+
+#[test]
+fn a_volume_made_before_long_names_keeps_its_175_byte_limit() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    fs::write(m.p(&"s".repeat(175)), b"175").unwrap();
+    symlink(target_of(3039), m.p("inline")).unwrap();
+    let dek = config_dek(&m);
+    m.unmount();
+    // The config as a kmsfs before names-long-v1 wrote it.
+    let path = m.backing.join("kmsfs.conf");
+    let conf = fs::read_to_string(&path).unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(conf.lines().next().unwrap()).unwrap();
+    let uuid = body["uuid"].as_str().unwrap().to_owned();
+    body["features"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f != "names-long-v1");
+    let body = serde_json::to_vec(&body).unwrap();
+    let k = kmsfs::aead::hkdf_sha256(&dek, uuid.as_bytes(), kmsfs::volume::CONFIG_MAC_LABEL);
+    let mac = kmsfs::aead::hmac_sha256(&k[..], &body);
+    fs::write(&path, kmsfs::volume::encode_config(&body, &mac)).unwrap();
+
+    m.mount(&[]).unwrap();
+    assert_eq!(
+        sh(&format!("stat -f -c %l {}", m.mnt.display())).trim(),
+        "175"
+    );
+    assert_eq!(fs::read(m.p(&"s".repeat(175))).unwrap(), b"175");
+    assert_eq!(
+        fs::read_link(m.p("inline")).unwrap(),
+        Path::new(&target_of(3039))
+    );
+    assert_eq!(
+        errno_of(fs::write(m.p(&"s".repeat(176)), b"")),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        errno_of(symlink(target_of(3040), m.p("too-long"))),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(side_files(&m.backing), (0, 0));
+    m.unmount();
+    let conf = fs::read_to_string(&path).unwrap();
+    assert!(!conf.contains("names-long-v1"), "{conf}");
 }

@@ -1,6 +1,7 @@
 //! On a volume with encrypted names, no plaintext name or symlink target reaches the
 //! daemon's log at any level (`KMSFS_LOG=trace`): fuser's per-request debug lines name
-//! them, and are shown to do so on a plain-names volume first. And `--encrypt-names`
+//! them, and are shown to do so on a plain-names volume first; long names and targets
+//! (side files) neither. And `--encrypt-names`
 //! cannot be asked of an existing plain-names volume.
 
 #![allow(clippy::unwrap_used)]
@@ -106,6 +107,37 @@ fn no_plaintext_name_reaches_a_trace_log_of_an_encrypted_names_volume() {
     assert!(log.contains("mounted") && log.lines().count() > 10, "{log}");
     for n in names.iter().chain(&["NoSuchNameFoxtrot"]) {
         assert!(!log.contains(n), "{n} is in the log:\n{log}");
+    }
+}
+
+#[test]
+fn no_long_name_or_target_reaches_a_trace_log_either() {
+    // Long names (side files) and a 4,000-byte target (a long link), through the same work.
+    let pad = |tag: &str, n: usize| format!("{tag}{}", "z".repeat(n - tag.len()));
+    let owned = [
+        pad("LongSecretNameAlpha", 255),
+        pad("LongSecretDirBravo", 200),
+        pad("LongSecretTargetCharlie/", 4000),
+        pad("LongSecretRenamedDelta", 176),
+    ];
+    let names = [
+        owned[0].as_str(),
+        owned[1].as_str(),
+        owned[2].as_str(),
+        owned[3].as_str(),
+    ];
+    let secret = tempfile::tempdir().unwrap();
+    let log = traced(secret.path(), &["--encrypt-names"], names_work(&names));
+    assert!(log.contains("mounted") && log.lines().count() > 10, "{log}");
+    for tag in [
+        "LongSecretNameAlpha",
+        "LongSecretDirBravo",
+        "LongSecretTargetCharlie",
+        "LongSecretRenamedDelta",
+        "NoSuchNameFoxtrot",
+        "zzzzzzzz",
+    ] {
+        assert!(!log.contains(tag), "{tag} is in the log:\n{log}");
     }
 }
 

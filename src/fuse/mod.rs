@@ -33,7 +33,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::format::{BlockNo, ContentKey};
 use crate::fs_error::{FsError, FsResult};
 use crate::metrics::Metrics;
-use crate::names::{self, DirIv, NameError, NameKey, DIRIV_NAME};
+use crate::names::{self, BadName, DirIv, EntryKind, NameError, NameKey, DIRIV_NAME};
 use crate::volume::{self, HeaderLock, Volume, CONFIG_NAME};
 use content::BadBlock;
 use inodes::{Anchor, FdCache, HandleMount, Inode};
@@ -114,6 +114,25 @@ struct DirEntryRec {
     /// The name in the backing directory (the same unless names are encrypted).
     backing: OsString,
 }
+
+/// The backing form of a name, for one operation.
+struct Backing<'n> {
+    /// The entry's name in the backing directory.
+    entry: Cow<'n, OsStr>,
+    /// A long name's full stored form, which its side file holds (encrypted names).
+    long: Option<OsString>,
+}
+
+impl std::ops::Deref for Backing<'_> {
+    type Target = OsStr;
+    fn deref(&self) -> &OsStr {
+        &self.entry
+    }
+}
+
+/// A long link's backing symlink (encrypted names): an `O_PATH` fd on it (its link
+/// count says when the last name is gone) and the name of its side file at the root.
+struct LongLink(OwnedFd, OsString);
 
 enum HandleKind {
     File(File),
@@ -243,12 +262,28 @@ fn only_entries(dir: RawFd, ino: u64, allowed: &[&str]) -> std::io::Result<bool>
     Ok(true)
 }
 
-/// Removes the IV of the backing directory `dir` (encrypted names) so that it can be
-/// removed or replaced: ENOTEMPTY unless the IV is all it holds. Returns the IV, for
-/// [`put_back_iv`] should the removal fail.
-fn take_iv(dir: RawFd) -> FsResult<Option<DirIv>> {
-    if !only_entries(dir, 0, &[DIRIV_NAME])? {
-        return Err(err(libc::ENOTEMPTY));
+/// Removes the IV of the backing directory `dir` (encrypted names, key `k`) so that it
+/// can be removed or replaced: ENOTEMPTY unless the IV is all it holds, but for side files
+/// of long names whose entries are gone (a crash between an entry's removal and its side
+/// file's), which go too. Returns the IV, for [`put_back_iv`] should the removal fail.
+fn take_iv(k: &NameKey, dir: RawFd) -> FsResult<Option<DirIv>> {
+    let d = sys::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let mut orphans = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))? {
+        let name = e?.file_name();
+        match k.kind_of(&name) {
+            EntryKind::DirIv => {}
+            // Its entry would be listed too, and refuse.
+            EntryKind::Side(_) => orphans.push(name),
+            _ => return Err(err(libc::ENOTEMPTY)),
+        }
+    }
+    drop(d);
+    for o in orphans {
+        match sys::unlinkat(dir, &o, 0) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
+            _ => {}
+        }
     }
     let iv = names::read_diriv(dir).ok();
     match sys::unlinkat(dir, OsStr::new(DIRIV_NAME), 0) {
@@ -441,17 +476,148 @@ impl KmsFs {
     }
 
     /// The backing name of `name` in directory `dir`: the name itself, or its encrypted
-    /// form (ENAMETOOLONG past [`names::MAX_NAME`]).
-    fn backing_name<'n>(&self, dir: &Inode, name: &'n OsStr) -> FsResult<Cow<'n, OsStr>> {
+    /// form (ENAMETOOLONG past [`NameKey::max_name`]).
+    fn backing_name<'n>(&self, dir: &Inode, name: &'n OsStr) -> FsResult<Backing<'n>> {
         let Some(k) = self.names() else {
-            return Ok(Cow::Borrowed(name));
+            return Ok(Backing {
+                entry: Cow::Borrowed(name),
+                long: None,
+            });
         };
         let iv = self.diriv(dir)?;
         match k.encrypt_name(&iv, name) {
-            Ok(s) => Ok(Cow::Owned(s)),
+            Ok(s) => Ok(Backing {
+                entry: Cow::Owned(s.entry),
+                long: s.long,
+            }),
             Err(NameError::TooLong) => Err(err(libc::ENAMETOOLONG)),
             Err(NameError::Random) => Err(err(libc::EIO)),
         }
+    }
+
+    /// Runs `f` on the backing root's fd.
+    fn with_root<T>(&self, f: impl FnOnce(RawFd) -> std::io::Result<T>) -> FsResult<T> {
+        let root = self.inode(INodeNo::ROOT)?;
+        let fd = self.fd_of(&root)?;
+        Ok(f(fd.raw())?)
+    }
+
+    /// Before the entry of long name `b` is made in backing directory `dir`: its side file,
+    /// on disk first.
+    fn put_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
+        let Some(full) = &b.long else {
+            return Ok(());
+        };
+        names::write_side_name(dir, &b.entry, full).map_err(|e| {
+            tracing::error!(
+                dir = %self.path_hint(dir),
+                entry = ?b.entry,
+                "cannot write the side file of a long name: {e}"
+            );
+            FsError::from(e)
+        })
+    }
+
+    /// After making the entry of long name `b` in `dir` failed: its side file goes, unless
+    /// an entry has that name (whose side file it is).
+    fn drop_side_if_unused(&self, dir: RawFd, b: &Backing) {
+        if b.long.is_some()
+            && matches!(sys::fstatat_nofollow(dir, &b.entry),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT))
+        {
+            self.remove_side(dir, b);
+        }
+    }
+
+    /// After the entry of long name `b` left `dir`: its side file (a failure leaves an
+    /// orphan, which fsck reports and rmdir removes).
+    fn remove_side(&self, dir: RawFd, b: &Backing) {
+        if b.long.is_none() {
+            return;
+        }
+        if let Err(e) = names::remove_side_name(dir, &b.entry) {
+            tracing::warn!(
+                dir = %self.path_hint(dir),
+                entry = ?b.entry,
+                "cannot remove the side file of a removed long name: {e}"
+            );
+        }
+    }
+
+    /// Checks, on a lookup of long name `b` whose entry is in `dir`, that its side file is
+    /// there and its own: EIO otherwise, as the listing does not show it.
+    fn check_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
+        let Some(full) = &b.long else {
+            return Ok(());
+        };
+        match names::read_side_name(dir, &b.entry) {
+            Ok(f) if &f == full => Ok(()),
+            r => {
+                self.vol.count_integrity_failure();
+                let why = match r {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "missing".to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(_) => "another name's".to_string(),
+                };
+                tracing::error!(
+                    dir = %self.path_hint(dir),
+                    entry = ?b.entry,
+                    "long name whose side file is bad ({why}): EIO"
+                );
+                Err(err(libc::EIO))
+            }
+        }
+    }
+
+    /// The long link at `name` in backing directory `dir`, if that is one (before the
+    /// name goes: [`Self::release_long_link`] after).
+    fn long_link_at(&self, dir: RawFd, name: &OsStr) -> Option<LongLink> {
+        let k = self.names().filter(|k| k.long_names())?;
+        let is_ref = |st: libc::stat| {
+            st.st_mode & libc::S_IFMT == libc::S_IFLNK && st.st_size as usize == names::LONG_REF_LEN
+        };
+        // One syscall for what is not a long link (nearly everything).
+        if !is_ref(sys::fstatat_nofollow(dir, name).ok()?) {
+            return None;
+        }
+        let fd = sys::openat(dir, name, libc::O_PATH, 0).ok()?;
+        if !is_ref(sys::fstat(fd.as_raw_fd()).ok()?) {
+            return None;
+        }
+        let t = sys::readlink_fd(fd.as_raw_fd()).ok()?;
+        k.is_long_link(&t)
+            .then(|| LongLink(fd, OsString::from_vec(t)))
+    }
+
+    /// After a name of long link `l` went (unlink, rename over it): its side file goes
+    /// with the last name.
+    fn release_long_link(&self, l: Option<LongLink>) {
+        let Some(LongLink(fd, link)) = l else {
+            return;
+        };
+        if !matches!(sys::fstat(fd.as_raw_fd()), Ok(st) if st.st_nlink == 0) {
+            return;
+        }
+        if let Err(e) = self.with_root(|root| names::remove_long_link(root, &link)) {
+            tracing::warn!(
+                link = ?link,
+                "cannot remove the side file of a removed long symlink: {e}"
+            );
+        }
+    }
+
+    /// The size in the mount of `inode`, a symlink whose backing target may be a long link
+    /// (`None`: not one, or its side file cannot be read, which readlink reports).
+    fn long_link_len(&self, inode: &Inode) -> Option<u64> {
+        let k = self.names().filter(|k| k.long_names())?;
+        let t = sys::readlink_fd(self.fd_of(inode).ok()?.raw()).ok()?;
+        if !k.is_long_link(&t) {
+            return None;
+        }
+        let st = self
+            .with_root(|root| sys::fstatat_nofollow(root, OsStr::from_bytes(&t)))
+            .ok()?;
+        Some(names::target_len(st.st_size as u64))
     }
 
     /// Gives the directory just made at `fd` (an `O_PATH` fd) its IV, on a volume with
@@ -465,7 +631,7 @@ impl KmsFs {
 
     /// rmdir on a volume with encrypted names: the directory's IV goes first (it must hold
     /// nothing else), and comes back if the rmdir fails.
-    fn rmdir_named(&self, pdir: RawFd, bname: &OsStr) -> FsResult<()> {
+    fn rmdir_named(&self, k: &NameKey, pdir: RawFd, bname: &OsStr) -> FsResult<()> {
         let child = sys::openat(
             pdir,
             bname,
@@ -473,7 +639,7 @@ impl KmsFs {
             0,
         )?;
         let cfd = child.as_raw_fd();
-        let iv = take_iv(cfd)?;
+        let iv = take_iv(k, cfd)?;
         sys::unlinkat(pdir, bname, libc::AT_REMOVEDIR).map_err(|e| {
             put_back_iv(cfd, iv);
             FsError::from(e)
@@ -585,6 +751,18 @@ impl KmsFs {
         }
     }
 
+    /// [`Self::attr_of`] of `inode`, whose backing stat is `st`: a long link's size is
+    /// its target's.
+    fn attr_at(&self, inode: &Inode, st: &libc::stat) -> FileAttr {
+        let mut a = self.attr_of(inode.ino, st);
+        if a.kind == FileType::Symlink && st.st_size as usize == names::LONG_REF_LEN {
+            if let Some(n) = self.long_link_len(inode) {
+                a.size = n;
+            }
+        }
+        a
+    }
+
     /// Registers (or finds) the inode of `fd`, just opened as backing name `name` in
     /// directory `parent`, and counts one lookup.
     fn remember(
@@ -664,8 +842,9 @@ impl KmsFs {
         // The name is opened and recorded with no rename or unlink in between.
         let _ns = self.fds.ns_shared();
         let fd = sys::openat(pfd.raw(), &bname, libc::O_PATH, 0)?;
+        self.check_side(pfd.raw(), &bname)?;
         let (inode, st) = self.remember(fd, &p, &bname)?;
-        Ok(self.attr_of(inode.ino, &st))
+        Ok(self.attr_at(&inode, &st))
     }
 
     /// Drops inode `ino` from the table if the kernel forgot it and nothing uses it, and
@@ -729,7 +908,7 @@ impl KmsFs {
 
     fn getattr_ino(&self, inode: &Inode) -> FsResult<FileAttr> {
         let st = sys::fstat(self.fd_of(inode)?.raw())?;
-        Ok(self.attr_of(inode.ino, &st))
+        Ok(self.attr_at(inode, &st))
     }
 
     /// Chowns a just-created entry to the caller (setgid directories pass their group).
@@ -770,13 +949,18 @@ impl KmsFs {
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let _ns = self.fds.ns_shared();
-        let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid)?;
+        self.put_side(pdir.raw(), &bname)?;
+        let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid).map_err(|e| {
+            self.drop_side_if_unused(pdir.raw(), &bname);
+            FsError::from(e)
+        })?;
         self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
         let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
             match self.new_dir_iv(fd.as_raw_fd()) {
                 Ok(iv) => iv,
                 Err(e) => {
                     let _ = sys::unlinkat(pdir.raw(), &bname, libc::AT_REMOVEDIR);
+                    self.drop_side_if_unused(pdir.raw(), &bname);
                     return Err(e);
                 }
             }
@@ -787,7 +971,7 @@ impl KmsFs {
         if let Some(iv) = iv {
             let _ = inode.diriv.set(iv);
         }
-        Ok(self.attr_of(inode.ino, &st))
+        Ok(self.attr_at(&inode, &st))
     }
 
     /// The content key of an open regular file, reading the header if needed.
@@ -963,10 +1147,12 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let mode = self.new_mode(&p, mode, umask)?;
         let _g = self.names_lock.read_recursive();
-        let name = &*self.backing_name(&p, name)?;
+        let bname = self.backing_name(&p, name)?;
+        let name = &*bname;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let _ns = self.fds.ns_shared();
+        self.put_side(pdir.raw(), &bname)?;
         let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
             Ok(f) => {
                 self.undo_inherited_acl(pdir.raw(), f.as_raw_fd(), mode)?;
@@ -975,14 +1161,17 @@ impl KmsFs {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
                 sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into()
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.drop_side_if_unused(pdir.raw(), &bname);
+                return Err(e.into());
+            }
         };
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd, &p, name)?;
         if flags & libc::O_TRUNC != 0 {
             self.empty_file(&inode, &file)?;
         }
-        let attr = self.attr_of(inode.ino, &st);
+        let attr = self.attr_at(&inode, &st);
         let fh = self.new_handle(inode, HandleKind::File(file));
         Ok((attr, fh))
     }
@@ -1383,7 +1572,7 @@ impl KmsFs {
             sys::utimens_fd(fd.raw(), atime.map(to_timespec), mtime.map(to_timespec))?;
         }
         let st = sys::fstat(fd.raw())?;
-        Ok(self.attr_of(inode.ino, &st))
+        Ok(self.attr_at(&inode, &st))
     }
 
     fn do_opendir(&self, ino: INodeNo) -> FsResult<u64> {
@@ -1434,6 +1623,7 @@ impl KmsFs {
             None => None,
         };
         let mut strangers = 0u64;
+        let mut broken = 0u64;
         let rd = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
         for e in rd {
             let e = e?;
@@ -1443,13 +1633,25 @@ impl KmsFs {
             }
             let name = match names {
                 None => backing.clone(),
-                Some(_) if backing.as_bytes() == DIRIV_NAME.as_bytes() => continue,
-                Some((k, iv)) => match k.decrypt_name(&iv, &backing) {
-                    Some(n) => n,
-                    None => {
-                        strangers += 1;
-                        continue;
-                    }
+                Some((k, iv)) => match k.kind_of(&backing) {
+                    EntryKind::DirIv | EntryKind::Side(_) => continue,
+                    EntryKind::LinkSide if inode.ino == INodeNo::ROOT.0 => continue,
+                    _ => match k.read_name(&iv, dir.as_raw_fd(), &backing) {
+                        Ok(n) => n,
+                        Err(BadName::DoesNotDecrypt) => {
+                            strangers += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            broken += 1;
+                            tracing::error!(
+                                dir = %self.path_hint(dir.as_raw_fd()),
+                                entry = ?backing,
+                                "{e}: not listed (EIO on lookup)"
+                            );
+                            continue;
+                        }
+                    },
                 },
             };
             let kind = match e.file_type() {
@@ -1463,6 +1665,9 @@ impl KmsFs {
                 name,
                 backing,
             });
+        }
+        if broken > 0 {
+            self.vol.count_integrity_failure();
         }
         if strangers > 0 {
             tracing::warn!(
@@ -1500,7 +1705,25 @@ impl KmsFs {
         let _ns = self.fds.ns_exclusive();
         let moved = self.known_at(pfd.raw(), &name);
         let replaced = self.known_at(npfd.raw(), &newname);
-        self.rename_backing(&pfd, &name, &npfd, &newname, flags)?;
+        // Long names: both names stay where they are in an exchange; otherwise the new
+        // name's side file comes first, and the old one's goes after.
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let mut link = None;
+        if !exchange {
+            self.put_side(npfd.raw(), &newname)?;
+            link = self.long_link_at(npfd.raw(), &newname);
+        }
+        if let Err(e) = self.rename_backing(&pfd, &name, &npfd, &newname, flags) {
+            if !exchange {
+                self.drop_side_if_unused(npfd.raw(), &newname);
+            }
+            return Err(e);
+        }
+        if !exchange {
+            // A rename onto another name of the same file leaves both.
+            self.drop_side_if_unused(pfd.raw(), &name);
+            self.release_long_link(link);
+        }
         // Names follow (a rename onto another name of the same file changes nothing).
         if let (Some(m), Some(r)) = (&moved, &replaced) {
             if Arc::ptr_eq(m, r) {
@@ -1551,7 +1774,10 @@ impl KmsFs {
                     0,
                 )?;
                 let tfd = target.as_raw_fd();
-                let iv = take_iv(tfd)?;
+                let iv = match self.names() {
+                    Some(k) => take_iv(k, tfd)?,
+                    None => None,
+                };
                 sys::renameat2(pfd.raw(), name, npfd.raw(), newname, flags).map_err(|e| {
                     put_back_iv(tfd, iv);
                     FsError::from(e)
@@ -1573,7 +1799,11 @@ impl KmsFs {
         let newname = self.backing_name(&np, newname)?;
         let (fd, npfd) = (self.fd_of(&inode)?, self.fd_of(&np)?);
         let _ns = self.fds.ns_shared();
-        sys::linkat_fd(fd.raw(), npfd.raw(), &newname)?;
+        self.put_side(npfd.raw(), &newname)?;
+        if let Err(e) = sys::linkat_fd(fd.raw(), npfd.raw(), &newname) {
+            self.drop_side_if_unused(npfd.raw(), &newname);
+            return Err(e.into());
+        }
         inode.add_name(&np, &newname);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
@@ -1594,9 +1824,9 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let _g = self.names_lock.read_recursive();
         let name = self.backing_name(&p, name)?;
-        let target = match self.names() {
-            None => Cow::Borrowed(target),
-            Some(k) => Cow::Owned(k.encrypt_target(target).map_err(|e| match e {
+        let stored = match self.names() {
+            None => None,
+            Some(k) => Some(k.encrypt_target(target).map_err(|e| match e {
                 NameError::TooLong => err(libc::ENAMETOOLONG),
                 NameError::Random => err(libc::EIO),
             })?),
@@ -1604,9 +1834,16 @@ impl KmsFs {
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let _ns = self.fds.ns_shared();
-        let fd = make_symlink(pdir.raw(), &name, &target, uid, gid)?;
+        self.put_side(pdir.raw(), &name)?;
+        let made = match (self.names(), &stored) {
+            (Some(k), Some(stored)) => self.with_root(|root| {
+                make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
+            }),
+            _ => make_symlink(pdir.raw(), &name, target, uid, gid).map_err(FsError::from),
+        };
+        let fd = made.inspect_err(|_| self.drop_side_if_unused(pdir.raw(), &name))?;
         let (inode, st) = self.remember(fd, &p, &name)?;
-        Ok(self.attr_of(inode.ino, &st))
+        Ok(self.attr_at(&inode, &st))
     }
 
     fn do_readlink(&self, inode: &Inode) -> FsResult<Vec<u8>> {
@@ -1614,6 +1851,23 @@ impl KmsFs {
         let stored = sys::readlink_fd(fd.raw())?;
         let Some(k) = self.names() else {
             return Ok(stored);
+        };
+        let stored = if k.is_long_link(&stored) {
+            let link = OsStr::from_bytes(&stored);
+            match self.with_root(|root| names::read_long_link(root, link)) {
+                Ok(s) => s.into_vec(),
+                Err(e) => {
+                    self.vol.count_integrity_failure();
+                    tracing::error!(
+                        link = %self.path_hint(fd.raw()),
+                        side = ?link,
+                        "the side file of a long symlink target cannot be read: {e}"
+                    );
+                    return Err(err(libc::EIO));
+                }
+            }
+        } else {
+            stored
         };
         match k.decrypt_target(OsStr::from_bytes(&stored)) {
             Some(t) => Ok(t.into_vec()),
@@ -1628,8 +1882,8 @@ impl KmsFs {
     fn do_statfs(&self) -> FsResult<libc::statvfs> {
         let root = self.inode(INodeNo::ROOT)?;
         let mut st = sys::statvfs_fd(self.fd_of(&root)?.raw())?;
-        if self.names().is_some() {
-            st.f_namemax = st.f_namemax.min(names::MAX_NAME as _);
+        if let Some(k) = self.names() {
+            st.f_namemax = st.f_namemax.min(k.max_name() as _);
         }
         Ok(st)
     }
@@ -1990,9 +2244,14 @@ impl Filesystem for KmsFs {
             let p = self.inode(parent)?;
             let name = self.backing_name(&p, name)?;
             let pdir = self.fd_of(&p)?;
+            // A long name's entry and side file go as one against creates.
+            let _g = name.long.is_some().then(|| self.names_lock.write());
             let _ns = self.fds.ns_exclusive();
             let gone = self.known_at(pdir.raw(), &name);
+            let link = self.long_link_at(pdir.raw(), &name);
             sys::unlinkat(pdir.raw(), &name, 0)?;
+            self.remove_side(pdir.raw(), &name);
+            self.release_long_link(link);
             if let Some(i) = gone {
                 i.remove_name(p.ino, &name);
             }
@@ -2012,10 +2271,12 @@ impl Filesystem for KmsFs {
             let name = self.backing_name(&p, name)?;
             let _ns = self.fds.ns_exclusive();
             let gone = self.known_at(pdir.raw(), &name);
-            if self.names().is_none() {
-                sys::unlinkat(pdir.raw(), &name, libc::AT_REMOVEDIR)?;
-            } else {
-                self.rmdir_named(pdir.raw(), &name)?;
+            match self.names() {
+                None => sys::unlinkat(pdir.raw(), &name, libc::AT_REMOVEDIR)?,
+                Some(k) => {
+                    self.rmdir_named(k, pdir.raw(), &name)?;
+                    self.remove_side(pdir.raw(), &name);
+                }
             }
             if let Some(i) = gone {
                 i.remove_name(p.ino, &name);
@@ -2301,7 +2562,7 @@ impl Filesystem for KmsFs {
                 continue;
             };
             drop(ns);
-            let attr = self.attr_of(inode.ino, &st);
+            let attr = self.attr_at(&inode, &st);
             if reply.add(
                 INodeNo(inode.ino),
                 off,
@@ -2621,6 +2882,35 @@ pub fn make_symlink(
         return Err(e);
     }
     sys::openat(dir, name, libc::O_PATH, 0)
+}
+
+/// Creates symlink `name` in backing directory `dir` (encrypted names, key `k`) whose
+/// stored target is `stored`, owned by `uid:gid`; returns its `O_PATH` fd. The stored
+/// target is the backing symlink's own where the backing fs takes it; else, with long
+/// names, the symlink is a long link whose side file goes at the backing root `root`.
+pub fn make_stored_symlink(
+    root: RawFd,
+    dir: RawFd,
+    name: &OsStr,
+    k: &NameKey,
+    stored: &OsStr,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<OwnedFd> {
+    let too_long = || std::io::Error::from_raw_os_error(libc::ENAMETOOLONG);
+    if stored.len() <= names::MAX_TARGET {
+        match make_symlink(dir, name, stored, uid, gid) {
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) && k.long_names() => {}
+            r => return r,
+        }
+    } else if !k.long_names() {
+        return Err(too_long());
+    }
+    let link = names::long_link_of(stored);
+    names::write_long_link(root, &link, stored)?;
+    make_symlink(dir, name, &link, uid, gid).inspect_err(|_| {
+        let _ = names::remove_long_link(root, &link);
+    })
 }
 
 /// Chowns a just-created entry; chown clears set-id bits on non-directories, so those of
