@@ -8,7 +8,10 @@ missing) through fusermount3 with RLIMIT_NOFILE 1024:1024 and no file handles, e
 workload of that column run as that user. Each column also gives the daemon's peak RSS
 and its peak open fds (sampled from /proc every 100 ms).
 `--only kmsfs,kmsfs-names` adds a volume made with `--encrypt-names` (not in the default
-set). The ratios are those of the default mount.
+set). `--kmsfs-base BIN` adds a "kmsfs-base" column: another kmsfs build (say, of the
+commit before a change) mounted like the default one, so a change is measured against
+its base in the same run (the "kmsfs vs kmsfs-base" column). The ratios are those of the
+default mount.
 
 Every filesystem gets a fresh backing directory on the same disk and runs the same
 workloads; the order of filesystems rotates between rounds against machine drift.
@@ -34,7 +37,7 @@ from pathlib import Path
 PEERS = ["kmsfs", "kmsfs-wb", "kmsfs-user", "gocryptfs", "securefs", "bindfs"]
 # kmsfs's own mount options per variant.
 KMSFS_OPTS = {"kmsfs": [], "kmsfs-wb": ["-o", "writeback_cache"], "kmsfs-user": [],
-              "kmsfs-names": ["--encrypt-names"]}
+              "kmsfs-names": ["--encrypt-names"], "kmsfs-base": []}
 # The ordinary user of the kmsfs-user column.
 BENCH_USER = "kmsfs-bench"
 PASSWORD = "bench-password-not-secret"
@@ -275,6 +278,7 @@ def main():
     ap.add_argument("--files", type=int, default=25000, help="files in the extracted tree")
     ap.add_argument("--fio-seconds", type=int, default=15)
     ap.add_argument("--only", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS) + ",kmsfs-names")
+    ap.add_argument("--kmsfs-base", help="another kmsfs binary, benchmarked as the column kmsfs-base")
     args = ap.parse_args()
 
     root = Path(args.dir)
@@ -283,7 +287,12 @@ def main():
     shutil.rmtree(shm, ignore_errors=True)
     shm.mkdir()
     names = [n for n in args.only.split(",") if n]
-    fss = [Fs(n, root, args.kmsfs) for n in names]
+    if args.kmsfs_base:
+        if "kmsfs-base" not in names:
+            names.append("kmsfs-base")
+    elif "kmsfs-base" in names:
+        ap.error("the kmsfs-base column needs --kmsfs-base BIN")
+    fss = [Fs(n, root, args.kmsfs_base if n == "kmsfs-base" else args.kmsfs) for n in names]
 
     def cleanup(*_):
         for fs in fss:
