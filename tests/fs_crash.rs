@@ -17,6 +17,8 @@
 
 #[path = "common/fsmount.rs"]
 mod fsmount;
+#[path = "common/powercut.rs"]
+mod powercut;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -27,42 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fsmount::Mounted;
+use powercut::{mix, seeded, Rng};
 
 const BS: usize = 4096;
-
-/// A tiny deterministic RNG (xorshift64*), so a failing round can be replayed by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 32) as u8).collect()
-    }
-}
-
-/// The test's seed: `KMSFS_CRASH_SEED` to replay a failure, else from the clock.
-fn seeded(test: &str) -> (u64, Rng) {
-    let seed = std::env::var("KMSFS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                ^ std::process::id() as u64
-        });
-    eprintln!("{test} seed {seed} (replay: KMSFS_CRASH_SEED={seed})");
-    (seed, Rng(seed | 1))
-}
 
 /// What the test knows about one file.
 #[derive(Clone, Debug)]
@@ -396,21 +365,6 @@ fn kill9_during_writes_loses_no_fsynced_block_and_fsck_names_the_torn_ones() {
         "kill -9: {rounds} crashes survived, {writes_total} operations, {bytes} bytes verified \
          after the crashes, {torn_total} torn blocks (all written at the kill, all named by fsck)"
     );
-}
-
-/// Mixes the fsynced (`s`) and crash-time (`c`) contents of a backing file: each
-/// `grain`-byte piece from one or the other, the length from one or the other.
-fn mix(s: &[u8], c: &[u8], grain: usize, p_new: u64, rng: &mut Rng) -> Vec<u8> {
-    let len = if rng.below(2) == 0 { s.len() } else { c.len() };
-    let mut out = vec![0u8; len];
-    for start in (0..len).step_by(grain) {
-        let end = (start + grain).min(len);
-        let src = if rng.below(100) < p_new { c } else { s };
-        for (i, o) in out[start..end].iter_mut().enumerate() {
-            *o = src.get(start + i).copied().unwrap_or(0);
-        }
-    }
-    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {
