@@ -53,3 +53,73 @@ pub fn mix(s: &[u8], c: &[u8], grain: usize, p_new: u64, rng: &mut Rng) -> Vec<u
     }
     out
 }
+
+/// An ext4 filesystem on a loop device over an image file. The loop device writes through
+/// the image file, so the image holds exactly what reached the "disk": a copy of it taken
+/// while the filesystem is still mounted is the disk after a power cut at that instant
+/// (dirty pages the kernel has not written back, up to 30 s of them, are not in it).
+pub struct LoopDisk {
+    pub image: std::path::PathBuf,
+    pub at: std::path::PathBuf,
+}
+
+impl LoopDisk {
+    /// A `mib`-MiB ext4 made in `image`, mounted at `at` (a directory made if missing).
+    pub fn new(image: &std::path::Path, at: &std::path::Path, mib: u32) -> LoopDisk {
+        LoopDisk::mount_image(
+            image,
+            at,
+            &format!(
+                "truncate -s {mib}m {i} && mkfs.ext4 -q -F {i}",
+                i = image.display()
+            ),
+        )
+    }
+
+    /// The disk as a power cut now would leave it: a copy of the image, mounted at `at`
+    /// (mounting replays ext4's journal, as the first boot after the cut would).
+    pub fn cut(&self, image: &std::path::Path, at: &std::path::Path) -> LoopDisk {
+        LoopDisk::mount_image(
+            image,
+            at,
+            &format!(
+                "cp --sparse=always {} {}",
+                self.image.display(),
+                image.display()
+            ),
+        )
+    }
+
+    fn mount_image(image: &std::path::Path, at: &std::path::Path, make: &str) -> LoopDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{make} && mount -o loop {} {}",
+                image.display(),
+                at.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success(), "{make}: mount -o loop failed");
+        LoopDisk {
+            image: image.to_owned(),
+            at: at.to_owned(),
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.at)
+                .status();
+        }
+    }
+}
