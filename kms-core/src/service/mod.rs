@@ -207,7 +207,7 @@ impl KmsService {
         })
     }
 
-    /// Opens the key store in the PostgreSQL database `url` (`store_pg.rs`); the root
+    /// Opens the key store in the PostgreSQL database `url` (`store/pg.rs`); the root
     /// key source is local, under `dir`, as for a store directory; the audit log is
     /// in the database (`audit_pg.rs`).
     ///

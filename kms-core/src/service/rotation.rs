@@ -1,6 +1,6 @@
 //! Key rotation: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus and
 //! RotateKey (new AES-256 material for new ciphertexts; older versions still open
-//! theirs). Due automatic rotations run in the store's transaction (`store.rs`).
+//! theirs). Due automatic rotations run in the store's transaction (`store/mod.rs`).
 
 use super::*;
 

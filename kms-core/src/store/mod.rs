@@ -762,7 +762,7 @@ pub(crate) struct Store {
     root: RootKeys,
     header: Header,
     current: RwLock<Arc<Snapshot>>,
-    /// The PostgreSQL backend (`store_pg.rs`); `None`: the store file.
+    /// The PostgreSQL backend (`store/pg.rs`); `None`: the store file.
     pg: Option<pg::PgStore>,
 }
 
@@ -1190,7 +1190,6 @@ pub(crate) fn delete_imported_material(rec: &mut KeyRecord) {
     }
 }
 
-#[path = "store_pg.rs"]
 mod pg;
 pub use pg::{is_postgres_url, PG_SCHEMA_VERSION};
 
@@ -1258,8 +1257,8 @@ mod tests {
     use super::*;
 
     /// The golden v1 volume's key store (tests/golden/v1/kms) and its root key.
-    const GOLDEN: &[u8] = include_bytes!("../../tests/golden/v1/kms/keys.kms");
-    const GOLDEN_ROOT: &[u8] = include_bytes!("../../tests/golden/v1/kms/root.key");
+    const GOLDEN: &[u8] = include_bytes!("../../../tests/golden/v1/kms/keys.kms");
+    const GOLDEN_ROOT: &[u8] = include_bytes!("../../../tests/golden/v1/kms/root.key");
 
     #[test]
     fn parse_store_file_reads_the_golden_store_and_refuses_any_change() {
