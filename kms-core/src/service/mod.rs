@@ -57,8 +57,8 @@ mod rotation;
 mod symmetric;
 pub mod tencent;
 
-pub use aliases::{validate_alias, MAX_TAGS};
 use aliases::*;
+pub use aliases::{validate_alias, MAX_TAGS};
 use checks::*;
 
 pub use tencent::*;
