@@ -241,11 +241,7 @@ fn kmsfs_kms_runs_the_seed_sequences_with_openssl() {
 fn tccli_runs_the_seed_sequences_against_the_server() {
     require_program("tccli");
     let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let server = ServerProc::in_dir(tmp.path(), None);
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let work = tmp.path().join("work");

@@ -24,11 +24,7 @@ fn mount(url: &str, backing: &Path, extra: &[&str]) -> Mounted {
 #[test]
 fn daemons_share_one_server_and_read_what_the_others_wrote() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let server = ServerProc::in_dir(tmp.path(), None);
     let (ba, bb) = (tmp.path().join("backing-a"), tmp.path().join("backing-b"));
     fs::create_dir_all(&ba).unwrap();
     fs::create_dir_all(&bb).unwrap();

@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use kms_core::http::tc3::SecretKey;
 use kms_core::http::{FailoverKms, RemoteConfig, RemoteKms};
-use kms_core::{CallContext, ErrorCode, Kms};
-use kms_http_support::{ServerProc, SECRET_ID, SECRET_KEY};
+use kms_core::{ErrorCode, Kms};
+use kms_http_support::{admin as client, ctx, ServerProc, SECRET_ID, SECRET_KEY};
 use serde_json::{json, Value};
 
 /// A PostgreSQL cluster in a temporary directory, stopped (immediately) on drop.
@@ -158,22 +158,6 @@ impl Drop for PgCluster {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-fn ctx() -> CallContext {
-    CallContext {
-        principal: String::new(),
-        request_id: String::new(),
-    }
-}
-
-fn client(url: &str) -> RemoteKms {
-    RemoteKms::new(RemoteConfig::new(
-        url,
-        SECRET_ID,
-        SecretKey::new(SECRET_KEY),
-    ))
-    .unwrap()
 }
 
 /// Two servers on one database, sharing one root key file.
