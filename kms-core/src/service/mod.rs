@@ -20,7 +20,7 @@
 //! | `import.rs` | bring your own key (EXTERNAL keys) |
 //! | `pqc.rs` | ML-KEM and ML-DSA actions |
 //! | `data_keys.rs` | hosted data keys |
-//! | `tencent.rs`, `aliyun.rs` | the two cloud APIs' wire types and dispatch |
+//! | `tencent.rs`, `aliyun/` | the two cloud APIs' wire types and dispatch (`aliyun/wire.rs`: error codes and bodies; `aliyun/model.rs`: how a key reads there) |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! table and the dispatch of an action name and JSON parameters onto the core. The core
 //! (keys, states, material, the store and the audit log) is `service/mod.rs` and the
 //! files beside it, one per job (`keys.rs`, `symmetric.rs`, `asymmetric.rs`, …); the
-//! Alibaba Cloud adapter beside this one is `service/aliyun.rs`.
+//! Alibaba Cloud adapter beside this one is `service/aliyun/`.
 
 use super::*;
 
