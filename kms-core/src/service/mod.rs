@@ -19,7 +19,7 @@
 //! | `asymmetric.rs` | public keys, RSA/SM2 decryption, signing and verifying |
 //! | `import.rs` | bring your own key (EXTERNAL keys) |
 //! | `pqc.rs` | ML-KEM and ML-DSA actions |
-//! | `data_keys.rs` | hosted data keys |
+//! | `data_keys/` | hosted data keys (`data_keys/wire.rs`: their requests and responses) |
 //! | `tencent.rs`, `aliyun/` | the two cloud APIs' wire types and dispatch (`aliyun/wire.rs`: error codes and bodies; `aliyun/model.rs`: how a key reads there) |
 
 use std::path::{Path, PathBuf};
