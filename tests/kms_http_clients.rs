@@ -9,7 +9,7 @@ mod kms_http_support;
 use base64::Engine as _;
 use kms_http_support::{
     admin, count_requests, create_key, openssl, python_client, repo, require_program,
-    require_tencent_sdk, write_principals, ServerProc, Tccli, SECRET_ID, SECRET_KEY,
+    require_tencent_sdk, server_in_tmp, write_principals, ServerProc, Tccli, SECRET_ID, SECRET_KEY,
 };
 use serde_json::Value;
 
@@ -24,8 +24,7 @@ fn s<'v>(v: &'v Value, field: &str) -> &'v str {
 #[test]
 fn tccli_runs_the_seed_commands() {
     require_program("tccli");
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::in_dir(tmp.path(), None);
+    let (tmp, server) = server_in_tmp();
     let home = tmp.path().join("home");
     let t = Tccli::configured(&home, &server);
 
@@ -199,8 +198,7 @@ fn tccli_runs_the_seed_commands() {
 fn batch_service_and_unoffered_actions_through_the_real_clients() {
     require_program("tccli");
     require_tencent_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::in_dir(tmp.path(), None);
+    let (tmp, server) = server_in_tmp();
     let home = tmp.path().join("home");
     let t = Tccli::configured(&home, &server);
     let a = s(&t.ok("CreateKey", &["--Alias", "batch-a"]), "KeyId").to_owned();
@@ -491,8 +489,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
 #[test]
 fn python_sdk_envelope_sample_from_seed_002() {
     require_tencent_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::in_dir(tmp.path(), None);
+    let (_tmp, server) = server_in_tmp();
     let key = create_key(&admin(&server.url), "envelope");
     let out = python_client("envelope_sample.py", &server, &[("KMS_KEY_ID", &key)]);
     assert!(out.contains("ENVELOPE OK"), "{out}");
@@ -617,8 +614,7 @@ token = "session-token-from-sts"
 fn post_quantum_and_hosted_data_keys_through_the_real_clients() {
     require_program("tccli");
     require_tencent_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::in_dir(tmp.path(), None);
+    let (tmp, server) = server_in_tmp();
     let out = python_client("pqc_data_keys.py", &server, &[]);
     assert!(out.contains("PQC AND DATA KEYS OK"), "{out}");
 
@@ -705,8 +701,7 @@ fn post_quantum_and_hosted_data_keys_through_the_real_clients() {
 #[test]
 fn coverage_table_of_the_installed_sdk() {
     require_tencent_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::in_dir(tmp.path(), None);
+    let (_tmp, server) = server_in_tmp();
     let out = python_client("action_list.py", &server, &[]);
     let rows: Vec<(&str, &str)> = out
         .lines()

@@ -13,8 +13,8 @@ use kms_core::http::tc3::SecretKey;
 use kms_core::http::{RemoteConfig, RemoteKms, RetryPolicy};
 use kms_core::{EncryptionContext, ErrorCode, Kms};
 use kms_http_support::{
-    admin, client, count_requests, create_key, ctx, write_principals, ServerProc, SECRET_ID,
-    SECRET_KEY,
+    admin, client, count_requests, create_key, ctx, server_in_tmp, write_principals, ServerProc,
+    SECRET_ID, SECRET_KEY,
 };
 use serde_json::{json, Value};
 
@@ -184,8 +184,7 @@ fn kill_9_under_load_loses_no_acknowledged_key() {
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut server = ServerProc::in_dir(tmp.path(), None);
+    let (_tmp, mut server) = server_in_tmp();
     let kms = admin(&server.url);
     create_key(&kms, "before-sigterm");
     let url = server.url.clone();
@@ -321,8 +320,7 @@ fn https_with_a_private_ca() {
 
 #[test]
 fn the_kmsfs_cli_talks_to_the_server_through_a_url() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::in_dir(tmp.path(), None);
+    let (tmp, server) = server_in_tmp();
     let cli = |args: &[&str], with_credentials: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"));
         c.args(["--kms", &server.url, "kms"])

@@ -160,6 +160,21 @@ impl Drop for PgCluster {
     }
 }
 
+/// CreateKey `alias` through `kms`, then Encrypt "hello" under it; the CiphertextBlob.
+fn key_with_blob(kms: &RemoteKms, alias: &str) -> String {
+    kms.call(&ctx(), "CreateKey", &json!({ "Alias": alias }))
+        .unwrap();
+    kms.call(
+        &ctx(),
+        "Encrypt",
+        &json!({ "KeyId": format!("alias/{alias}"), "Plaintext": "aGVsbG8=" }),
+    )
+    .unwrap()["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Two servers on one database, sharing one root key file.
 struct Pair {
     a: ServerProc,
@@ -361,18 +376,7 @@ fn conflicting_changes_through_a_and_b_leave_one_outcome() {
 fn servers_reconnect_to_a_restarted_database_by_themselves() {
     let p = pair();
     let (a, b) = (client(&p.a.url), client(&p.b.url));
-    a.call(&ctx(), "CreateKey", &json!({ "Alias": "before" }))
-        .unwrap();
-    let blob = a
-        .call(
-            &ctx(),
-            "Encrypt",
-            &json!({ "KeyId": "alias/before", "Plaintext": "aGVsbG8=" }),
-        )
-        .unwrap()["CiphertextBlob"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let blob = key_with_blob(&a, "before");
     p.pg.pg_ctl("restart");
     // Both servers lost their connection; the next requests (with the client's
     // bounded retries of InternalError) reconnect and serve.
@@ -693,19 +697,7 @@ fn decrypt_in_a_loop_survives_a_postgres_restart() {
     const CLIENTS: usize = 3;
     let mut p = pair();
     let admin = client(&p.a.url);
-    admin
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "restart" }))
-        .unwrap();
-    let blob = admin
-        .call(
-            &ctx(),
-            "Encrypt",
-            &json!({ "KeyId": "alias/restart", "Plaintext": "aGVsbG8=" }),
-        )
-        .unwrap()["CiphertextBlob"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let blob = key_with_blob(&admin, "restart");
     let restarted = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let failures = Mutex::new(Vec::<String>::new());

@@ -31,6 +31,14 @@ pub fn write_principals(dir: &Path, more: &str) -> PathBuf {
     path
 }
 
+/// A server as [`ServerProc::in_dir`] (no principals config) in a new temporary
+/// directory; keep the directory alive as long as the server (declare it first).
+pub fn server_in_tmp() -> (tempfile::TempDir, ServerProc) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::in_dir(tmp.path(), None);
+    (tmp, server)
+}
+
 /// A running `kmsfs kms serve`; dropping it kills the process.
 pub struct ServerProc {
     child: Option<Child>,
