@@ -18,7 +18,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use kms_core::http::tc3::SecretKey;
 use kms_core::http::{FailoverKms, RemoteConfig, RemoteKms};
 use kms_core::{ErrorCode, Kms};
-use kms_http_support::{admin as client, ctx, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_http_support::{admin as client, create_key, ctx, ServerProc, SECRET_ID, SECRET_KEY};
 use serde_json::{json, Value};
 
 /// A PostgreSQL cluster in a temporary directory, stopped (immediately) on drop.
@@ -220,12 +220,7 @@ fn code(r: Result<Value, kms_core::KmsError>) -> Result<Value, ErrorCode> {
 fn keys_made_on_a_serve_on_b_and_disable_on_a_refuses_on_b_at_once() {
     let p = pair();
     let (a, b) = (client(&p.a.url), client(&p.b.url));
-    let key = a
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "shared" }))
-        .unwrap()["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = create_key(&a, "shared");
     let dk = a
         .call(
             &ctx(),
@@ -413,12 +408,7 @@ fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
     );
     std::fs::write(mount.p("before"), b"written before the kill").unwrap();
     let admin = client(&p.a.url);
-    let key = admin
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "load" }))
-        .unwrap()["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = create_key(&admin, "load");
 
     let ops = AtomicUsize::new(0);
     let killed = AtomicBool::new(false);
@@ -606,12 +596,7 @@ fn two_servers_write_one_audit_chain_in_the_database_and_tampering_is_found() {
     let p = pair();
     let url = p.pg.url();
     let admin = client(&p.a.url);
-    let key = admin
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "audited" }))
-        .unwrap()["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = create_key(&admin, "audited");
     // Half the clients on A, half on B, all at once.
     std::thread::scope(|s| {
         for t in 0..THREADS {
