@@ -13,7 +13,7 @@ mod kms_http_support;
 use std::path::Path;
 use std::process::Command;
 
-use kms_http_support::{count_requests, require_program, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_http_support::{count_requests, require_program, server_in_tmp, SECRET_ID, SECRET_KEY};
 
 /// The seed sequences. `k ACTION --Param value…` runs one KMS action and prints its
 /// JSON; `field NAME` reads a field of it. Each block prints `OK <name>` at its end.
@@ -240,12 +240,7 @@ fn kmsfs_kms_runs_the_seed_sequences_with_openssl() {
 #[test]
 fn tccli_runs_the_seed_sequences_against_the_server() {
     require_program("tccli");
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let (tmp, server) = server_in_tmp();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let work = tmp.path().join("work");

@@ -6,32 +6,20 @@
 
 #[path = "common/fsmount.rs"]
 mod fsmount;
+mod kms_http_support;
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use fsmount::{pattern, Mounted};
 use kms_core::{CallContext, ErrorCode, Kms, KmsService};
+use kms_http_support::openssl;
 use serde_json::json;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is not installed");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// GetParametersForImport, `openssl pkeyutl` (OAEP-SHA256) of `material.bin`, then
 /// ImportKeyMaterial; returns the error code if the import is refused.

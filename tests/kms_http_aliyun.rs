@@ -12,34 +12,24 @@ mod kms_http_support;
 use std::path::Path;
 use std::process::Command;
 
-use kms_http_support::{count_requests, require_program, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_http_support::{
+    count_requests, repo, require_program, require_python_modules, ServerProc, SECRET_ID,
+    SECRET_KEY,
+};
 use serde_json::Value;
 
 const AK: &str = "LTAIkmsfsTestAccessKey";
 const AK_SECRET: &str = "kmsfs-test-aliyun-access-key-secret";
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
+/// `kmsfs --kms URL kms ACTION ARGS…` through the Tencent API; its JSON.
 fn require_aliyun_sdks() {
-    require_program("python3");
     require_program("openssl");
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import alibabacloud_kms20160120.client, aliyunsdkkms, aliyunsdkcore",
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "the Alibaba Cloud SDKs are not installed: run scripts/install-kms-clients.sh"
+    require_python_modules(
+        "import alibabacloud_kms20160120.client, aliyunsdkkms, aliyunsdkcore",
+        "the Alibaba Cloud SDKs are not installed: run scripts/install-kms-clients.sh",
     );
 }
 
-/// `kmsfs --kms URL kms ACTION ARGS…` through the Tencent API; its JSON.
 fn tencent(server: &ServerProc, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
         .arg("--kms")
@@ -258,11 +248,7 @@ fn principals_file_takes_alibaba_access_keys_with_their_rights() {
              actions = [\"Describe*\", \"Encrypt\"]\n"
         ),
     );
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        Some(&config),
-        &tmp.path().join("server.log"),
-    );
+    let server = ServerProc::in_dir(tmp.path(), Some(&config));
     let key = tencent(&server, &["CreateKey", "--Alias", "shared"]);
     let key = key["KeyId"].as_str().unwrap().to_owned();
     let port = server.addr.rsplit(':').next().unwrap().to_owned();

@@ -6,88 +6,14 @@
 
 mod kms_http_support;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use base64::Engine as _;
 use kms_http_support::{
-    count_requests, repo, require_program, write_principals, ServerProc, SECRET_ID, SECRET_KEY,
+    admin, count_requests, create_key, openssl, python_client, repo, require_program,
+    require_tencent_sdk, server_in_tmp, write_principals, ServerProc, Tccli, SECRET_ID, SECRET_KEY,
 };
 use serde_json::Value;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// tccli in a temporary HOME, with the endpoint configured once as KMS-API.md says.
-/// Commands run back to back, as a script runs them: tccli does not sign the action, so
-/// two calls with one body in one second carry one signature, and the server serves both
-/// (docs/SERVER.md, "Replay").
-struct Tccli<'a> {
-    home: &'a Path,
-}
-
-impl<'a> Tccli<'a> {
-    /// tccli with its own HOME, its region and the endpoint set once (KMS-API.md).
-    fn configured(home: &'a Path, server: &ServerProc) -> Tccli<'a> {
-        std::fs::create_dir_all(home).unwrap();
-        let t = Tccli { home };
-        for args in [
-            ["configure", "set", "region", "ap-guangzhou"],
-            [
-                "configure",
-                "set",
-                "kms.endpoint",
-                &format!("http://{}", server.addr),
-            ],
-        ] {
-            assert!(t.raw(&args).status.success(), "tccli {args:?}");
-        }
-        t
-    }
-
-    fn raw(&self, args: &[&str]) -> Output {
-        Command::new("tccli")
-            .args(args)
-            .env("HOME", self.home)
-            .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
-            .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
-            .env_remove("TENCENTCLOUD_REGION")
-            .output()
-            .expect("run tccli")
-    }
-
-    /// `tccli kms ACTION ARGS…`, which must succeed; its JSON output.
-    fn ok(&self, action: &str, args: &[&str]) -> Value {
-        let mut all = vec!["kms", action];
-        all.extend_from_slice(args);
-        let out = self.raw(&all);
-        assert!(
-            out.status.success(),
-            "tccli kms {action} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "tccli kms {action}: output is not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    /// `tccli kms ACTION ARGS…`, which must fail with `code`.
-    fn fails(&self, action: &str, args: &[&str], code: &str) {
-        let mut all = vec!["kms", action];
-        all.extend_from_slice(args);
-        let out = self.raw(&all);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains(&format!("code:{code} ")),
-            "tccli kms {action} {args:?}: expected {code}; status {:?}, stdout {}, stderr {stderr}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-}
 
 fn s<'v>(v: &'v Value, field: &str) -> &'v str {
     v[field]
@@ -98,12 +24,7 @@ fn s<'v>(v: &'v Value, field: &str) -> &'v str {
 #[test]
 fn tccli_runs_the_seed_commands() {
     require_program("tccli");
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let (tmp, server) = server_in_tmp();
     let home = tmp.path().join("home");
     let t = Tccli::configured(&home, &server);
 
@@ -276,13 +197,8 @@ fn tccli_runs_the_seed_commands() {
 #[test]
 fn batch_service_and_unoffered_actions_through_the_real_clients() {
     require_program("tccli");
-    require_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    require_tencent_sdk();
+    let (tmp, server) = server_in_tmp();
     let home = tmp.path().join("home");
     let t = Tccli::configured(&home, &server);
     let a = s(&t.ok("CreateKey", &["--Alias", "batch-a"]), "KeyId").to_owned();
@@ -350,19 +266,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     // Data keys for a caller's public key: never in clear; openssl opens them, and they
     // are the data key Decrypt gives for the CiphertextBlob.
     let dir = tmp.path();
-    let ossl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let ossl = |args: &[&str]| openssl(dir, args);
     ossl(&[
         "genpkey",
         "-algorithm",
@@ -542,7 +446,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
         "InvalidParameterValue.InvalidKeyUsage",
     );
     // And with gmssl, through the SDK.
-    let out = python("sm2_gmssl.py", &server, &[]);
+    let out = python_client("sm2_gmssl.py", &server, &[]);
     for case in [
         "OK gmssl-encrypt-kms-decrypt",
         "OK kms-sm2-data-key-gmssl-decrypt",
@@ -552,7 +456,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     }
 
     // Every action the SDK knows: none is unknown to the server.
-    let out = python("action_list.py", &server, &[]);
+    let out = python_client("action_list.py", &server, &[]);
     let n: usize = out
         .lines()
         .find_map(|l| l.strip_prefix("ACTIONS "))
@@ -582,70 +486,12 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     );
 }
 
-fn python(script: &str, server: &ServerProc, envs: &[(&str, &str)]) -> String {
-    let out = Command::new("python3")
-        .arg(repo().join("tests/clients").join(script))
-        .env("KMS_ENDPOINT", &server.addr)
-        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
-        .envs(envs.iter().copied())
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{script} failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn require_sdk() {
-    require_program("python3");
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import tencentcloud.kms.v20190118.kms_client, Crypto.Cipher.AES",
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "tencentcloud-sdk-python or pycryptodome is not installed: run scripts/install-kms-clients.sh"
-    );
-}
-
-fn create_key(server: &ServerProc, alias: &str) -> String {
-    let kms = kms_core::http::RemoteKms::new(kms_core::http::RemoteConfig::new(
-        &server.url,
-        SECRET_ID,
-        kms_core::http::tc3::SecretKey::new(SECRET_KEY),
-    ))
-    .unwrap();
-    use kms_core::Kms as _;
-    let ctx = kms_core::CallContext {
-        principal: String::new(),
-        request_id: String::new(),
-    };
-    let v = kms
-        .call(&ctx, "CreateKey", &serde_json::json!({ "Alias": alias }))
-        .unwrap();
-    s(&v, "KeyId").to_owned()
-}
-
 #[test]
 fn python_sdk_envelope_sample_from_seed_002() {
-    require_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
-    let key = create_key(&server, "envelope");
-    let out = python("envelope_sample.py", &server, &[("KMS_KEY_ID", &key)]);
+    require_tencent_sdk();
+    let (_tmp, server) = server_in_tmp();
+    let key = create_key(&admin(&server.url), "envelope");
+    let out = python_client("envelope_sample.py", &server, &[("KMS_KEY_ID", &key)]);
     assert!(out.contains("ENVELOPE OK"), "{out}");
     let log = server.log_lines();
     assert_eq!(count_requests(&log, "GenerateDataKey", SECRET_ID, "OK"), 1);
@@ -654,7 +500,7 @@ fn python_sdk_envelope_sample_from_seed_002() {
 
 #[test]
 fn python_sdk_gets_the_exact_error_codes() {
-    require_sdk();
+    require_tencent_sdk();
     let tmp = tempfile::tempdir().unwrap();
     let config = write_principals(
         tmp.path(),
@@ -682,13 +528,9 @@ secret_key = "temporary-secret"
 token = "session-token-from-sts"
 "#,
     );
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        Some(&config),
-        &tmp.path().join("server.log"),
-    );
-    let key = create_key(&server, "codes");
-    let out = python(
+    let server = ServerProc::in_dir(tmp.path(), Some(&config));
+    let key = create_key(&admin(&server.url), "codes");
+    let out = python_client(
         "auth_codes.py",
         &server,
         &[
@@ -771,14 +613,9 @@ token = "session-token-from-sts"
 #[test]
 fn post_quantum_and_hosted_data_keys_through_the_real_clients() {
     require_program("tccli");
-    require_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
-    let out = python("pqc_data_keys.py", &server, &[]);
+    require_tencent_sdk();
+    let (tmp, server) = server_in_tmp();
+    let out = python_client("pqc_data_keys.py", &server, &[]);
     assert!(out.contains("PQC AND DATA KEYS OK"), "{out}");
 
     // The same through tccli, as a shell script would run it.
@@ -863,14 +700,9 @@ fn post_quantum_and_hosted_data_keys_through_the_real_clients() {
 /// markers, so the table is what was measured on the machine that ran the tests.
 #[test]
 fn coverage_table_of_the_installed_sdk() {
-    require_sdk();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
-    let out = python("action_list.py", &server, &[]);
+    require_tencent_sdk();
+    let (_tmp, server) = server_in_tmp();
+    let out = python_client("action_list.py", &server, &[]);
     let rows: Vec<(&str, &str)> = out
         .lines()
         .filter_map(|l| l.strip_prefix("ACTION "))

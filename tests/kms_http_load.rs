@@ -11,33 +11,12 @@ use std::time::{Duration, Instant};
 
 use kms_core::http::tc3::SecretKey;
 use kms_core::http::{RemoteConfig, RemoteKms, RetryPolicy};
-use kms_core::{CallContext, EncryptionContext, ErrorCode, Kms};
-use kms_http_support::{count_requests, write_principals, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_core::{EncryptionContext, ErrorCode, Kms};
+use kms_http_support::{
+    admin, client, count_requests, create_key, ctx, server_in_tmp, write_principals, ServerProc,
+    SECRET_ID, SECRET_KEY,
+};
 use serde_json::{json, Value};
-
-fn ctx() -> CallContext {
-    CallContext {
-        principal: String::new(),
-        request_id: String::new(),
-    }
-}
-
-fn client(url: &str, id: &str, key: &str, retry: RetryPolicy) -> RemoteKms {
-    let mut cfg = RemoteConfig::new(url, id, SecretKey::new(key));
-    cfg.retry = retry;
-    RemoteKms::new(cfg).unwrap()
-}
-
-fn admin(url: &str) -> RemoteKms {
-    client(url, SECRET_ID, SECRET_KEY, RetryPolicy::default())
-}
-
-fn create_key(kms: &RemoteKms, alias: &str) -> String {
-    let v = kms
-        .call(&ctx(), "CreateKey", &json!({ "Alias": alias }))
-        .unwrap();
-    v["KeyId"].as_str().unwrap().to_owned()
-}
 
 /// Audit-log lines (the service's own record, in the store) for this principal,
 /// action and outcome.
@@ -205,12 +184,7 @@ fn kill_9_under_load_loses_no_acknowledged_key() {
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let (_tmp, mut server) = server_in_tmp();
     let kms = admin(&server.url);
     create_key(&kms, "before-sigterm");
     let url = server.url.clone();
@@ -346,12 +320,7 @@ fn https_with_a_private_ca() {
 
 #[test]
 fn the_kmsfs_cli_talks_to_the_server_through_a_url() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let (tmp, server) = server_in_tmp();
     let cli = |args: &[&str], with_credentials: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"));
         c.args(["--kms", &server.url, "kms"])

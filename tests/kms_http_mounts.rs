@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fsmount::Mounted;
-use kms_http_support::{count_requests, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_http_support::{count_requests, server_in_tmp, ServerProc, SECRET_ID, SECRET_KEY};
 
 /// A daemon on `backing` whose KMS is the server at `url`; unmounted on drop.
 fn mount(url: &str, backing: &Path, extra: &[&str]) -> Mounted {
@@ -23,12 +23,7 @@ fn mount(url: &str, backing: &Path, extra: &[&str]) -> Mounted {
 
 #[test]
 fn daemons_share_one_server_and_read_what_the_others_wrote() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let (tmp, server) = server_in_tmp();
     let (ba, bb) = (tmp.path().join("backing-a"), tmp.path().join("backing-b"));
     fs::create_dir_all(&ba).unwrap();
     fs::create_dir_all(&bb).unwrap();

@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use kms_core::http::tc3::SecretKey;
 use kms_core::http::{FailoverKms, RemoteConfig, RemoteKms};
-use kms_core::{CallContext, ErrorCode, Kms};
-use kms_http_support::{ServerProc, SECRET_ID, SECRET_KEY};
+use kms_core::{ErrorCode, Kms};
+use kms_http_support::{admin as client, create_key, ctx, ServerProc, SECRET_ID, SECRET_KEY};
 use serde_json::{json, Value};
 
 /// A PostgreSQL cluster in a temporary directory, stopped (immediately) on drop.
@@ -160,20 +160,19 @@ impl Drop for PgCluster {
     }
 }
 
-fn ctx() -> CallContext {
-    CallContext {
-        principal: String::new(),
-        request_id: String::new(),
-    }
-}
-
-fn client(url: &str) -> RemoteKms {
-    RemoteKms::new(RemoteConfig::new(
-        url,
-        SECRET_ID,
-        SecretKey::new(SECRET_KEY),
-    ))
-    .unwrap()
+/// CreateKey `alias` through `kms`, then Encrypt "hello" under it; the CiphertextBlob.
+fn key_with_blob(kms: &RemoteKms, alias: &str) -> String {
+    kms.call(&ctx(), "CreateKey", &json!({ "Alias": alias }))
+        .unwrap();
+    kms.call(
+        &ctx(),
+        "Encrypt",
+        &json!({ "KeyId": format!("alias/{alias}"), "Plaintext": "aGVsbG8=" }),
+    )
+    .unwrap()["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Two servers on one database, sharing one root key file.
@@ -221,12 +220,7 @@ fn code(r: Result<Value, kms_core::KmsError>) -> Result<Value, ErrorCode> {
 fn keys_made_on_a_serve_on_b_and_disable_on_a_refuses_on_b_at_once() {
     let p = pair();
     let (a, b) = (client(&p.a.url), client(&p.b.url));
-    let key = a
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "shared" }))
-        .unwrap()["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = create_key(&a, "shared");
     let dk = a
         .call(
             &ctx(),
@@ -377,18 +371,7 @@ fn conflicting_changes_through_a_and_b_leave_one_outcome() {
 fn servers_reconnect_to_a_restarted_database_by_themselves() {
     let p = pair();
     let (a, b) = (client(&p.a.url), client(&p.b.url));
-    a.call(&ctx(), "CreateKey", &json!({ "Alias": "before" }))
-        .unwrap();
-    let blob = a
-        .call(
-            &ctx(),
-            "Encrypt",
-            &json!({ "KeyId": "alias/before", "Plaintext": "aGVsbG8=" }),
-        )
-        .unwrap()["CiphertextBlob"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let blob = key_with_blob(&a, "before");
     p.pg.pg_ctl("restart");
     // Both servers lost their connection; the next requests (with the client's
     // bounded retries of InternalError) reconnect and serve.
@@ -425,12 +408,7 @@ fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
     );
     std::fs::write(mount.p("before"), b"written before the kill").unwrap();
     let admin = client(&p.a.url);
-    let key = admin
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "load" }))
-        .unwrap()["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = create_key(&admin, "load");
 
     let ops = AtomicUsize::new(0);
     let killed = AtomicBool::new(false);
@@ -618,12 +596,7 @@ fn two_servers_write_one_audit_chain_in_the_database_and_tampering_is_found() {
     let p = pair();
     let url = p.pg.url();
     let admin = client(&p.a.url);
-    let key = admin
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "audited" }))
-        .unwrap()["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = create_key(&admin, "audited");
     // Half the clients on A, half on B, all at once.
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -709,19 +682,7 @@ fn decrypt_in_a_loop_survives_a_postgres_restart() {
     const CLIENTS: usize = 3;
     let mut p = pair();
     let admin = client(&p.a.url);
-    admin
-        .call(&ctx(), "CreateKey", &json!({ "Alias": "restart" }))
-        .unwrap();
-    let blob = admin
-        .call(
-            &ctx(),
-            "Encrypt",
-            &json!({ "KeyId": "alias/restart", "Plaintext": "aGVsbG8=" }),
-        )
-        .unwrap()["CiphertextBlob"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let blob = key_with_blob(&admin, "restart");
     let restarted = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let failures = Mutex::new(Vec::<String>::new());

@@ -33,7 +33,7 @@ use postgres::{Client, Config, NoTls};
 use crate::crypto;
 use crate::{ErrorCode, KmsError, KmsResult};
 
-/// The SQL of migration 2 (`store_pg.rs` runs it): the audit table and its head row.
+/// The SQL of migration 2 (`store/pg.rs` runs it): the audit table and its head row.
 pub(crate) const MIGRATION_AUDIT: &str = "
     CREATE TABLE kmsfs_audit (
         seq bigint PRIMARY KEY CHECK (seq > 0),

@@ -37,7 +37,7 @@ pub fn is_remote_url(spec: &str) -> bool {
 /// Tencent API, `aliyun+http(s)://…` → one in the Alibaba Cloud API, and
 /// `URL,URL,…` → several servers of one key set with failover
 /// ([`crate::http::FailoverKms`]); `postgres://…` → the store in that PostgreSQL
-/// database (`store_pg.rs`; the root key under [`default_store_dir`], the audit log in
+/// database (`store/pg.rs`; the root key under [`default_store_dir`], the audit log in
 /// the database); any
 /// other string → the embedded store in that directory.
 ///

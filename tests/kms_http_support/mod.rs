@@ -1,12 +1,19 @@
-//! Shared by the tests/kms_http*.rs tests: the real `kmsfs kms serve` binary on
-//! 127.0.0.1 (port 0), a temporary store, and a guard that always stops the server.
+//! Shared by the tests/kms_*.rs tests that talk to a real server or a real client: the
+//! real `kmsfs kms serve` binary on 127.0.0.1 (port 0), a temporary store, a guard that
+//! always stops the server, the principals file, a configured tccli, the Python SDK
+//! scripts, openssl, and a `RemoteKms` for the admin principal.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use kms_core::http::tc3::SecretKey;
+use kms_core::http::{RemoteConfig, RemoteKms, RetryPolicy};
+use kms_core::{CallContext, Kms as _};
+use serde_json::{json, Value};
 
 /// The principal every test server knows (env principal when no config is given).
 pub const SECRET_ID: &str = "AKIDkmsfsTestAdmin";
@@ -22,6 +29,14 @@ pub fn write_principals(dir: &Path, more: &str) -> PathBuf {
     );
     std::fs::write(&path, text).expect("write the principals config");
     path
+}
+
+/// A server as [`ServerProc::in_dir`] (no principals config) in a new temporary
+/// directory; keep the directory alive as long as the server (declare it first).
+pub fn server_in_tmp() -> (tempfile::TempDir, ServerProc) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::in_dir(tmp.path(), None);
+    (tmp, server)
 }
 
 /// A running `kmsfs kms serve`; dropping it kills the process.
@@ -40,6 +55,12 @@ impl ServerProc {
     /// stderr (appended, so a restarted server adds to it).
     pub fn start(store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
         ServerProc::start_on("127.0.0.1:0", store, config, log)
+    }
+
+    /// The server on `dir/store`, its log in `dir/server.log`, with an optional
+    /// principals config (the usual setup of a test).
+    pub fn in_dir(dir: &Path, config: Option<&Path>) -> ServerProc {
+        ServerProc::start(&dir.join("store"), config, &dir.join("server.log"))
     }
 
     /// As [`ServerProc::start`], listening on `listen` (e.g. the port a killed server had).
@@ -177,4 +198,161 @@ pub fn require_program(name: &str) {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The call context of a remote client (the server fills in the principal).
+pub fn ctx() -> CallContext {
+    CallContext {
+        principal: String::new(),
+        request_id: String::new(),
+    }
+}
+
+/// A `RemoteKms` on `url` signing as `id` / `key`, with `retry`.
+pub fn client(url: &str, id: &str, key: &str, retry: RetryPolicy) -> RemoteKms {
+    let mut cfg = RemoteConfig::new(url, id, SecretKey::new(key));
+    cfg.retry = retry;
+    RemoteKms::new(cfg).unwrap()
+}
+
+/// A `RemoteKms` on `url` signing as the admin ([`SECRET_ID`]), default retries.
+pub fn admin(url: &str) -> RemoteKms {
+    client(url, SECRET_ID, SECRET_KEY, RetryPolicy::default())
+}
+
+/// CreateKey with `alias` through `kms`; the new key id.
+pub fn create_key(kms: &RemoteKms, alias: &str) -> String {
+    let v = kms
+        .call(&ctx(), "CreateKey", &json!({ "Alias": alias }))
+        .unwrap();
+    v["KeyId"].as_str().unwrap().to_owned()
+}
+
+/// tccli in a temporary HOME, with the endpoint configured once as KMS-API.md says.
+/// Commands run back to back, as a script runs them: tccli does not sign the action, so
+/// two calls with one body in one second carry one signature, and the server serves both
+/// (docs/SERVER.md, "Replay").
+pub struct Tccli<'a> {
+    home: &'a Path,
+}
+
+impl<'a> Tccli<'a> {
+    /// tccli with its own HOME, its region and the endpoint set once (KMS-API.md).
+    pub fn configured(home: &'a Path, server: &ServerProc) -> Tccli<'a> {
+        std::fs::create_dir_all(home).unwrap();
+        let t = Tccli { home };
+        for args in [
+            ["configure", "set", "region", "ap-guangzhou"],
+            [
+                "configure",
+                "set",
+                "kms.endpoint",
+                &format!("http://{}", server.addr),
+            ],
+        ] {
+            assert!(t.raw(&args).status.success(), "tccli {args:?}");
+        }
+        t
+    }
+
+    /// `tccli ARGS…` as the admin; its output, whatever the status.
+    pub fn raw(&self, args: &[&str]) -> Output {
+        Command::new("tccli")
+            .args(args)
+            .env("HOME", self.home)
+            .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+            .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+            .env_remove("TENCENTCLOUD_REGION")
+            .output()
+            .expect("run tccli")
+    }
+
+    /// `tccli kms ACTION ARGS…`, which must succeed; its JSON output.
+    pub fn ok(&self, action: &str, args: &[&str]) -> Value {
+        let mut all = vec!["kms", action];
+        all.extend_from_slice(args);
+        let out = self.raw(&all);
+        assert!(
+            out.status.success(),
+            "tccli kms {action} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "tccli kms {action}: output is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `tccli kms ACTION ARGS…`, which must fail with `code`.
+    pub fn fails(&self, action: &str, args: &[&str], code: &str) {
+        let mut all = vec!["kms", action];
+        all.extend_from_slice(args);
+        let out = self.raw(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("code:{code} ")),
+            "tccli kms {action} {args:?}: expected {code}; status {:?}, stdout {}, stderr {stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// Python modules the test needs (`import_line`, e.g. `"import a, b"`), or a failure
+/// that says `missing`.
+pub fn require_python_modules(import_line: &str, missing: &str) {
+    require_program("python3");
+    let ok = Command::new("python3")
+        .args(["-c", import_line])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "{missing}");
+}
+
+/// tencentcloud-sdk-python and pycryptodome, or a failure that says how to install them.
+pub fn require_tencent_sdk() {
+    require_python_modules(
+        "import tencentcloud.kms.v20190118.kms_client, Crypto.Cipher.AES",
+        "tencentcloud-sdk-python or pycryptodome is not installed: run scripts/install-kms-clients.sh",
+    );
+}
+
+/// Runs `tests/clients/SCRIPT` with the Tencent SDK against `server` as the admin
+/// (`KMS_ENDPOINT`), with `envs`; it must succeed; its stdout.
+pub fn python_client(script: &str, server: &ServerProc, envs: &[(&str, &str)]) -> String {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/clients").join(script))
+        .env("KMS_ENDPOINT", &server.addr)
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `openssl ARGS…` in `dir`, which must succeed; its stdout.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is not installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

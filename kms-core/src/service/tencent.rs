@@ -1,8 +1,9 @@
 //! The Tencent Cloud KMS API (2019-01-18) adapter: its request and response types
 //! (PascalCase JSON, as tccli and tencentcloud-sdk-python send and read them), its action
 //! table and the dispatch of an action name and JSON parameters onto the core. The core
-//! (keys, states, material, the store and the audit log) is in `service/mod.rs`; the
-//! Alibaba Cloud adapter beside this one is `service/aliyun.rs`.
+//! (keys, states, material, the store and the audit log) is `service/mod.rs` and the
+//! files beside it, one per job (`keys.rs`, `symmetric.rs`, `asymmetric.rs`, …); the
+//! Alibaba Cloud adapter beside this one is `service/aliyun/`.
 
 use super::*;
 

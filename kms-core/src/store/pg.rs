@@ -30,7 +30,6 @@ use super::{
     FileId, Header, KmsResult, RootKeySource, Snapshot, Store, Txn, ROOT_KEY_FILE,
 };
 
-#[path = "store_migrate.rs"]
 mod migration;
 
 /// The schema version this crate's migrations reach.

@@ -15,6 +15,14 @@
 //! call checks freshness with one `stat` of `keys.kms`: a snapshot keeps the file
 //! it was loaded from open, so its inode number cannot be reused, and a changed
 //! (device, inode) pair means another writer replaced the file.
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | the store: snapshots, transactions, maintenance (purge, rotation) |
+//! | `codec.rs` | the bytes, shared by both backends: header, body, MAC, material wrapping |
+//! | `root_key.rs` | the root key file and the passphrase (scrypt) |
+//! | `fsio.rs` | the file backend's flock, file identity and durable writes |
+//! | `pg.rs` | the PostgreSQL backend; `pg/migration.rs` is `kmsfs kms migrate`'s side |
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -35,6 +43,22 @@ use crate::key::{
 };
 use crate::pqc::{DsaKey, KemKey};
 use crate::{ErrorCode, KmsError, KmsResult};
+
+mod codec;
+mod fsio;
+mod pg;
+mod root_key;
+
+pub(crate) use codec::Material;
+use codec::*;
+pub use codec::{
+    material_ad, parse_store_file, test_vector_material_check, test_vector_store_file,
+    test_vector_store_file_version, test_vector_wrap, test_vector_wrap_kind,
+};
+pub use fsio::STORE_LOCK_TIMEOUT;
+use fsio::*;
+pub(crate) use fsio::{lock_with_timeout, sync_dir};
+use root_key::*;
 
 /// The key-store file in the store directory.
 pub const STORE_FILE: &str = "keys.kms";
@@ -116,146 +140,6 @@ fn internal(msg: impl Into<String>) -> KmsError {
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> KmsError {
     internal(format!("key store: {what} {}: {e}", path.display()))
-}
-
-/// Keys derived from the root key.
-pub(crate) struct RootKeys {
-    wrap: AeadKey,
-    mac: Zeroizing<[u8; 32]>,
-    material_check: Zeroizing<[u8; 32]>,
-    check: [u8; 16],
-}
-
-impl RootKeys {
-    fn derive(root: &[u8; KEY_LEN]) -> RootKeys {
-        let wrap = Zeroizing::new(crypto::hmac_sha256(root, LABEL_WRAP));
-        let mac = Zeroizing::new(crypto::hmac_sha256(root, LABEL_MAC));
-        let c = crypto::hmac_sha256(root, LABEL_CHECK);
-        let mut check = [0u8; 16];
-        check.copy_from_slice(&c[..16]);
-        RootKeys {
-            wrap: AeadKey::new(&wrap),
-            mac,
-            material_check: Zeroizing::new(crypto::hmac_sha256(root, LABEL_MATERIAL_CHECK)),
-            check,
-        }
-    }
-}
-
-/// The associated data binding wrapped material to its key id, version and kind.
-pub fn material_ad(key_id: &str, version: u32, kind: MaterialKind) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(MATERIAL_AD_PREFIX.len() + key_id.len() + 16);
-    ad.extend_from_slice(MATERIAL_AD_PREFIX);
-    ad.push(key_id.len() as u8);
-    ad.extend_from_slice(key_id.as_bytes());
-    ad.extend_from_slice(&version.to_be_bytes());
-    ad.extend_from_slice(kind.as_str().as_bytes());
-    ad
-}
-
-/// The parsed fixed header of `keys.kms`.
-#[derive(Clone, Copy, Debug)]
-struct Header {
-    version: u16,
-    source: u8,
-    log_n: u8,
-    r: u16,
-    p: u16,
-    salt: [u8; 16],
-    check: [u8; 16],
-    generation: u64,
-}
-
-impl Header {
-    fn encode(&self, body_len: u64) -> [u8; STORE_HEADER_LEN] {
-        let mut h = [0u8; STORE_HEADER_LEN];
-        h[0..8].copy_from_slice(&STORE_MAGIC);
-        h[8..10].copy_from_slice(&self.version.to_be_bytes());
-        h[10] = self.source;
-        h[11] = self.log_n;
-        h[12..14].copy_from_slice(&self.r.to_be_bytes());
-        h[14..16].copy_from_slice(&self.p.to_be_bytes());
-        h[16..32].copy_from_slice(&self.salt);
-        h[32..48].copy_from_slice(&self.check);
-        h[48..56].copy_from_slice(&self.generation.to_be_bytes());
-        h[56..64].copy_from_slice(&body_len.to_be_bytes());
-        h
-    }
-
-    /// Parses the header and checks the framing; returns it and the body range end.
-    fn parse(path: &Path, bytes: &[u8]) -> KmsResult<(Header, usize)> {
-        let p = path.display();
-        if bytes.len() < STORE_HEADER_LEN {
-            return Err(internal(format!(
-                "key store {p} is truncated ({} bytes); restore it from a backup",
-                bytes.len()
-            )));
-        }
-        if bytes[0..8] != STORE_MAGIC {
-            return Err(internal(format!(
-                "{p} is not a kmsfs key store (bad magic)"
-            )));
-        }
-        let version = u16::from_be_bytes([bytes[8], bytes[9]]);
-        if !(STORE_FORMAT_MIN_VERSION..=STORE_FORMAT_VERSION).contains(&version) {
-            return Err(internal(format!(
-                "key store {p} has format version {version}; this kmsfs reads versions \
-                 {STORE_FORMAT_MIN_VERSION} to {STORE_FORMAT_VERSION} (a newer kmsfs wrote it?)"
-            )));
-        }
-        let be64 = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[o..o + 8]);
-            u64::from_be_bytes(b)
-        };
-        let mut salt = [0u8; 16];
-        salt.copy_from_slice(&bytes[16..32]);
-        let mut check = [0u8; 16];
-        check.copy_from_slice(&bytes[32..48]);
-        let h = Header {
-            version,
-            source: bytes[10],
-            log_n: bytes[11],
-            r: u16::from_be_bytes([bytes[12], bytes[13]]),
-            p: u16::from_be_bytes([bytes[14], bytes[15]]),
-            salt,
-            check,
-            generation: be64(48),
-        };
-        let body_len = be64(56);
-        let end = usize::try_from(body_len)
-            .ok()
-            .and_then(|n| n.checked_add(STORE_HEADER_LEN));
-        match end {
-            Some(end) if end.checked_add(STORE_MAC_LEN) == Some(bytes.len()) => Ok((h, end)),
-            _ => Err(internal(format!(
-                "key store {p} is truncated or has trailing bytes (damaged); restore it from a backup"
-            ))),
-        }
-    }
-}
-
-/// The body of `keys.kms`: every record of the store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub(crate) struct Body {
-    pub keys: Vec<KeyRecord>,
-    /// Hosted data keys. Store format 3.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub data_keys: Vec<DataKeyRecord>,
-}
-
-impl Body {
-    /// The store format version to write this body as.
-    pub fn format(&self) -> u16 {
-        let data_keys = if self.data_keys.is_empty() { 2 } else { 3 };
-        self.keys
-            .iter()
-            .map(KeyRecord::store_format)
-            .chain([data_keys])
-            .max()
-            .unwrap_or(2)
-            .max(2)
-    }
 }
 
 /// A key with its material unwrapped.
@@ -411,349 +295,6 @@ impl Txn<'_> {
     }
 }
 
-fn wrap_material(
-    root: &RootKeys,
-    key_id: &str,
-    version: u32,
-    kind: MaterialKind,
-    material: &[u8],
-    now: u64,
-) -> KmsResult<KeyVersionRecord> {
-    let mut nonce = [0u8; NONCE_LEN];
-    crypto::random_bytes(&mut nonce)?;
-    Ok(KeyVersionRecord {
-        version,
-        created: now,
-        kind,
-        wrapped: wrap_with_nonce(root, key_id, version, kind, material, &nonce)?,
-    })
-}
-
-fn wrap_with_nonce(
-    root: &RootKeys,
-    key_id: &str,
-    version: u32,
-    kind: MaterialKind,
-    material: &[u8],
-    nonce: &[u8; NONCE_LEN],
-) -> KmsResult<String> {
-    let mut buf = Zeroizing::new(material.to_vec());
-    root.wrap
-        .seal(nonce, &material_ad(key_id, version, kind), &mut buf)?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&buf);
-    Ok(B64.encode(out))
-}
-
-/// Known-answer tests and docs/FORMAT.md: the `wrapped` field of a key version,
-/// for a given root key and nonce.
-///
-/// # Security
-/// Only for test vectors: the store always draws the nonce at random.
-pub fn test_vector_wrap(
-    root_key: &[u8; KEY_LEN],
-    key_id: &str,
-    version: u32,
-    material: &[u8],
-    nonce: &[u8; NONCE_LEN],
-) -> KmsResult<String> {
-    test_vector_wrap_kind(
-        root_key,
-        key_id,
-        version,
-        MaterialKind::Aes256,
-        material,
-        nonce,
-    )
-}
-
-/// As [`test_vector_wrap`], for material of any kind.
-///
-/// # Security
-/// Only for test vectors: the store always draws the nonce at random.
-pub fn test_vector_wrap_kind(
-    root_key: &[u8; KEY_LEN],
-    key_id: &str,
-    version: u32,
-    kind: MaterialKind,
-    material: &[u8],
-    nonce: &[u8; NONCE_LEN],
-) -> KmsResult<String> {
-    let root = RootKeys::derive(root_key);
-    wrap_with_nonce(&root, key_id, version, kind, material, nonce)
-}
-
-/// Known-answer tests and docs/FORMAT.md: the `material_check` of imported
-/// material for a given root key.
-pub fn test_vector_material_check(
-    root_key: &[u8; KEY_LEN],
-    key_id: &str,
-    material: &[u8],
-) -> String {
-    material_check(&RootKeys::derive(root_key), key_id, material)
-}
-
-/// Known-answer tests and docs/FORMAT.md: a whole version-1 `keys.kms` of a
-/// root-key-file store with this body (the JSON document) and generation.
-pub fn test_vector_store_file(root_key: &[u8; KEY_LEN], generation: u64, body: &[u8]) -> Vec<u8> {
-    test_vector_store_file_version(root_key, 1, generation, body)
-}
-
-/// As [`test_vector_store_file`], with the format version in the header.
-pub fn test_vector_store_file_version(
-    root_key: &[u8; KEY_LEN],
-    version: u16,
-    generation: u64,
-    body: &[u8],
-) -> Vec<u8> {
-    let root = RootKeys::derive(root_key);
-    let h = Header {
-        version,
-        source: SOURCE_FILE,
-        log_n: 0,
-        r: 0,
-        p: 0,
-        salt: [0u8; 16],
-        check: root.check,
-        generation,
-    };
-    encode_file(&root, &h, body)
-}
-
-/// Decodes `keys.kms` bytes: the framing, the root-key check, the MAC and the JSON body.
-fn decode_file(root: &RootKeys, path: &Path, bytes: &[u8]) -> KmsResult<(Header, Body)> {
-    let (h, end) = Header::parse(path, bytes)?;
-    if h.check != root.check {
-        return Err(internal(format!(
-            "key store {} was replaced by a store under another root key",
-            path.display()
-        )));
-    }
-    if !crypto::hmac_sha256_verify(&root.mac[..], &bytes[..end], &bytes[end..]) {
-        return Err(internal(format!(
-            "key store {} fails authentication (damaged or tampered); restore it from a backup",
-            path.display()
-        )));
-    }
-    let body: Body = serde_json::from_slice(&bytes[STORE_HEADER_LEN..end]).map_err(|e| {
-        internal(format!(
-            "key store {} has an unreadable body: {e}",
-            path.display()
-        ))
-    })?;
-    Ok((h, body))
-}
-
-/// Parses the bytes of a `keys.kms` under `root_key` without any I/O, as a load does:
-/// framing, root-key check, MAC, JSON body, and every version's wrapped material
-/// (unwrapped and decoded, then dropped). Returns the key records. For the fuzz
-/// target and tools; [`Store`] is the way to use a store.
-///
-/// # Errors
-/// `InternalError` naming what is wrong, as [`Store::open`] reports it.
-pub fn parse_store_file(root_key: &[u8; KEY_LEN], bytes: &[u8]) -> KmsResult<Vec<KeyRecord>> {
-    let root = RootKeys::derive(root_key);
-    let path = Path::new(STORE_FILE);
-    let (_, body) = decode_file(&root, path, bytes)?;
-    for rec in &body.keys {
-        unwrap_material(&root, path, rec)?;
-    }
-    Ok(body.keys)
-}
-
-/// `material_check` of imported material: hex HMAC-SHA256(check key,
-/// `u8 len(key_id) ‖ key_id ‖ material`).
-fn material_check(root: &RootKeys, key_id: &str, material: &[u8]) -> String {
-    let mut m = Zeroizing::new(Vec::with_capacity(1 + key_id.len() + material.len()));
-    m.push(key_id.len() as u8);
-    m.extend_from_slice(key_id.as_bytes());
-    m.extend_from_slice(material);
-    crypto::hex(&crypto::hmac_sha256(&root.material_check[..], &m))
-}
-
-fn encode_file(root: &RootKeys, h: &Header, body: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(STORE_HEADER_LEN + body.len() + STORE_MAC_LEN);
-    bytes.extend_from_slice(&h.encode(body.len() as u64));
-    bytes.extend_from_slice(body);
-    let mac = crypto::hmac_sha256(&root.mac[..], &bytes);
-    bytes.extend_from_slice(&mac);
-    bytes
-}
-
-/// Opens one wrapped blob of `kind` for (key id, version).
-fn open_wrapped(
-    root: &RootKeys,
-    key_id: &str,
-    version: u32,
-    kind: MaterialKind,
-    wrapped: &str,
-) -> Option<Zeroizing<Vec<u8>>> {
-    let raw = Zeroizing::new(B64.decode(wrapped).ok()?);
-    if raw.len() < NONCE_LEN {
-        return None;
-    }
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(&raw[..NONCE_LEN]);
-    let mut sealed = Zeroizing::new(raw[NONCE_LEN..].to_vec());
-    let ad = material_ad(key_id, version, kind);
-    let pt = root.wrap.open(&nonce, &ad, &mut sealed)?;
-    Some(Zeroizing::new(pt.to_vec()))
-}
-
-/// Unwrapped key material of one version (each lives in an `Arc`, so the
-/// variants' sizes do not matter).
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Material {
-    /// AES-GCM (128 or 256 bits).
-    Aead(AeadKey),
-    /// RSA-2048.
-    Rsa(RsaKey),
-    /// ECDSA P-256.
-    Ec(EcKey),
-    /// SM2 (signatures and decryption).
-    Sm2(Sm2Key),
-    /// ML-KEM-768 (post-quantum encryption).
-    Kem(KemKey),
-    /// ML-DSA-65 (post-quantum signatures).
-    Dsa(DsaKey),
-}
-
-impl Material {
-    /// The AES-GCM key, if this is symmetric material.
-    pub fn aead(&self) -> Option<&AeadKey> {
-        match self {
-            Material::Aead(k) => Some(k),
-            _ => None,
-        }
-    }
-}
-
-fn unwrap_material(root: &RootKeys, path: &Path, rec: &KeyRecord) -> KmsResult<Vec<Arc<Material>>> {
-    let mut out = Vec::with_capacity(rec.versions.len());
-    for (i, v) in rec.versions.iter().enumerate() {
-        let bad = || {
-            internal(format!(
-                "key store {}: material of key {} version {} does not authenticate under the root key (damaged store)",
-                path.display(),
-                rec.key_id,
-                v.version
-            ))
-        };
-        if v.version as usize != i + 1 {
-            return Err(bad());
-        }
-        let pt = open_wrapped(root, &rec.key_id, v.version, v.kind, &v.wrapped).ok_or_else(bad)?;
-        let m = match v.kind {
-            MaterialKind::Aes256 => {
-                let key: &[u8; KEY_LEN] = (&pt[..]).try_into().map_err(|_| bad())?;
-                Material::Aead(AeadKey::new(key))
-            }
-            MaterialKind::Aes128 => {
-                let key: &[u8; 16] = (&pt[..]).try_into().map_err(|_| bad())?;
-                Material::Aead(AeadKey::new_128(key))
-            }
-            MaterialKind::Rsa2048 => Material::Rsa(RsaKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
-            MaterialKind::EcP256 => Material::Ec(EcKey::from_pkcs8_der(&pt).ok_or_else(bad)?),
-            MaterialKind::Sm2 => Material::Sm2(Sm2Key::from_secret(&pt).ok_or_else(bad)?),
-            MaterialKind::MlKem768 => Material::Kem(KemKey::from_seed(&pt).ok_or_else(bad)?),
-            MaterialKind::MlDsa65 => Material::Dsa(DsaKey::from_seed(&pt).ok_or_else(bad)?),
-        };
-        out.push(Arc::new(m));
-    }
-    Ok(out)
-}
-
-/// What identifies one version of `keys.kms`: (device, inode) changes on every
-/// replace (the snapshot holds its file open, so the inode cannot be reused);
-/// size and mtime catch in-place edits (damage) too.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-fn file_id(md: &fs::Metadata) -> FileId {
-    FileId {
-        dev: md.dev(),
-        ino: md.ino(),
-        size: md.size(),
-        mtime: md.mtime(),
-        mtime_nsec: md.mtime_nsec(),
-    }
-}
-
-/// How long a writer waits for the store lock before giving up.
-pub const STORE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// `flock(LOCK_EX)` with a deadline: a process stopped while holding a lock
-/// (SIGSTOP, a debugger) must not hang every other process forever.
-///
-/// # Errors
-/// `WouldBlock` after `timeout`; other I/O errors as they come.
-pub(crate) fn lock_with_timeout(f: &File, timeout: std::time::Duration) -> std::io::Result<()> {
-    use rustix::fs::{flock, FlockOperation};
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = std::time::Duration::from_micros(50);
-    loop {
-        match flock(f, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(()),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WouldBlock));
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(20));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Holds an exclusive flock until dropped.
-struct LockGuard(File);
-
-impl LockGuard {
-    fn acquire(path: &Path) -> KmsResult<LockGuard> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| io_err("cannot open lock file", path, e))?;
-        lock_with_timeout(&f, STORE_LOCK_TIMEOUT).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                internal(format!(
-                    "key store lock {} is held by another process for more than {} s (a stopped kmsfs?)",
-                    path.display(),
-                    STORE_LOCK_TIMEOUT.as_secs()
-                ))
-            } else {
-                io_err("cannot lock", path, e)
-            }
-        })?;
-        Ok(LockGuard(f))
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
-    }
-}
-
-/// fsync a directory, so a rename or create in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> KmsResult<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("cannot fsync directory", dir, e))
-}
-
 /// The embedded key store.
 pub(crate) struct Store {
     dir: PathBuf,
@@ -762,7 +303,7 @@ pub(crate) struct Store {
     root: RootKeys,
     header: Header,
     current: RwLock<Arc<Snapshot>>,
-    /// The PostgreSQL backend (`store_pg.rs`); `None`: the store file.
+    /// The PostgreSQL backend (`store/pg.rs`); `None`: the store file.
     pg: Option<pg::PgStore>,
 }
 
@@ -772,147 +313,6 @@ impl std::fmt::Debug for Store {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
-}
-
-fn read_root_key_file(path: &Path) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
-    let mut f = File::open(path).map_err(|e| io_err("cannot open root key", path, e))?;
-    if let Ok(md) = f.metadata() {
-        if md.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "root key file is readable by group or others; chmod 600 it");
-        }
-    }
-    let mut buf = Zeroizing::new(Vec::with_capacity(ROOT_KEY_FILE_LEN));
-    f.read_to_end(&mut buf)
-        .map_err(|e| io_err("cannot read root key", path, e))?;
-    if buf.len() != ROOT_KEY_FILE_LEN
-        || buf[0..8] != ROOT_KEY_MAGIC
-        || buf[8..10] != ROOT_KEY_VERSION.to_be_bytes()
-    {
-        return Err(internal(format!(
-            "root key file {} is damaged or not a kmsfs root key; restore it from a backup",
-            path.display()
-        )));
-    }
-    let mut k = Zeroizing::new([0u8; KEY_LEN]);
-    k.copy_from_slice(&buf[10..]);
-    Ok(k)
-}
-
-/// Writes a new root key file (0600, fsync'ed, linked into place so that an
-/// existing file is never replaced, directory fsync'ed).
-fn create_root_key_file(path: &Path, key: &[u8; KEY_LEN]) -> KmsResult<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(".root.key.tmp.{}", std::process::id()));
-    let mut content = Zeroizing::new(Vec::with_capacity(ROOT_KEY_FILE_LEN));
-    content.extend_from_slice(&ROOT_KEY_MAGIC);
-    content.extend_from_slice(&ROOT_KEY_VERSION.to_be_bytes());
-    content.extend_from_slice(key);
-    let _ = fs::remove_file(&tmp);
-    write_synced(
-        OpenOptions::new().write(true).create_new(true),
-        &tmp,
-        &content,
-        "root key",
-    )?;
-    // link(2) never replaces an existing file.
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    linked.map_err(|e| io_err("cannot create root key", path, e))?;
-    sync_dir(parent)
-}
-
-fn scrypt_root(pass: &str, h: &Header) -> KmsResult<Zeroizing<[u8; KEY_LEN]>> {
-    if pass.is_empty() {
-        return Err(internal("KMSFS_KMS_PASSPHRASE is empty"));
-    }
-    let params = scrypt::Params::new(h.log_n, u32::from(h.r), u32::from(h.p), KEY_LEN)
-        .map_err(|_| internal("key store header has invalid scrypt parameters (damaged store)"))?;
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    scrypt::scrypt(pass.as_bytes(), &h.salt, &params, &mut out[..])
-        .map_err(|_| internal("scrypt failed"))?;
-    Ok(out)
-}
-
-/// The root keys of an existing store with header `h`, from `source` (a store
-/// made with a root key file keeps using `key_file`).
-fn existing_root(
-    h: &Header,
-    source: &RootKeySource,
-    key_file: &Path,
-    store_path: &Path,
-) -> KmsResult<RootKeys> {
-    let key = match (h.source, source) {
-        (SOURCE_PASSPHRASE, RootKeySource::Passphrase(p)) => scrypt_root(p, h)?,
-        (SOURCE_PASSPHRASE, RootKeySource::File(_)) => {
-            return Err(internal(format!(
-                "key store {} is protected by a passphrase: set KMSFS_KMS_PASSPHRASE",
-                store_path.display()
-            )))
-        }
-        // A store made with a root key file keeps using it, even when a
-        // passphrase is set in the environment.
-        (SOURCE_FILE, _) => read_root_key_file(key_file).map_err(|e| {
-            internal(format!(
-                "{}; the store {} cannot be opened without it (a new root key is never made for an existing store)",
-                e.message,
-                store_path.display()
-            ))
-        })?,
-        (s, _) => {
-            return Err(internal(format!(
-                "key store {} names an unknown root key source {s} (damaged store)",
-                store_path.display()
-            )))
-        }
-    };
-    let root = RootKeys::derive(&key);
-    if root.check != h.check {
-        return Err(internal(format!(
-            "the root key does not belong to key store {} (wrong root key file or passphrase)",
-            store_path.display()
-        )));
-    }
-    Ok(root)
-}
-
-/// The root keys and header of a new store; a root key file to create is left in
-/// `new_key_file`.
-#[allow(clippy::type_complexity)]
-fn new_root(
-    source: &RootKeySource,
-    new_key_file: &mut Option<(PathBuf, Zeroizing<[u8; KEY_LEN]>)>,
-) -> KmsResult<(RootKeys, Header)> {
-    let mut h = Header {
-        version: STORE_FORMAT_VERSION,
-        source: SOURCE_FILE,
-        log_n: 0,
-        r: 0,
-        p: 0,
-        salt: [0u8; 16],
-        check: [0u8; 16],
-        generation: 0,
-    };
-    let key = match source {
-        // A root key file shared by several stores ($KMSFS_KMS_ROOT_KEY).
-        RootKeySource::File(p) if p.exists() => read_root_key_file(p)?,
-        RootKeySource::File(p) => {
-            let mut key = Zeroizing::new([0u8; KEY_LEN]);
-            crypto::random_bytes(&mut key[..])?;
-            *new_key_file = Some((p.clone(), key.clone()));
-            key
-        }
-        RootKeySource::Passphrase(p) => {
-            h.source = SOURCE_PASSPHRASE;
-            h.log_n = SCRYPT_LOG_N;
-            h.r = SCRYPT_R;
-            h.p = SCRYPT_P;
-            crypto::random_bytes(&mut h.salt)?;
-            scrypt_root(p, &h)?
-        }
-    };
-    let root = RootKeys::derive(&key);
-    h.check = root.check;
-    Ok((root, h))
 }
 
 impl Store {
@@ -1190,8 +590,6 @@ pub(crate) fn delete_imported_material(rec: &mut KeyRecord) {
     }
 }
 
-#[path = "store_pg.rs"]
-mod pg;
 pub use pg::{is_postgres_url, PG_SCHEMA_VERSION};
 
 /// Purges keys whose deletion date has passed, deletes imported material whose
@@ -1240,26 +638,14 @@ impl Snapshot {
     }
 }
 
-/// Writes `bytes` to a new 0600 file at `path` opened with `opts`, and fsyncs it
-/// before returning (the caller renames or links it into place).
-fn write_synced(opts: &mut OpenOptions, path: &Path, bytes: &[u8], what: &str) -> KmsResult<()> {
-    let mut f = opts
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_err(&format!("cannot create {what} file"), path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(&format!("cannot write {what} file"), path, e))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     /// The golden v1 volume's key store (tests/golden/v1/kms) and its root key.
-    const GOLDEN: &[u8] = include_bytes!("../../tests/golden/v1/kms/keys.kms");
-    const GOLDEN_ROOT: &[u8] = include_bytes!("../../tests/golden/v1/kms/root.key");
+    const GOLDEN: &[u8] = include_bytes!("../../../tests/golden/v1/kms/keys.kms");
+    const GOLDEN_ROOT: &[u8] = include_bytes!("../../../tests/golden/v1/kms/root.key");
 
     #[test]
     fn parse_store_file_reads_the_golden_store_and_refuses_any_change() {
