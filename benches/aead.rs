@@ -6,14 +6,7 @@
 //! row (default 1 s).
 #![allow(dead_code)]
 
-// The crate is a binary: the bench compiles the two modules it measures itself (their
-// unit tests come along under `cargo clippy --all-targets`, unused here).
-#[allow(unused_imports)]
-#[path = "../src/aead.rs"]
-mod aead;
-#[allow(unused_imports)]
-#[path = "../src/format.rs"]
-mod format;
+use kmsfs::format::{self, aead};
 
 use std::hint::black_box;
 use std::process::Command;

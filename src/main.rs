@@ -4,7 +4,8 @@
 //! its own module of the `kmsfs` library (src/lib.rs).
 
 use clap::{CommandFactory, Parser, Subcommand};
-use kmsfs::{encrypt, fs_cli, fsck, kms_cli, mount_helper, rewrap};
+use kmsfs::cli::{fs as fs_cli, kms as kms_cli, mount_helper};
+use kmsfs::tools::{encrypt, fsck, rewrap};
 
 /// Transparent file encryption with envelope encryption and a KMS.
 #[derive(Debug, Parser)]

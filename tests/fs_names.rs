@@ -897,8 +897,9 @@ fn a_volume_made_before_long_names_keeps_its_175_byte_limit() {
         .unwrap()
         .retain(|f| f != "names-long-v1");
     let body = serde_json::to_vec(&body).unwrap();
-    let k = kmsfs::aead::hkdf_sha256(&dek, uuid.as_bytes(), kmsfs::volume::CONFIG_MAC_LABEL);
-    let mac = kmsfs::aead::hmac_sha256(&k[..], &body);
+    let k =
+        kmsfs::format::aead::hkdf_sha256(&dek, uuid.as_bytes(), kmsfs::volume::CONFIG_MAC_LABEL);
+    let mac = kmsfs::format::aead::hmac_sha256(&k[..], &body);
     fs::write(&path, kmsfs::volume::encode_config(&body, &mac)).unwrap();
 
     m.mount(&[]).unwrap();

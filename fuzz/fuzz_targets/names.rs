@@ -1,4 +1,4 @@
-//! Encrypted names (`kmsfs::names`) on arbitrary bytes: a stored name or symlink target
+//! Encrypted names (`kmsfs::volume::names`) on arbitrary bytes: a stored name or symlink target
 //! read from the backing directory never panics the decoder, and only what this key
 //! sealed opens. The input as a plaintext name: sealing fits NAME_MAX up to
 //! MAX_SHORT_NAME bytes, takes a long name (a 58-byte entry) up to MAX_NAME with long
@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use kmsfs::names::{NameKey, LONG_REF_LEN, MAX_NAME, MAX_SHORT_NAME};
+use kmsfs::volume::names::{NameKey, LONG_REF_LEN, MAX_NAME, MAX_SHORT_NAME};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(data.len() <= MAX_NAME);
             assert_eq!(s.entry.len(), LONG_REF_LEN);
             let full = s.long.expect("a long name");
-            assert_eq!(kmsfs::names::long_name_of(&full), s.entry);
+            assert_eq!(kmsfs::volume::names::long_name_of(&full), s.entry);
         }
         Ok(s) => assert_eq!(s.long, None),
         Err(_) => assert!(data.len() > MAX_NAME),
@@ -56,6 +56,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(stored) = key.encrypt_target(raw) {
         let back = key.decrypt_target(&stored).expect("a sealed target opens");
         assert_eq!(back.as_bytes(), data);
-        assert_eq!(kmsfs::names::target_len(stored.len() as u64), data.len() as u64);
+        assert_eq!(kmsfs::volume::names::target_len(stored.len() as u64), data.len() as u64);
     }
 });

@@ -1,6 +1,6 @@
 //! Encrypted names in the daemon: a directory's IV, the backing name of an entry,
 //! long names' side files and long symlink targets (the names-siv-v1 and names-long-v1
-//! features; the codec is in crate::names).
+//! features; the codec is in crate::volume::names).
 
 #![allow(clippy::wildcard_imports)]
 

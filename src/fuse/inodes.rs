@@ -31,8 +31,8 @@ use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
 
 use super::{sys, CachedKey, Handle};
-use crate::fs_error::{FsError, FsResult};
-use crate::names::DirIv;
+use crate::backing::error::{FsError, FsResult};
+use crate::volume::names::DirIv;
 
 /// The fd budget of a mount unless `-o max_fds=N` says otherwise: half the usual soft
 /// limit of an ordinary user (1,024), leaving the rest to files open through the mount.

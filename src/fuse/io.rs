@@ -1,5 +1,5 @@
 //! File content through the daemon: opening files, their content keys, reads, writes,
-//! copy_file_range, truncation, holes and lseek (the block work is in [`super::content`]).
+//! copy_file_range, truncation, holes and lseek (the block work is in [`crate::backing::content`]).
 
 #![allow(clippy::wildcard_imports)]
 
@@ -240,7 +240,7 @@ impl KmsFs {
         Ok(d)
     }
 
-    /// The header lock of a backing file (`kmsfs rewrap` takes it too, src/rewrap.rs),
+    /// The header lock of a backing file (`kmsfs rewrap` takes it too, src/tools/rewrap.rs),
     /// held where a header is created or truncated away.
     pub(super) fn header_lock<'f>(&self, f: &'f File) -> FsResult<HeaderLock<'f>> {
         Ok(volume::lock_header(f, self.vol.geo.header_size)?)

@@ -8,15 +8,12 @@
 //! symlink planted in the backing directory is ever followed.
 
 mod attrs;
-mod backing;
-pub mod content;
 mod enc_names;
 mod entries;
 pub mod inodes;
 mod io;
 pub mod shared;
 mod stats;
-pub mod sys;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -36,13 +33,15 @@ use fuser::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::backing::content::{self, BadBlock};
+use crate::backing::error::{FsError, FsResult};
+use crate::backing::nodes::{create_file, make_node, make_symlink};
+use crate::backing::sys;
 use crate::format::{BlockNo, ContentKey};
-use crate::fs_error::{FsError, FsResult};
-use crate::metrics::Metrics;
-use crate::names::{self, BadName, DirIv, EntryKind, NameError, NameKey, DIRIV_NAME};
-use crate::volume::{self, HeaderLock, Volume, CONFIG_NAME};
-pub use backing::{create_file, make_node, make_stored_symlink, make_symlink};
-use content::BadBlock;
+use crate::volume::metrics::Metrics;
+use crate::volume::names::make_stored_symlink;
+use crate::volume::names::{self, BadName, DirIv, EntryKind, NameError, NameKey, DIRIV_NAME};
+use crate::volume::{self, is_reserved, HeaderLock, Volume};
 use inodes::{Anchor, FdCache, HandleMount, Inode};
 pub use stats::KeyExpiry;
 #[allow(clippy::wildcard_imports)]
@@ -196,15 +195,6 @@ pub struct KmsFs {
 /// The xattrs that hold POSIX ACLs (`setfacl`, `getfacl`).
 const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
-
-/// Whether `name` in directory `parent` is the volume config (or its temp file, or the
-/// rewrap lock), which the mount hides.
-pub fn is_reserved(parent: u64, name: &OsStr) -> bool {
-    parent == INodeNo::ROOT.0
-        && (name.as_bytes() == CONFIG_NAME.as_bytes()
-            || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes()
-            || name.as_bytes() == volume::REWRAP_LOCK_NAME.as_bytes())
-}
 
 impl KmsFs {
     /// A filesystem over `backing` (an `O_PATH` directory fd) for volume `vol`.
@@ -977,25 +967,6 @@ impl Filesystem for KmsFs {
     }
 }
 
-/// Chowns a just-created entry; chown clears set-id bits on non-directories, so those of
-/// `mode` are put back.
-fn own_new_entry(fd: RawFd, mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
-    let restore =
-        mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR;
-    // The mode as made: a default ACL of the directory may have narrowed the bits asked for.
-    let made = if restore {
-        sys::fstat(fd)?.st_mode & 0o7777
-    } else {
-        0
-    };
-    sys::fchown_fd(fd, uid, gid)?;
-    if restore {
-        // chown cleared the set-ID bits.
-        let _ = sys::chmod_fd(fd, made);
-    }
-    Ok(())
-}
-
 /// File handles on the backing mount of `root`, if the backing fs makes them and
 /// `open_by_handle_at` is permitted (it needs `CAP_DAC_READ_SEARCH`).
 fn handle_mount(root: &OwnedFd) -> Option<HandleMount> {
@@ -1018,21 +989,4 @@ fn handle_mount(root: &OwnedFd) -> Option<HandleMount> {
             None
         }
     }
-}
-
-/// Opens the backing root as an `O_PATH` directory fd.
-pub fn open_root(path: &std::path::Path) -> FsResult<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err(libc::EINVAL))?;
-    // SAFETY: valid C string; fd owned on success.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(FsError::last_os());
-    }
-    // SAFETY: fresh fd.
-    Ok(unsafe { std::os::unix::io::FromRawFd::from_raw_fd(fd) })
 }

@@ -15,10 +15,10 @@
 
 use std::fs::File;
 
+use crate::backing::content;
+use crate::backing::error::{FsError, FsResult};
+use crate::backing::sys::{self, LockKind};
 use crate::format::{BlockNo, Geometry};
-use crate::fs_error::{FsError, FsResult};
-use crate::fuse::content;
-use crate::fuse::sys::{self, LockKind};
 
 /// The OFD locks of one operation on one open backing file, all released on drop.
 pub struct RangeLocks<'a> {

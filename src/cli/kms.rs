@@ -563,7 +563,7 @@ fn print_error(e: &KmsError, request_id: &str) -> i32 {
 /// Runs one `kmsfs kms` invocation; returns the process exit code.
 pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
     if args.first().map(String::as_str) == Some("serve") {
-        return crate::serve_cli::run(kms, &args[1..]);
+        return crate::cli::serve::run(kms, &args[1..]);
     }
     let Some(action) = args.first() else {
         print!("{}", usage());
@@ -574,10 +574,10 @@ pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if action == "migrate" {
-        return crate::migrate_cli::run(&args[1..]);
+        return crate::cli::migrate::run(&args[1..]);
     }
     if action == "verify-audit" {
-        return crate::audit_cli::verify_audit(kms, &args[1..]);
+        return crate::cli::audit::verify_audit(kms, &args[1..]);
     }
     // `--api aliyun` (or `--api=aliyun`): the Alibaba Cloud API with the aliyun CLI's
     // syntax; `--api tencent` is the default.

@@ -27,9 +27,9 @@ use kms_core::{CallContext, EncryptionContext, Kms};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::aead;
+use crate::format::aead;
 use crate::format::{self, BlockNo, ContentKey, FileHeader, Geometry, SlotState};
-use crate::names;
+use crate::volume::names;
 use crate::volume::{self, VolumeConfig, CONFIG_NAME, CONTEXT_KEY};
 
 /// `kmsfs fsck BACKING`.
@@ -248,7 +248,7 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
         deks: HashMap::new(),
         report,
     };
-    let names = names::NameKey::of_volume(&c.cfg, &config_dek);
+    let names = c.cfg.name_key(&config_dek);
     walk_volume(backing, names.as_ref(), &mut |w| match w {
         Walked::File { path, rel } => c.file(path, rel),
         Walked::Error { rel, message } => c.report.add(Severity::Error, "io", rel, None, message),
@@ -367,7 +367,7 @@ fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'
     let all: HashSet<OsString> = entries.iter().map(|e| e.file_name()).collect();
     entries.retain(|e| {
         let name = e.file_name();
-        let volume_file = top && crate::fuse::is_reserved(fuser::INodeNo::ROOT.0, &name);
+        let volume_file = top && crate::volume::is_reserved(fuser::INodeNo::ROOT.0, &name);
         let kind = names.map(|k| k.kind_of(&name));
         let own_file = match kind {
             Some(names::EntryKind::DirIv) => true,
@@ -502,7 +502,7 @@ impl Checker {
                 self.report.deks_unwrapped += 1;
                 Ok(dk.plaintext)
             }
-            Err(e) if crate::fs_error::is_refusal(&e.code) => Err((
+            Err(e) if crate::backing::error::is_refusal(&e.code) => Err((
                 "dek-refused",
                 format!(
                     "the KMS refuses this file's DEK (CMK {}): {e}",

@@ -4,10 +4,10 @@
 
 use std::fs::File;
 
-use crate::aead::Derived;
+use crate::backing::error::{FsError, FsResult};
+use crate::backing::sys;
+use crate::format::aead::Derived;
 use crate::format::{BlockNo, ContentKey, Geometry};
-use crate::fs_error::{FsError, FsResult};
-use crate::fuse::sys;
 
 /// Where a block failed, for the log line.
 #[derive(Debug)]

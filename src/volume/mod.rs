@@ -1,8 +1,15 @@
 //! A volume: its authenticated config (`kmsfs.conf` at the backing root), the KMS
 //! that serves its DEKs, the DEK policy and the DEK cache.
 
+pub mod create;
+pub mod dek_cache;
+pub mod metrics;
+pub mod names;
+
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -18,11 +25,11 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::aead;
-use crate::dek_cache::{Dek, DekCache};
+use crate::backing::error::{FsError, FsResult};
+use crate::format::aead;
 use crate::format::{self, ContentKey, FileHeader, FileId, Geometry};
-use crate::fs_error::{FsError, FsResult};
-use crate::metrics::Metrics;
+use crate::volume::dek_cache::{Dek, DekCache};
+use crate::volume::metrics::Metrics;
 
 /// Name of the volume config at the backing root. Never visible through the mount.
 pub const CONFIG_NAME: &str = "kmsfs.conf";
@@ -37,7 +44,10 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const KNOWN_FEATURES: &[&str] = &["content-xaes256gcm-v1", "header-two-slots-v1"];
 /// Feature flags a volume may have (chosen at init). Any flag in neither list refuses
 /// to mount.
-pub const OPTIONAL_FEATURES: &[&str] = &[crate::names::FEATURE, crate::names::FEATURE_LONG];
+pub const OPTIONAL_FEATURES: &[&str] = &[
+    crate::volume::names::FEATURE,
+    crate::volume::names::FEATURE_LONG,
+];
 /// The EncryptionContext key that binds every DEK to its volume.
 pub const CONTEXT_KEY: &str = "kmsfs-volume";
 /// HKDF info of the config MAC key.
@@ -101,6 +111,16 @@ pub struct VolumeConfig {
     pub config_dek: String,
     /// Which KMS made the volume: `embedded` or a URL. A hint that must match the host's.
     pub kms_hint: String,
+}
+
+impl VolumeConfig {
+    /// The name key of this volume (config DEK `config_dek`), if it encrypts names.
+    pub fn name_key(&self, config_dek: &[u8]) -> Option<names::NameKey> {
+        let has = |f: &str| self.features.iter().any(|x| x == f);
+        has(names::FEATURE).then(|| {
+            names::NameKey::derive(config_dek, &self.uuid).with_long_names(has(names::FEATURE_LONG))
+        })
+    }
 }
 
 impl VolumeConfig {
@@ -188,11 +208,11 @@ pub fn parse_config(bytes: &[u8]) -> anyhow::Result<(VolumeConfig, Vec<u8>, Vec<
         }
     }
     let has = |f: &str| cfg.features.iter().any(|x| x == f);
-    if has(crate::names::FEATURE_LONG) && !has(crate::names::FEATURE) {
+    if has(crate::volume::names::FEATURE_LONG) && !has(crate::volume::names::FEATURE) {
         bail!(
             "volume config has feature {:?} without {:?}",
-            crate::names::FEATURE_LONG,
-            crate::names::FEATURE
+            crate::volume::names::FEATURE_LONG,
+            crate::volume::names::FEATURE
         );
     }
     let bs = cfg.block_size;
@@ -220,7 +240,7 @@ pub struct InitOptions {
     pub block_size: u32,
     /// Header size.
     pub header_size: u32,
-    /// Encrypt names and symlink targets (feature [`crate::names::FEATURE`]).
+    /// Encrypt names and symlink targets (feature [`crate::volume::names::FEATURE`]).
     pub encrypt_names: bool,
 }
 
@@ -271,10 +291,13 @@ pub fn init_volume(
             .iter()
             .map(|s| s.to_string())
             .chain(
-                [crate::names::FEATURE, crate::names::FEATURE_LONG]
-                    .into_iter()
-                    .filter(|_| opts.encrypt_names)
-                    .map(str::to_owned),
+                [
+                    crate::volume::names::FEATURE,
+                    crate::volume::names::FEATURE_LONG,
+                ]
+                .into_iter()
+                .filter(|_| opts.encrypt_names)
+                .map(str::to_owned),
             )
             .collect(),
         cmk: dk.key_id.clone(),
@@ -287,8 +310,8 @@ pub fn init_volume(
     write_config_file(backing, &sign_config(&cfg, &dk.plaintext)?)?;
     if opts.encrypt_names {
         let root = File::open(backing)?;
-        crate::names::create_diriv(root.as_raw_fd())
-            .with_context(|| format!("cannot write {}", crate::names::DIRIV_NAME))?;
+        crate::volume::names::create_diriv(root.as_raw_fd())
+            .with_context(|| format!("cannot write {}", crate::volume::names::DIRIV_NAME))?;
     }
     Ok(cfg)
 }
@@ -516,7 +539,7 @@ pub struct Volume {
     /// The DEK cache.
     pub cache: DekCache,
     /// The name key, on a volume with encrypted names.
-    pub names: Option<crate::names::NameKey>,
+    pub names: Option<crate::volume::names::NameKey>,
     /// KMS latency, integrity failures by kind, bytes, uptime.
     pub metrics: Metrics,
     current: Mutex<Option<CurrentDek>>,
@@ -577,7 +600,7 @@ impl Volume {
         let stamp = ConfStamp::of(&f.metadata()?);
         let bytes = read_config_bytes(&f)?;
         let (cfg, config_dek) = verify_config(kms.as_ref(), kms_spec, &path, &bytes)?;
-        let names = crate::names::NameKey::of_volume(&cfg, &config_dek);
+        let names = cfg.name_key(&config_dek);
         Ok(Volume {
             names,
             geo: cfg.geometry(),
@@ -794,6 +817,15 @@ pub fn blob_key_id(blob: &[u8], cmk: &str) -> String {
     cmk.to_owned()
 }
 
+/// Whether `name` in directory `parent` is the volume config (or its temp file, or the
+/// rewrap lock), which the mount hides.
+pub fn is_reserved(parent: u64, name: &OsStr) -> bool {
+    parent == fuser::INodeNo::ROOT.0
+        && (name.as_bytes() == CONFIG_NAME.as_bytes()
+            || name.as_bytes() == format!(".{CONFIG_NAME}.tmp").as_bytes()
+            || name.as_bytes() == REWRAP_LOCK_NAME.as_bytes())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -838,17 +870,21 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("name-encryption-v9"), "{e}");
         let mut long_alone = sample();
-        long_alone.features.push(crate::names::FEATURE_LONG.into());
+        long_alone
+            .features
+            .push(crate::volume::names::FEATURE_LONG.into());
         let long_alone = serde_json::to_vec(&long_alone).unwrap();
         assert!(parse_config(&encode_config(&long_alone, &[0; 32])).is_err());
         let mut names = sample();
-        names.features.push(crate::names::FEATURE.into());
+        names.features.push(crate::volume::names::FEATURE.into());
         let body = serde_json::to_vec(&names).unwrap();
         assert_eq!(
             parse_config(&encode_config(&body, &[0; 32])).unwrap().0,
             names
         );
-        names.features.push(crate::names::FEATURE_LONG.into());
+        names
+            .features
+            .push(crate::volume::names::FEATURE_LONG.into());
         let long = serde_json::to_vec(&names).unwrap();
         assert_eq!(
             parse_config(&encode_config(&long, &[0; 32])).unwrap().0,

@@ -1,9 +1,13 @@
 //! Making nodes in the backing directory without following symlinks, owned by the
 //! caller: used by the daemon and by `kmsfs encrypt`.
 
-#![allow(clippy::wildcard_imports)]
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 
-use super::*;
+use crate::backing::error::{FsError, FsResult};
+use crate::backing::sys;
 
 /// Creates directory, device, fifo or socket `name` in backing directory `dir`, owned by
 /// `uid:gid`, and returns its `O_PATH` fd. The daemon's `mknod`/`mkdir` and
@@ -70,31 +74,39 @@ pub fn make_symlink(
     sys::openat(dir, name, libc::O_PATH, 0)
 }
 
-/// Creates symlink `name` in backing directory `dir` (encrypted names, key `k`) whose
-/// stored target is `stored`, owned by `uid:gid`; returns its `O_PATH` fd. The stored
-/// target is the backing symlink's own where the backing fs takes it; else, with long
-/// names, the symlink is a long link whose side file goes at the backing root `root`.
-pub fn make_stored_symlink(
-    root: RawFd,
-    dir: RawFd,
-    name: &OsStr,
-    k: &NameKey,
-    stored: &OsStr,
-    uid: u32,
-    gid: u32,
-) -> std::io::Result<OwnedFd> {
-    let too_long = || std::io::Error::from_raw_os_error(libc::ENAMETOOLONG);
-    if stored.len() <= names::MAX_TARGET {
-        match make_symlink(dir, name, stored, uid, gid) {
-            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) && k.long_names() => {}
-            r => return r,
-        }
-    } else if !k.long_names() {
-        return Err(too_long());
+/// Opens the backing root as an `O_PATH` directory fd.
+pub fn open_root(path: &std::path::Path) -> FsResult<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| FsError::Errno(libc::EINVAL))?;
+    // SAFETY: valid C string; fd owned on success.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(FsError::last_os());
     }
-    let link = names::long_link_of(stored);
-    names::write_long_link(root, &link, stored)?;
-    make_symlink(dir, name, &link, uid, gid).inspect_err(|_| {
-        let _ = names::remove_long_link(root, &link);
-    })
+    // SAFETY: fresh fd.
+    Ok(unsafe { std::os::unix::io::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Chowns a just-created entry; chown clears set-id bits on non-directories, so those of
+/// `mode` are put back.
+fn own_new_entry(fd: RawFd, mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+    let restore =
+        mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFDIR;
+    // The mode as made: a default ACL of the directory may have narrowed the bits asked for.
+    let made = if restore {
+        sys::fstat(fd)?.st_mode & 0o7777
+    } else {
+        0
+    };
+    sys::fchown_fd(fd, uid, gid)?;
+    if restore {
+        // chown cleared the set-ID bits.
+        let _ = sys::chmod_fd(fd, made);
+    }
+    Ok(())
 }

@@ -13,9 +13,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::format::{DEFAULT_BLOCK_SIZE, DEFAULT_HEADER_SIZE};
+use crate::backing::nodes::open_root;
 use crate::fuse::{self, KmsFs};
-use crate::volume::{self, CacheOptions, DekPolicy, InitOptions, PolicyMode, Volume, CONFIG_NAME};
+use crate::volume::create::{connect, dir_is_empty, init_backing, InitFlags};
+use crate::volume::{self, CacheOptions, PolicyMode, Volume, CONFIG_NAME};
 
 /// Environment variable carrying the readiness pipe of a background mount.
 const READY_FD_ENV: &str = "KMSFS_READY_FD";
@@ -27,45 +28,6 @@ pub struct InitArgs {
     pub backing: PathBuf,
     #[command(flatten)]
     pub init: InitFlags,
-}
-
-/// Options for making a volume.
-#[derive(Debug, Args, Clone)]
-pub struct InitFlags {
-    /// Use this existing CMK (key id or alias/NAME) instead of creating one.
-    #[arg(long, value_name = "KEY_ID|alias/NAME")]
-    pub key: Option<String>,
-    /// How new files get data keys: one DEK shared by many files (rotated by age and
-    /// count), or a fresh DEK per file.
-    #[arg(long, value_enum, default_value = "shared")]
-    pub dek_policy: PolicyMode,
-    /// Shared policy: a DEK serves new files for at most this many seconds.
-    #[arg(long, default_value_t = 24 * 3600)]
-    pub dek_max_age: u64,
-    /// Shared policy: a DEK serves at most this many new files.
-    #[arg(long, default_value_t = 100_000)]
-    pub dek_max_files: u64,
-    /// Encrypt file names and symlink targets too (AES-SIV, a random IV per directory),
-    /// not only contents. Names up to 255 bytes, symlink targets up to 4,095 (long ones in
-    /// side files). Chosen once, at init.
-    #[arg(long)]
-    pub encrypt_names: bool,
-}
-
-impl InitFlags {
-    fn options(&self) -> InitOptions {
-        InitOptions {
-            key: self.key.clone(),
-            policy: DekPolicy {
-                mode: self.dek_policy,
-                max_age_secs: self.dek_max_age,
-                max_files: self.dek_max_files,
-            },
-            block_size: DEFAULT_BLOCK_SIZE,
-            header_size: DEFAULT_HEADER_SIZE,
-            encrypt_names: self.encrypt_names,
-        }
-    }
 }
 
 /// `kmsfs mount BACKING MOUNTPOINT`.
@@ -141,16 +103,6 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-/// Connects to the KMS named by `--kms` (or its default).
-pub fn connect(kms: Option<&str>) -> anyhow::Result<Arc<dyn kms_core::Kms>> {
-    kms_core::connect(kms).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the KMS: {e}; pass --kms (or set $KMSFS_KMS) to a key-store \
-             directory or an http(s):// URL of a running KMS server"
-        )
-    })
-}
-
 /// Adds what to do next to a KMS refusal or failure met while opening a volume.
 pub fn with_next_step(e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}");
@@ -183,37 +135,6 @@ pub fn init(kms: Option<&str>, a: InitArgs) -> anyhow::Result<i32> {
         cfg.dek_policy.mode
     );
     Ok(0)
-}
-
-/// Makes `backing` (created if missing, else it must be empty) a new volume, as
-/// `kmsfs init` and `kmsfs encrypt` do.
-pub fn init_backing(
-    k: &dyn kms_core::Kms,
-    kms: Option<&str>,
-    backing: &Path,
-    flags: &InitFlags,
-) -> anyhow::Result<volume::VolumeConfig> {
-    std::fs::create_dir_all(backing).with_context(|| {
-        format!(
-            "cannot create {}; check the parent directory exists and is writable",
-            backing.display()
-        )
-    })?;
-    if !dir_is_empty(backing)? {
-        bail!(
-            "{} is not empty; a new volume needs a new or empty directory \
-             (pick another path, or empty this one first)",
-            backing.display()
-        );
-    }
-    volume::init_volume(k, kms, backing, &flags.options())
-}
-
-fn dir_is_empty(p: &Path) -> anyhow::Result<bool> {
-    Ok(std::fs::read_dir(p)
-        .with_context(|| format!("cannot read {}", p.display()))?
-        .next()
-        .is_none())
 }
 
 /// The `subtype=` option, as a kernel option: fuser's own `Subtype` reaches only
@@ -493,7 +414,7 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
         );
     }
     harden_process();
-    let root = fuse::open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fs = KmsFs::new(vol, root, opts.read_only)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_shared_storage(shared)

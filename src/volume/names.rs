@@ -45,6 +45,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::io::OwnedFd;
 
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
@@ -52,8 +53,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use crate::aead;
-use crate::fuse::sys;
+use crate::backing::nodes::make_symlink;
+use crate::backing::sys;
+use crate::format::aead;
 
 /// The volume feature flag.
 pub const FEATURE: &str = "names-siv-v1";
@@ -185,13 +187,6 @@ impl NameKey {
     pub fn with_long_names(mut self, on: bool) -> NameKey {
         self.long = on;
         self
-    }
-
-    /// The name key of volume `cfg` (config DEK `config_dek`), if it encrypts names.
-    pub fn of_volume(cfg: &crate::volume::VolumeConfig, config_dek: &[u8]) -> Option<NameKey> {
-        let has = |f: &str| cfg.features.iter().any(|x| x == f);
-        has(FEATURE)
-            .then(|| NameKey::derive(config_dek, &cfg.uuid).with_long_names(has(FEATURE_LONG)))
     }
 
     /// Whether long names and targets are on ([`FEATURE_LONG`]).
@@ -518,6 +513,35 @@ pub fn target_len(stored_len: u64) -> u64 {
 /// A name a directory may hold: not empty, `.` or `..`, no `/` or NUL.
 fn valid_name(n: &[u8]) -> bool {
     !n.is_empty() && n != b"." && n != b".." && !n.iter().any(|&b| b == b'/' || b == 0)
+}
+
+/// Creates symlink `name` in backing directory `dir` (encrypted names, key `k`) whose
+/// stored target is `stored`, owned by `uid:gid`; returns its `O_PATH` fd. The stored
+/// target is the backing symlink's own where the backing fs takes it; else, with long
+/// names, the symlink is a long link whose side file goes at the backing root `root`.
+pub fn make_stored_symlink(
+    root: RawFd,
+    dir: RawFd,
+    name: &OsStr,
+    k: &NameKey,
+    stored: &OsStr,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<OwnedFd> {
+    let too_long = || std::io::Error::from_raw_os_error(libc::ENAMETOOLONG);
+    if stored.len() <= MAX_TARGET {
+        match make_symlink(dir, name, stored, uid, gid) {
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) && k.long_names() => {}
+            r => return r,
+        }
+    } else if !k.long_names() {
+        return Err(too_long());
+    }
+    let link = long_link_of(stored);
+    write_long_link(root, &link, stored)?;
+    make_symlink(dir, name, &link, uid, gid).inspect_err(|_| {
+        let _ = remove_long_link(root, &link);
+    })
 }
 
 #[cfg(test)]

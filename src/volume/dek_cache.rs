@@ -14,8 +14,8 @@ use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::aead;
-use crate::fs_error::{FsError, FsResult};
+use crate::backing::error::{FsError, FsResult};
+use crate::format::aead;
 
 /// A DEK in plaintext. Zeroized on drop; `Debug` shows nothing.
 pub struct Dek(Zeroizing<Vec<u8>>);

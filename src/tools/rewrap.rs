@@ -42,7 +42,7 @@ use kms_core::{CallContext, EncryptionContext, Kms};
 use serde::Serialize;
 
 use crate::format::{self, FileHeader};
-use crate::fsck::{walk_volume, Walked};
+use crate::tools::fsck::{walk_volume, Walked};
 use crate::volume::{self, CONTEXT_KEY};
 
 /// `kmsfs rewrap BACKING`.
@@ -161,7 +161,7 @@ struct Rewrapper {
     progress: Progress,
     rate_limit: u64,
     /// The name key of a volume with encrypted names (to skip IVs and name paths).
-    names: Option<crate::names::NameKey>,
+    names: Option<crate::volume::names::NameKey>,
 }
 
 /// Runs `kmsfs rewrap`.
@@ -220,7 +220,7 @@ pub fn run(kms_spec: Option<&str>, a: RewrapArgs) -> anyhow::Result<i32> {
         counts: [0; 4],
         progress: Progress::new(std::io::stderr().is_terminal()),
         rate_limit: a.rate_limit,
-        names: crate::names::NameKey::of_volume(&cfg, &config_dek),
+        names: cfg.name_key(&config_dek),
     };
     let mut passes = 0;
     loop {

@@ -6,9 +6,11 @@
 //! block        = nonce (24) ‖ ciphertext (≤ block_size) ‖ tag (16)
 //! ```
 
+pub mod aead;
+
 use std::fmt;
 
-use crate::aead::{self, Derived, IntegrityError, XaesKey, NONCE_LEN, TAG_LEN};
+use aead::{Derived, IntegrityError, XaesKey, NONCE_LEN, TAG_LEN};
 
 /// Magic at the start of every file header.
 pub const HEADER_MAGIC: &[u8; 8] = b"KMSFSHDR";
@@ -563,7 +565,7 @@ fn parse_slot(prefix: &[u8], index: u8, slot: &[u8]) -> Option<(u32, Vec<u8>)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::aead::hex;
+    use crate::format::aead::hex;
     use proptest::prelude::*;
 
     const G: Geometry = Geometry {

@@ -2,7 +2,7 @@
 //! offline (no FUSE), then verifies the result by decrypting every file again.
 //!
 //! Entries are laid out in the backing directory by the daemon's own functions
-//! ([`fuse::make_node`], [`fuse::create_file`], [`fuse::make_symlink`],
+//! ([`nodes::make_node`], [`nodes::create_file`], [`nodes::make_symlink`],
 //! [`content::write`], [`Volume::new_file`]): a volume written here is the volume the
 //! daemon would have written had the tree been copied through a mount. Kept: content
 //! (data extents only: holes stay holes), mode, owner, mtime and atime (ctime cannot be
@@ -24,9 +24,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::fs_cli::{self, InitFlags};
-use crate::fuse::{self, content, sys};
-use crate::names::{self, DirIv, NameKey};
+use crate::backing::{content, nodes, sys};
+use crate::volume::create::{self, InitFlags};
+use crate::volume::names::{self, DirIv, NameKey};
 use crate::volume::{CacheOptions, Volume};
 
 /// Plaintext read and written per call (a multiple of the block size).
@@ -94,8 +94,8 @@ pub fn run(kms: Option<&str>, a: EncryptArgs) -> anyhow::Result<i32> {
             backing_abs.display()
         );
     }
-    let k = fs_cli::connect(kms)?;
-    let cfg = fs_cli::init_backing(k.as_ref(), kms, &a.backing, &a.init)?;
+    let k = create::connect(kms)?;
+    let cfg = create::init_backing(k.as_ref(), kms, &a.backing, &a.init)?;
     let backing = a.backing.canonicalize()?;
     let vol = Volume::open(
         k,
@@ -299,7 +299,7 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     fn copy_tree(&mut self, src: &Path) -> anyhow::Result<()> {
-        let root = fuse::open_root(&self.backing).map_err(|e| anyhow!("{e}"))?;
+        let root = nodes::open_root(&self.backing).map_err(|e| anyhow!("{e}"))?;
         let md = std::fs::symlink_metadata(src)?;
         let iv = match self.names {
             Some(_) => Some(names::read_diriv(root.as_raw_fd())?),
@@ -346,7 +346,7 @@ impl Copier<'_> {
                     s.entry
                 }
                 _ => {
-                    if is_root && fuse::is_reserved(fuser::INodeNo::ROOT.0, &name) {
+                    if is_root && crate::volume::is_reserved(fuser::INodeNo::ROOT.0, &name) {
                         bail!(
                             "cannot encrypt {}: this name is reserved for the volume's own files \
                              in a volume's root; move it into a subdirectory (or rename it) first",
@@ -384,7 +384,7 @@ impl Copier<'_> {
         }
         let (uid, gid) = (md.uid(), md.gid());
         if ft.is_dir() {
-            let fd = fuse::make_node(dir, name, libc::S_IFDIR | 0o700, 0, uid, gid)
+            let fd = nodes::make_node(dir, name, libc::S_IFDIR | 0o700, 0, uid, gid)
                 .with_context(|| owner_hint(path, &md))?;
             let iv = match self.names {
                 Some(_) => Some(names::create_diriv(fd.as_raw_fd())?),
@@ -394,7 +394,7 @@ impl Copier<'_> {
             self.sum.directories += 1;
             self.finish(fd.as_raw_fd(), path, &md)
         } else if ft.is_file() {
-            let f = fuse::create_file(dir, name, 0o600, uid, gid)
+            let f = nodes::create_file(dir, name, 0o600, uid, gid)
                 .with_context(|| owner_hint(path, &md))?;
             self.copy_content(path, &f, md.len())?;
             self.sum.files += 1;
@@ -408,10 +408,18 @@ impl Copier<'_> {
                     let stored = k
                         .encrypt_target(&target)
                         .map_err(|e| anyhow!("cannot encrypt the symlink target: {e:?}"))?;
-                    let root = fuse::open_root(&self.backing).map_err(|e| anyhow!("{e}"))?;
-                    fuse::make_stored_symlink(root.as_raw_fd(), dir, name, k, &stored, uid, gid)
+                    let root = nodes::open_root(&self.backing).map_err(|e| anyhow!("{e}"))?;
+                    crate::volume::names::make_stored_symlink(
+                        root.as_raw_fd(),
+                        dir,
+                        name,
+                        k,
+                        &stored,
+                        uid,
+                        gid,
+                    )
                 }
-                None => fuse::make_symlink(dir, name, &target, uid, gid),
+                None => nodes::make_symlink(dir, name, &target, uid, gid),
             }
             .with_context(|| owner_hint(path, &md))?;
             self.sum.symlinks += 1;
@@ -423,7 +431,7 @@ impl Copier<'_> {
             }
             set_times(fd.as_raw_fd(), &md)
         } else {
-            let fd = fuse::make_node(dir, name, md.mode(), md.rdev(), uid, gid).map_err(|e| {
+            let fd = nodes::make_node(dir, name, md.mode(), md.rdev(), uid, gid).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EPERM) && (ft.is_char_device() || ft.is_block_device()) {
                     anyhow!("{e}: device files can only be created by root; run kmsfs encrypt as root, or remove the device from the source")
                 } else {
@@ -507,7 +515,7 @@ fn owner_hint(path: &Path, md: &Metadata) -> String {
     )
 }
 
-fn content_error(r: Result<content::BadBlock, crate::fs_error::FsError>) -> anyhow::Error {
+fn content_error(r: Result<content::BadBlock, crate::backing::error::FsError>) -> anyhow::Error {
     match r {
         Ok(content::BadBlock(b)) => anyhow!("block {b} of the new file does not read back"),
         Err(e) => anyhow!("writing the encrypted file failed: {e}"),
@@ -637,7 +645,7 @@ impl Verifier<'_> {
             Ok(v)
         };
         let root = rel.as_os_str().is_empty();
-        let reserved = |n: &OsStr| root && fuse::is_reserved(fuser::INodeNo::ROOT.0, n);
+        let reserved = |n: &OsStr| root && crate::volume::is_reserved(fuser::INodeNo::ROOT.0, n);
         let sn = names(&s, &|n| self.names.is_none() && reserved(n))?;
         // The backing names, as (plaintext, stored).
         let mut bn = Vec::new();

@@ -1,0 +1,7 @@
+//! The offline tools, which work on a volume's backing directory with no mount:
+//! `kmsfs fsck` (checks every header and block), `kmsfs rewrap` (re-wraps every DEK under
+//! another CMK or key version) and `kmsfs encrypt` (makes a volume from a plain tree).
+
+pub mod encrypt;
+pub mod fsck;
+pub mod rewrap;
