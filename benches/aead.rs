@@ -57,7 +57,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let bs = DEFAULT_BLOCK_SIZE as usize;
-    let key = ContentKey::derive(&[7u8; 32], FileId([9u8; 16]), bs as u64);
+    let key = ContentKey::derive(&[7u8; 32], FileId([9u8; 16]), bs as u64).with_final_flag(true);
     let plain: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
     let stored_bs = bs + format::BLOCK_OVERHEAD as usize;
 
@@ -65,14 +65,14 @@ fn main() {
     let mut out = Vec::with_capacity(stored_bs);
     let seal_4k = rate(bs, secs, || {
         out.clear();
-        key.seal_block(BlockNo(3), black_box(&plain[..bs]), &mut out)
+        key.seal_block(BlockNo(3), false, black_box(&plain[..bs]), &mut out)
             .expect("seal");
     });
     let sealed_block = out.clone();
     let mut opened = Vec::with_capacity(bs);
     let open_4k = rate(bs, secs, || {
         opened.clear();
-        key.open_block(BlockNo(3), black_box(&sealed_block), &mut opened)
+        key.open_block(BlockNo(3), false, black_box(&sealed_block), &mut opened)
             .expect("open");
     });
 
@@ -86,7 +86,7 @@ fn main() {
         let mut sealer = key.sealer().expect("sealer");
         for (i, c) in plain.chunks(bs).enumerate() {
             sealer
-                .seal(BlockNo(i as u64), black_box(c), &mut big)
+                .seal(BlockNo(i as u64), false, black_box(c), &mut big)
                 .expect("seal");
         }
     });
@@ -96,7 +96,7 @@ fn main() {
         back.clear();
         let mut derived = aead::Derived::default();
         for (i, c) in sealed_big.chunks(stored_bs).enumerate() {
-            key.open_block_cached(&mut derived, BlockNo(i as u64), black_box(c), &mut back)
+            key.open_block_cached(&mut derived, BlockNo(i as u64), false, black_box(c), &mut back)
                 .expect("open");
         }
     });

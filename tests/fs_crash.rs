@@ -69,7 +69,10 @@ impl Model {
             self.cur.resize(end, 0);
         }
         self.cur[off..end].copy_from_slice(data);
-        let first = off.min(old) / BS;
+        // A write that grows the file rewrites the old last block too: padded when it was
+        // partial, re-sealed as no longer last when it was full (the final-block flag that
+        // new volumes have, docs/FORMAT.md).
+        let first = off.min(old.saturating_sub(1)) / BS;
         for b in first..end.div_ceil(BS) {
             let v = Self::block(&self.cur, b).to_vec();
             self.dirty.entry(b).or_default().push(v);
@@ -190,8 +193,12 @@ fn check_fsck(kms: &Path, backing: &Path, models: &[Model], seen: &Seen, what: &
         // cut kept the new length but not the data): fsck warns, the mount reads zeros.
         let past_durable = seen.lost_appends_allowed
             && md.is_some_and(|m| b.is_some_and(|b| b as usize * BS >= m.durable.len()));
+        // A crash between an append's new blocks and its re-seal of the old last block, in
+        // the order a power cut may keep them, leaves the file ending at a block sealed as
+        // not last, or in a hole: fsck names both (the final-block flag, docs/FORMAT.md).
         let ok = dirty
-            && (matches!(kind, "bad-tag" | "torn-tail") || (kind == "zero-block" && past_durable));
+            && (matches!(kind, "bad-tag" | "torn-tail" | "not-final" | "hole-at-end")
+                || (kind == "zero-block" && past_durable));
         assert!(
             ok,
             "{what}: fsck reports a problem on data that was fsynced: {p}"

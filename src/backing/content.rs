@@ -7,11 +7,11 @@ use std::fs::File;
 use crate::backing::error::{FsError, FsResult};
 use crate::backing::sys;
 use crate::format::aead::Derived;
-use crate::format::{BlockNo, ContentKey, Geometry};
+use crate::format::{BlockFault, BlockNo, ContentKey, Geometry};
 
-/// Where a block failed, for the log line.
+/// Where a block failed and how, for the log line.
 #[derive(Debug)]
-pub struct BadBlock(pub u64);
+pub struct BadBlock(pub u64, pub BlockFault);
 
 /// Backing length of an open file.
 pub fn backing_len(f: &File) -> FsResult<u64> {
@@ -19,7 +19,8 @@ pub fn backing_len(f: &File) -> FsResult<u64> {
 }
 
 /// Reads and decrypts blocks `first..=last` (clipped to the backing length) into plaintext.
-/// An error names the first block that failed.
+/// An error names the first block that failed. The file's last block (by the backing
+/// length) is opened as such: with the final-block flag it must say it is last.
 fn read_blocks(
     f: &File,
     key: &ContentKey,
@@ -42,12 +43,13 @@ fn read_blocks(
     let n = sys::pread_full(f, &mut buf, start).map_err(|e| Err(FsError::Io(e)))?;
     buf.truncate(n);
     let sb = geo.stored_block() as usize;
+    let file_last = geo.last_block(blen);
     let mut out = Vec::with_capacity(buf.len());
     let mut derived = Derived::default();
     for (i, chunk) in buf.chunks(sb).enumerate() {
-        let b = first + i as u64;
-        key.open_block_cached(&mut derived, BlockNo(b), chunk, &mut out)
-            .map_err(|_| Ok(BadBlock(b)))?;
+        let b = BlockNo(first + i as u64);
+        key.open_block_cached(&mut derived, b, Some(b) == file_last, chunk, &mut out)
+            .map_err(|fault| Ok(BadBlock(b.0, fault)))?;
     }
     Ok(out)
 }
@@ -98,16 +100,17 @@ fn read_block(
     read_blocks(f, key, geo, blen, b, b)
 }
 
-/// Seals one block at its place.
+/// Seals one block at its place (as the file's last block when `last`).
 fn write_block(
     f: &File,
     key: &ContentKey,
     geo: &Geometry,
     b: u64,
+    last: bool,
     plain: &[u8],
 ) -> ContentResult<()> {
     let mut out = Vec::with_capacity(plain.len() + 40);
-    key.seal_block(BlockNo(b), plain, &mut out)
+    key.seal_block(BlockNo(b), last, plain, &mut out)
         .map_err(|_| Err(FsError::Errno(libc::EIO)))?;
     let off = geo.block_offset(BlockNo(b)).ok_or(Err(FsError::TooBig))?;
     sys::pwrite_all(f, &out, off).map_err(|e| Err(FsError::Io(e)))
@@ -209,13 +212,32 @@ fn write_blocks(
     let bs = geo.block_size;
     let first = off / bs;
     let last = (end - 1) / bs;
+    // The file's last block after this write.
+    let new_last = (end.max(plain) - 1) / bs;
+    // With the final-block flag, the old last block, when this write grows the file past
+    // it without rewriting it, is re-sealed as not last, after the new blocks are written
+    // (docs/FORMAT.md, "Blocks": a crash in between leaves it saying "last" where the file
+    // goes on, which reads fine). Its plaintext is read now, while it is the last block,
+    // so a file that was cut refuses the append (EIO) instead of hiding the cut.
+    let old_last = (plain > 0).then(|| (plain - 1) / bs);
+    let mut reseal = match old_last {
+        Some(b) if key.final_flag() && b < first => Some((b, read_block(f, key, geo, blen, b)?)),
+        _ => None,
+    };
     // A partial last block that the write leaves behind as an interior block is
-    // padded to a full block first (its tail becomes zeros).
+    // padded to a full block first (its tail becomes zeros). It is still the last
+    // block until the write lands.
     if !plain.is_multiple_of(bs) && plain / bs < first {
         let b = plain / bs;
-        let mut p = read_block(f, key, geo, blen, b)?;
+        let mut p = match reseal.take() {
+            Some((_, p)) => p,
+            None => read_block(f, key, geo, blen, b)?,
+        };
         p.resize(bs as usize, 0);
-        write_block(f, key, geo, b, &p)?;
+        write_block(f, key, geo, b, true, &p)?;
+        if key.final_flag() {
+            reseal = Some((b, p));
+        }
     }
     let mut out = Vec::with_capacity(
         header.map_or(0, |h| h.len()) + ((last - first + 1) * geo.stored_block()) as usize,
@@ -249,10 +271,14 @@ fn write_blocks(
         let src = &data[(bstart + lo as u64 - off) as usize..(bstart + hi as u64 - off) as usize];
         plainbuf[lo..hi].copy_from_slice(src);
         sealer
-            .seal(BlockNo(b), &plainbuf, &mut out)
+            .seal(BlockNo(b), b == new_last, &plainbuf, &mut out)
             .map_err(|_| Err(FsError::Errno(libc::EIO)))?;
     }
-    sys::pwrite_all(f, &out, start_off).map_err(|e| Err(FsError::Io(e)))
+    sys::pwrite_all(f, &out, start_off).map_err(|e| Err(FsError::Io(e)))?;
+    if let Some((b, p)) = reseal {
+        write_block(f, key, geo, b, false, &p)?;
+    }
+    Ok(())
 }
 
 /// Sets the plaintext size. `key` must be `Some` when the file is not empty or grows
@@ -275,6 +301,11 @@ pub fn truncate(
     };
     if blen == 0 {
         let h = header.ok_or(Err(FsError::Errno(libc::EIO)))?;
+        if key.final_flag() {
+            // The file ends in a sealed block of zeros, not a hole (a file with the
+            // final-block flag never ends in one): written with the header.
+            return grow_sealed(f, key, geo, Some(h), 0, new);
+        }
         reserve(f, 0, h.len() as u64)?;
         sys::pwrite_all(f, h, 0).map_err(|e| Err(FsError::Io(e)))?;
         return f.set_len(nb).map_err(|e| Err(FsError::Io(e)));
@@ -291,10 +322,20 @@ pub fn truncate(
             let mut p = read_block(f, key, geo, blen, b)?;
             p.truncate((new % bs) as usize);
             f.set_len(nb).map_err(|e| Err(FsError::Io(e)))?;
-            write_block(f, key, geo, b, &p)?;
+            write_block(f, key, geo, b, true, &p)?;
             return Ok(());
         }
+        if key.final_flag() {
+            // The new last block says so before the cut: a crash in between leaves it
+            // saying "last" where the file goes on, which reads fine.
+            let b = new / bs - 1;
+            let p = read_block(f, key, geo, blen, b)?;
+            write_block(f, key, geo, b, true, &p)?;
+        }
         return f.set_len(nb).map_err(|e| Err(FsError::Io(e)));
+    }
+    if key.final_flag() && (new - 1) / bs > (plain - 1) / bs {
+        return grow_sealed(f, key, geo, None, plain, new);
     }
     // Grow: re-seal a partial last block to its new length, the rest are holes.
     if !plain.is_multiple_of(bs) {
@@ -306,9 +347,31 @@ pub fn truncate(
             .backing_size(b * bs + want as u64)
             .ok_or(Err(FsError::TooBig))?;
         reserve(f, blen, bend)?;
-        write_block(f, key, geo, b, &p)?;
+        write_block(f, key, geo, b, b == (new - 1) / bs, &p)?;
     }
     f.set_len(nb).map_err(|e| Err(FsError::Io(e)))
+}
+
+/// Grows a file with the final-block flag from `plain` to `new` bytes past its last
+/// block: the new last block is sealed zeros (the blocks between stay holes, unless there
+/// is one: it would not become a hole, see `zero_range` in the daemon), written like any
+/// write, so the old last block is padded and re-sealed as [`write`] does.
+fn grow_sealed(
+    f: &File,
+    key: &ContentKey,
+    geo: &Geometry,
+    header: Option<&[u8]>,
+    plain: u64,
+    new: u64,
+) -> ContentResult<()> {
+    let bs = geo.block_size;
+    let new_last = (new - 1) / bs;
+    let first = match plain.checked_sub(1).map(|p| p / bs) {
+        Some(old_last) if new_last == old_last + 2 => old_last + 1,
+        _ => new_last,
+    };
+    let from = first * bs;
+    write(f, key, geo, header, from, &vec![0u8; (new - from) as usize])
 }
 
 /// Reads the header bytes of a non-empty file.

@@ -30,6 +30,10 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 pub const BLOCK_OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
 /// Length of a file id.
 pub const FILE_ID_LEN: usize = 16;
+/// The volume feature that binds "this is the file's last block" into every block's
+/// associated data, so that a file cut at a block boundary is detected
+/// (docs/FORMAT.md, "Blocks"; docs/THREAT-MODEL.md). New volumes have it.
+pub const FEATURE_FINAL: &str = "content-final-v1";
 
 /// A file's random 128-bit id: salt of its content key and part of every block's AD.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,6 +148,14 @@ impl Geometry {
         Some(n)
     }
 
+    /// The last block of a backing file of `backing` bytes (a torn last block counts),
+    /// `None` for an empty file or a header alone.
+    pub fn last_block(&self, backing: u64) -> Option<BlockNo> {
+        let rest = backing.saturating_sub(self.header_size);
+        let n = rest.div_ceil(self.stored_block());
+        n.checked_sub(1).map(BlockNo)
+    }
+
     /// Backing offset where block `b` starts. `None` on overflow.
     pub fn block_offset(&self, b: BlockNo) -> Option<u64> {
         self.header_size
@@ -155,12 +167,40 @@ fn slot_len(header_size: usize) -> usize {
     (header_size - HEADER_PREFIX_LEN) / 2
 }
 
-/// The associated data of block `b` of file `id`: file id ‖ block number (u64 BE).
-pub fn block_ad(id: &FileId, b: BlockNo) -> [u8; FILE_ID_LEN + 8] {
-    let mut ad = [0u8; FILE_ID_LEN + 8];
+/// The associated data of block `b` of file `id`: file id ‖ block number (u64 BE), and
+/// on a volume with [`FEATURE_FINAL`] one more byte, 1 on the file's last block, else 0.
+/// Returns the buffer and the length used.
+pub fn block_ad(id: &FileId, b: BlockNo, fin: Option<bool>) -> ([u8; FILE_ID_LEN + 9], usize) {
+    let mut ad = [0u8; FILE_ID_LEN + 9];
     ad[..FILE_ID_LEN].copy_from_slice(&id.0);
-    ad[FILE_ID_LEN..].copy_from_slice(&b.0.to_be_bytes());
-    ad
+    ad[FILE_ID_LEN..FILE_ID_LEN + 8].copy_from_slice(&b.0.to_be_bytes());
+    match fin {
+        None => (ad, FILE_ID_LEN + 8),
+        Some(last) => {
+            ad[FILE_ID_LEN + 8] = u8::from(last);
+            (ad, FILE_ID_LEN + 9)
+        }
+    }
+}
+
+/// Why a stored block did not open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockFault {
+    /// It fails authentication: changed, moved, from another file, or torn.
+    Tag,
+    /// The file's last block authenticates, but as a block that is not last: the file was
+    /// cut at a block boundary, or a crash interrupted an append or a truncate
+    /// ([`FEATURE_FINAL`] only).
+    NotFinal,
+    /// The file's last block is a hole, which a file with [`FEATURE_FINAL`] never ends in:
+    /// cut and padded with zeros, or an append whose data a power cut lost.
+    HoleAtEnd,
+}
+
+impl From<IntegrityError> for BlockFault {
+    fn from(_: IntegrityError) -> Self {
+        BlockFault::Tag
+    }
 }
 
 /// The HKDF info string of content keys: covers format version and block size.
@@ -173,41 +213,66 @@ pub struct ContentKey {
     xaes: XaesKey,
     /// The file id this key belongs to.
     pub file_id: FileId,
+    /// Whether blocks carry the final-block flag ([`FEATURE_FINAL`]).
+    final_flag: bool,
 }
 
 impl fmt::Debug for ContentKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContentKey")
             .field("file_id", &self.file_id)
+            .field("final_flag", &self.final_flag)
             .finish_non_exhaustive()
     }
 }
 
 impl ContentKey {
-    /// Derives the content key of file `id` from `dek`.
+    /// Derives the content key of file `id` from `dek`, for blocks without the final-block
+    /// flag (see [`ContentKey::with_final_flag`]).
     pub fn derive(dek: &[u8], id: FileId, block_size: u64) -> Self {
         let k = aead::hkdf_sha256(dek, &id.0, &content_key_label(block_size));
         ContentKey {
             xaes: XaesKey::new(&k),
             file_id: id,
+            final_flag: false,
         }
     }
 
-    /// Seals `plain` as block `b` with the given nonce, appending `nonce ‖ ct ‖ tag` to `out`.
+    /// This key sealing and opening blocks with the final-block flag in their associated
+    /// data (a volume with [`FEATURE_FINAL`]) when `on`.
+    pub fn with_final_flag(mut self, on: bool) -> Self {
+        self.final_flag = on;
+        self
+    }
+
+    /// Whether this key's blocks carry the final-block flag.
+    pub fn final_flag(&self) -> bool {
+        self.final_flag
+    }
+
+    /// The flag byte of the associated data: `None` without the feature.
+    fn fin(&self, last: bool) -> Option<bool> {
+        self.final_flag.then_some(last)
+    }
+
+    /// Seals `plain` as block `b` (the file's last block when `last`) with the given
+    /// nonce, appending `nonce ‖ ct ‖ tag` to `out`.
     pub fn seal_block_with_nonce(
         &self,
         b: BlockNo,
+        last: bool,
         nonce: &[u8; NONCE_LEN],
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
-        self.seal_into(&mut Derived::default(), b, nonce, plain, out)
+        self.seal_into(&mut Derived::default(), b, last, nonce, plain, out)
     }
 
     fn seal_into(
         &self,
         cache: &mut Derived,
         b: BlockNo,
+        last: bool,
         nonce: &[u8; NONCE_LEN],
         plain: &[u8],
         out: &mut Vec<u8>,
@@ -215,10 +280,10 @@ impl ContentKey {
         let start = out.len();
         out.extend_from_slice(nonce);
         out.extend_from_slice(plain);
-        let ad = block_ad(&self.file_id, b);
-        let tag = self
-            .xaes
-            .seal_cached(cache, nonce, &ad, &mut out[start + NONCE_LEN..])?;
+        let (ad, n) = block_ad(&self.file_id, b, self.fin(last));
+        let tag =
+            self.xaes
+                .seal_cached(cache, nonce, &ad[..n], &mut out[start + NONCE_LEN..])?;
         out.extend_from_slice(&tag);
         Ok(())
     }
@@ -236,27 +301,38 @@ impl ContentKey {
         })
     }
 
-    /// Seals `plain` as block `b` under a fresh random nonce, appending to `out`.
+    /// Seals `plain` as block `b` (the file's last block when `last`) under a fresh random
+    /// nonce, appending to `out`.
     pub fn seal_block(
         &self,
         b: BlockNo,
+        last: bool,
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
         let mut nonce = [0u8; NONCE_LEN];
         aead::random(&mut nonce)?;
-        self.seal_block_with_nonce(b, &nonce, plain, out)
+        self.seal_block_with_nonce(b, last, &nonce, plain, out)
     }
 
-    /// Opens stored block `b` into `out` (appended). An all-zero stored block is a hole
-    /// and reads as zeros. A stored block of ≤ 40 bytes that is not all zero fails.
+    /// Opens stored block `b` into `out` (appended); `last` says whether it is the file's
+    /// last block. An all-zero stored block is a hole and reads as zeros, except as the
+    /// last block of a file with the final-block flag. A stored block of ≤ 40 bytes that
+    /// is not all zero fails.
+    ///
+    /// With the final-block flag (docs/FORMAT.md, "Blocks"), the last block must open
+    /// as final; a block before it opens as not final, or else as final: the trace of an
+    /// append interrupted before it re-sealed the block it grew past, which holds
+    /// intact data, and which lets no one cut the file (a cut needs its new last block
+    /// to say final).
     pub fn open_block(
         &self,
         b: BlockNo,
+        last: bool,
         stored: &[u8],
         out: &mut Vec<u8>,
-    ) -> Result<(), IntegrityError> {
-        self.open_block_cached(&mut Derived::default(), b, stored, out)
+    ) -> Result<(), BlockFault> {
+        self.open_block_cached(&mut Derived::default(), b, last, stored, out)
     }
 
     /// [`ContentKey::open_block`] for consecutive blocks: `cache` keeps the derived key
@@ -265,17 +341,47 @@ impl ContentKey {
         &self,
         cache: &mut Derived,
         b: BlockNo,
+        last: bool,
         stored: &[u8],
         out: &mut Vec<u8>,
-    ) -> Result<(), IntegrityError> {
+    ) -> Result<(), BlockFault> {
         if stored.iter().all(|&x| x == 0) {
+            if last && self.final_flag {
+                return Err(BlockFault::HoleAtEnd);
+            }
             let n = stored.len().saturating_sub(BLOCK_OVERHEAD as usize);
             out.resize(out.len() + n, 0);
             return Ok(());
         }
         if stored.len() <= BLOCK_OVERHEAD as usize {
-            return Err(IntegrityError);
+            return Err(BlockFault::Tag);
         }
+        if !self.final_flag {
+            return Ok(self.open_as(cache, b, None, stored, out)?);
+        }
+        match self.open_as(cache, b, Some(last), stored, out) {
+            Ok(()) => Ok(()),
+            Err(_) if last => match self.open_as(cache, b, Some(false), stored, out) {
+                // Intact, but not the end the writer left: say so, return nothing.
+                Ok(()) => {
+                    out.truncate(out.len() - (stored.len() - BLOCK_OVERHEAD as usize));
+                    Err(BlockFault::NotFinal)
+                }
+                Err(_) => Err(BlockFault::Tag),
+            },
+            Err(_) => Ok(self.open_as(cache, b, Some(true), stored, out)?),
+        }
+    }
+
+    /// Opens `stored` under one choice of associated data; on failure `out` is as it was.
+    fn open_as(
+        &self,
+        cache: &mut Derived,
+        b: BlockNo,
+        fin: Option<bool>,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), IntegrityError> {
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&stored[..NONCE_LEN]);
         let ct_end = stored.len() - TAG_LEN;
@@ -283,10 +389,10 @@ impl ContentKey {
         tag.copy_from_slice(&stored[ct_end..]);
         let start = out.len();
         out.extend_from_slice(&stored[NONCE_LEN..ct_end]);
-        let ad = block_ad(&self.file_id, b);
+        let (ad, n) = block_ad(&self.file_id, b, fin);
         let r = self
             .xaes
-            .open_cached(cache, &nonce, &ad, &mut out[start..], &tag);
+            .open_cached(cache, &nonce, &ad[..n], &mut out[start..], &tag);
         if r.is_err() {
             out.truncate(start);
         }
@@ -303,15 +409,18 @@ pub struct BlockSealer<'a> {
 }
 
 impl BlockSealer<'_> {
-    /// Seals `plain` as block `b`, appending `nonce ‖ ct ‖ tag` to `out`.
+    /// Seals `plain` as block `b` (the file's last block when `last`), appending
+    /// `nonce ‖ ct ‖ tag` to `out`.
     pub fn seal(
         &mut self,
         b: BlockNo,
+        last: bool,
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
         let nonce = self.nonce;
-        self.key.seal_into(&mut self.cache, b, &nonce, plain, out)?;
+        self.key
+            .seal_into(&mut self.cache, b, last, &nonce, plain, out)?;
         // The low 64 bits of the GCM nonce count up (wrapping): distinct for 2^64 blocks.
         let mut low = [0u8; 8];
         low.copy_from_slice(&self.nonce[NONCE_LEN - 8..]);
@@ -624,9 +733,9 @@ mod tests {
         fn block_flip_any_byte_fails(pos in 0usize..(4096 + 40), bit in 0u8..8) {
             let k = ContentKey::derive(&[5; 32], FileId([6; 16]), 4096);
             let mut stored = Vec::new();
-            k.seal_block(BlockNo(3), &[0x5a; 4096], &mut stored).unwrap();
+            k.seal_block(BlockNo(3), false, &[0x5a; 4096], &mut stored).unwrap();
             stored[pos] ^= 1 << bit;
-            prop_assert!(k.open_block(BlockNo(3), &stored, &mut Vec::new()).is_err());
+            prop_assert!(k.open_block(BlockNo(3), false, &stored, &mut Vec::new()).is_err());
         }
     }
 
@@ -709,11 +818,11 @@ mod tests {
         let mut sealer = k.sealer().unwrap();
         let mut out = Vec::new();
         for b in 0..3 {
-            sealer.seal(BlockNo(b), &[b as u8; 100], &mut out).unwrap();
+            sealer.seal(BlockNo(b), false, &[b as u8; 100], &mut out).unwrap();
         }
         // Another request in between: another prefix.
         let mut other = Vec::new();
-        k.seal_block(BlockNo(9), b"other", &mut other).unwrap();
+        k.seal_block(BlockNo(9), false, b"other", &mut other).unwrap();
         let blocks: Vec<&[u8]> = out.chunks(140).collect();
         let nonces: Vec<&[u8]> = blocks.iter().map(|c| &c[..NONCE_LEN]).collect();
         assert!(nonces.iter().all(|n| n[..12] == nonces[0][..12]));
@@ -729,13 +838,13 @@ mod tests {
             (2, blocks[2]),
         ] {
             plain.clear();
-            k.open_block_cached(&mut cache, BlockNo(b), c, &mut plain)
+            k.open_block_cached(&mut cache, BlockNo(b), false, c, &mut plain)
                 .unwrap();
         }
         assert_eq!(plain, [2u8; 100]);
         // The cache does not let a block pass under another block number.
         assert!(k
-            .open_block_cached(&mut cache, BlockNo(5), blocks[2], &mut plain)
+            .open_block_cached(&mut cache, BlockNo(5), false, blocks[2], &mut plain)
             .is_err());
     }
 
@@ -761,7 +870,7 @@ mod tests {
         );
         let k = ContentKey::derive(&dek, FileId(*b"0123456789abcdef"), 4096);
         let mut out = Vec::new();
-        k.seal_block_with_nonce(BlockNo(1), &[0x11; 24], b"hello, kmsfs", &mut out)
+        k.seal_block_with_nonce(BlockNo(1), false, &[0x11; 24], b"hello, kmsfs", &mut out)
             .unwrap();
         assert_eq!(
             hex(&out),
@@ -769,14 +878,61 @@ mod tests {
              e14498198693a6004f0d73714d5c36377f9e419f92d4a81ac5136744"
         );
         let mut back = Vec::new();
-        k.open_block(BlockNo(1), &out, &mut back).unwrap();
+        k.open_block(BlockNo(1), false, &out, &mut back).unwrap();
         assert_eq!(back, b"hello, kmsfs");
-        assert!(k.open_block(BlockNo(2), &out, &mut Vec::new()).is_err());
+        assert!(k.open_block(BlockNo(2), false, &out, &mut Vec::new()).is_err());
         let other = ContentKey::derive(&dek, FileId(*b"0123456789abcdeF"), 4096);
-        assert!(other.open_block(BlockNo(1), &out, &mut Vec::new()).is_err());
+        assert!(other.open_block(BlockNo(1), false, &out, &mut Vec::new()).is_err());
         // A hole.
         let mut z = Vec::new();
-        k.open_block(BlockNo(0), &[0u8; 4136], &mut z).unwrap();
+        k.open_block(BlockNo(0), false, &[0u8; 4136], &mut z).unwrap();
         assert_eq!(z, vec![0u8; 4096]);
+    }
+
+    /// The final-block flag (docs/FORMAT.md, "Blocks"): a last block must say so, a block
+    /// before it may say either, and the vector printed in FORMAT.md.
+    #[test]
+    fn final_flag_rules_and_vector() {
+        let dek = [0x42u8; 32];
+        let id = FileId(*b"0123456789abcdef");
+        let k = ContentKey::derive(&dek, id, 4096).with_final_flag(true);
+        let seal = |b: u64, last: bool| {
+            let mut out = Vec::new();
+            k.seal_block_with_nonce(BlockNo(b), last, &[0x11; 24], b"hello, kmsfs", &mut out)
+                .unwrap();
+            out
+        };
+        let (fin, mid) = (seal(1, true), seal(1, false));
+        assert_eq!(
+            hex(&fin),
+            "111111111111111111111111111111111111111111111111\
+             e14498198693a6004f0d73715905152e7401f03d9f4acc8eeab5ef3c"
+        );
+        let open = |stored: &[u8], last: bool| {
+            let mut out = Vec::new();
+            k.open_block(BlockNo(1), last, stored, &mut out).map(|()| out)
+        };
+        assert_eq!(open(&fin, true).unwrap(), b"hello, kmsfs");
+        assert_eq!(open(&mid, false).unwrap(), b"hello, kmsfs");
+        // A block sealed as last, read where the file goes on: an append that did not
+        // re-seal it; accepted.
+        assert_eq!(open(&fin, false).unwrap(), b"hello, kmsfs");
+        // A block sealed as not last, read as the file's end: the file was cut.
+        assert_eq!(open(&mid, true), Err(BlockFault::NotFinal));
+        // A hole may be anywhere but at the end.
+        assert_eq!(open(&[0u8; 4136], true), Err(BlockFault::HoleAtEnd));
+        assert_eq!(open(&[0u8; 4136], false).unwrap(), vec![0u8; 4096]);
+        let mut bad = fin.clone();
+        bad[30] ^= 1;
+        assert_eq!(open(&bad, true), Err(BlockFault::Tag));
+        assert_eq!(open(&bad, false), Err(BlockFault::Tag));
+        // Neither kind opens under the version 1 associated data, and back.
+        let v1 = ContentKey::derive(&dek, id, 4096);
+        for stored in [&fin, &mid] {
+            assert!(v1.open_block(BlockNo(1), true, stored, &mut Vec::new()).is_err());
+        }
+        let mut old = Vec::new();
+        v1.seal_block(BlockNo(1), true, b"v1", &mut old).unwrap();
+        assert!(k.open_block(BlockNo(1), false, &old, &mut Vec::new()).is_err());
     }
 }

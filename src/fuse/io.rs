@@ -82,13 +82,26 @@ impl KmsFs {
 
     pub(super) fn log_bad_block(&self, inode: &Inode, r: Result<BadBlock, FsError>) -> FsError {
         match r {
-            Ok(BadBlock(b)) => {
+            Ok(BadBlock(b, fault)) => {
                 self.vol.count_bad_block();
+                let what = match fault {
+                    BlockFault::Tag => {
+                        "block failed authentication (tampered, truncated or corrupt); returning EIO"
+                    }
+                    BlockFault::NotFinal => {
+                        "the file ends at a block sealed as not its last: cut at a block boundary, \
+                         or a crash interrupted an append (kmsfs fsck); returning EIO"
+                    }
+                    BlockFault::HoleAtEnd => {
+                        "the file ends in a hole: cut and padded with zeros, or an append lost \
+                         in a power cut (kmsfs fsck); returning EIO"
+                    }
+                };
                 tracing::error!(
                     file = %self.path_of(inode),
                     block = b,
                     key_id = %self.key_id_of(inode),
-                    "block failed authentication (tampered, truncated or corrupt); returning EIO"
+                    "{what}"
                 );
                 err(libc::EIO)
             }
@@ -419,7 +432,8 @@ impl KmsFs {
     /// `fallocate` PUNCH_HOLE / ZERO_RANGE: plaintext `off..end` (within the file) reads as
     /// zeros. Whole blocks become holes in the backing file (a stored block of zeros reads
     /// as zeros: [`crate::format`]), the last block too when the range reaches the end of
-    /// the file; partial blocks at either edge are re-sealed with zeros.
+    /// the file (except with the final-block flag: it is re-sealed as zeros); partial
+    /// blocks at either edge are re-sealed with zeros.
     pub(super) fn zero_range(&self, inode: &Inode, f: &File, off: u64, end: u64) -> FsResult<()> {
         let _g = inode.content.write();
         let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
@@ -431,13 +445,17 @@ impl KmsFs {
             return Ok(());
         }
         let bs = geo.block_size;
-        let first_whole = off.div_ceil(bs);
-        let whole_end = if end == plain {
-            end.div_ceil(bs)
-        } else {
-            end / bs
-        };
         let key = self.current_key(inode, f)?.ok_or_else(|| err(libc::EIO))?;
+        let first_whole = off.div_ceil(bs);
+        let whole_end = if end != plain {
+            end / bs
+        } else if key.final_flag() {
+            // The last block is re-sealed as zeros, not punched: a file with the
+            // final-block flag never ends in a hole.
+            (plain - 1) / bs
+        } else {
+            end.div_ceil(bs)
+        };
         let zeros = |from: u64, to: u64| -> FsResult<()> {
             if from >= to {
                 return Ok(());
@@ -445,8 +463,12 @@ impl KmsFs {
             let z = vec![0u8; (to - from) as usize];
             content::write(f, &key, geo, None, from, &z).map_err(|r| self.log_bad_block(inode, r))
         };
-        if first_whole >= whole_end {
-            // No whole block in the range: zeros written into the one or two it touches.
+        if whole_end < first_whole + 2 {
+            // Fewer than two whole blocks: zeros written into the blocks the range touches.
+            // One punched block would rarely become a hole: a stored block (4,136 bytes)
+            // is not aligned to the backing fs's pages and mostly spans parts of two, which
+            // stay allocated, and fsck would take the zeros between two written neighbours
+            // for a zeroed block.
             return zeros(off, end);
         }
         zeros(off, first_whole * bs)?;

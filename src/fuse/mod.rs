@@ -37,7 +37,7 @@ use crate::backing::content::{self, BadBlock};
 use crate::backing::error::{FsError, FsResult};
 use crate::backing::nodes::{create_file, make_node, make_symlink};
 use crate::backing::sys;
-use crate::format::{BlockNo, ContentKey};
+use crate::format::{BlockFault, BlockNo, ContentKey};
 use crate::volume::metrics::Metrics;
 use crate::volume::names::make_stored_symlink;
 use crate::volume::names::{self, BadName, DirIv, EntryKind, NameError, NameKey, DIRIV_NAME};

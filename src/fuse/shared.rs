@@ -98,7 +98,12 @@ pub fn lock_write<'a>(
         let want: (u64, Option<u64>) = if blen == 0 {
             (0, None)
         } else if end > plain || off > plain {
-            (offset(geo, (off / bs).min(plain / bs))?, None)
+            // From the old last block on: a write that grows the file re-seals it (padded,
+            // or as no longer last with the final-block flag).
+            (
+                offset(geo, (off / bs).min(plain.saturating_sub(1) / bs))?,
+                None,
+            )
         } else {
             let last = end.saturating_sub(1) / bs;
             (offset(geo, off / bs)?, Some(offset(geo, last + 1)?))

@@ -517,7 +517,7 @@ fn owner_hint(path: &Path, md: &Metadata) -> String {
 
 fn content_error(r: Result<content::BadBlock, crate::backing::error::FsError>) -> anyhow::Error {
     match r {
-        Ok(content::BadBlock(b)) => anyhow!("block {b} of the new file does not read back"),
+        Ok(content::BadBlock(b, _)) => anyhow!("block {b} of the new file does not read back"),
         Err(e) => anyhow!("writing the encrypted file failed: {e}"),
     }
 }

@@ -28,7 +28,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::format::aead;
-use crate::format::{self, BlockNo, ContentKey, FileHeader, Geometry, SlotState};
+use crate::format::{self, BlockFault, BlockNo, ContentKey, FileHeader, Geometry, SlotState};
 use crate::volume::names;
 use crate::volume::{self, VolumeConfig, CONFIG_NAME, CONTEXT_KEY};
 
@@ -60,7 +60,9 @@ pub struct Problem {
     /// Error or warning.
     pub severity: Severity,
     /// Short machine-readable kind: `config`, `header`, `header-slot`, `dek-refused`,
-    /// `kms`, `bad-tag`, `torn-tail`, `zero-block`, `io`.
+    /// `kms`, `bad-tag`, `torn-tail`, `zero-block`, `io`, and on a volume with the
+    /// final-block flag `not-final` (the file ends at a block sealed as not last) and
+    /// `hole-at-end` (it ends in a hole).
     pub kind: &'static str,
     /// Path relative to the backing directory (empty for the volume itself).
     pub path: String,
@@ -622,7 +624,8 @@ impl Checker {
                 return;
             }
         };
-        let key = ContentKey::derive(&dek, header.file_id, self.geo.block_size);
+        let key = ContentKey::derive(&dek, header.file_id, self.geo.block_size)
+            .with_final_flag(self.cfg.final_flag());
         self.blocks(&f, &key, len, rel);
     }
 
@@ -639,6 +642,23 @@ impl Checker {
         let mut b = 0u64;
         let mut buf = Vec::new();
         let mut out = Vec::with_capacity(geo.block_size as usize);
+        // The block the file ends at (a torn tail is reported on its own, below).
+        let last = nblocks.checked_sub(1).filter(|_| !torn);
+        let hole_at_end = |r: &mut Report| {
+            let Some(lb) = last.filter(|_| key.final_flag()) else {
+                return;
+            };
+            r.add(
+                Severity::Error,
+                "hole-at-end",
+                rel,
+                Some(lb),
+                "the file ends in a hole, which a volume with the final-block flag never writes: \
+                 cut at a block boundary and padded with zeros (tampering), or the data of an \
+                 append a power cut lost; the blocks before it are intact"
+                    .into(),
+            );
+        };
         while b < nblocks {
             // Blocks wholly inside a hole read as zeros: count them, do not read them
             // (a sparse file may be petabytes long).
@@ -646,11 +666,15 @@ impl Checker {
             match extents.iter().find(|e| e.1 > at) {
                 None => {
                     self.report.holes += nblocks - b;
+                    hole_at_end(&mut self.report);
                     break;
                 }
                 Some(&(data, _)) if data >= at + sb => {
                     let k = ((data - geo.header_size) / sb).min(nblocks);
                     self.report.holes += k - b;
+                    if k == nblocks {
+                        hole_at_end(&mut self.report);
+                    }
                     b = k;
                     continue;
                 }
@@ -673,8 +697,13 @@ impl Checker {
             for (i, chunk) in buf.chunks(sb as usize).enumerate() {
                 let bn = b + i as u64;
                 let off = start + i as u64 * sb;
+                let is_last = Some(bn) == last;
                 if chunk.iter().all(|&x| x == 0) {
                     self.report.holes += 1;
+                    if is_last && key.final_flag() {
+                        hole_at_end(&mut self.report);
+                        continue;
+                    }
                     let bend = off + chunk.len() as u64;
                     if within_data(&extents, off, bend) {
                         self.report.add(
@@ -691,14 +720,25 @@ impl Checker {
                     continue;
                 }
                 out.clear();
-                match key.open_block(BlockNo(bn), chunk, &mut out) {
+                match key.open_block(BlockNo(bn), is_last, chunk, &mut out) {
                     Ok(()) => {
                         self.report.blocks += 1;
                         self.report.bytes += out.len() as u64;
                     }
-                    Err(_) => {
-                        let last = bn + 1 == nblocks && !torn;
-                        let hint = if last && rem != 0 {
+                    Err(BlockFault::NotFinal) => self.report.add(
+                        Severity::Error,
+                        "not-final",
+                        rel,
+                        Some(bn),
+                        "the file ends at a block that authenticates as one that is not last: \
+                         cut at a block boundary (tampering), or a crash interrupted an append \
+                         or a truncate (a false alarm then: its data is intact); reads of this \
+                         block fail until the file is truncated below it or rewritten"
+                            .into(),
+                    ),
+                    Err(BlockFault::HoleAtEnd) => hole_at_end(&mut self.report),
+                    Err(BlockFault::Tag) => {
+                        let hint = if is_last && rem != 0 {
                             " (the last, partial block: tampered, or cut short / torn by a crash)"
                         } else {
                             " (tampered, swapped, or torn by a crash while it was being written)"

@@ -32,6 +32,11 @@ pub struct InitFlags {
     /// side files). Chosen once, at init.
     #[arg(long)]
     pub encrypt_names: bool,
+    /// Make blocks without the final-block flag (feature content-final-v1), as kmsfs
+    /// made them before it: a file cut at a block boundary then reads as a shorter file,
+    /// undetected. For a volume older kmsfs builds must read; new volumes have the flag.
+    #[arg(long)]
+    pub no_final_flag: bool,
 }
 
 impl InitFlags {
@@ -46,6 +51,7 @@ impl InitFlags {
             block_size: DEFAULT_BLOCK_SIZE,
             header_size: DEFAULT_HEADER_SIZE,
             encrypt_names: self.encrypt_names,
+            final_flag: !self.no_final_flag,
         }
     }
 }

@@ -47,6 +47,7 @@ pub const KNOWN_FEATURES: &[&str] = &["content-xaes256gcm-v1", "header-two-slots
 pub const OPTIONAL_FEATURES: &[&str] = &[
     crate::volume::names::FEATURE,
     crate::volume::names::FEATURE_LONG,
+    crate::format::FEATURE_FINAL,
 ];
 /// The EncryptionContext key that binds every DEK to its volume.
 pub const CONTEXT_KEY: &str = "kmsfs-volume";
@@ -114,6 +115,13 @@ pub struct VolumeConfig {
 }
 
 impl VolumeConfig {
+    /// Whether blocks carry the final-block flag ([`crate::format::FEATURE_FINAL`]).
+    pub fn final_flag(&self) -> bool {
+        self.features
+            .iter()
+            .any(|x| x == crate::format::FEATURE_FINAL)
+    }
+
     /// The name key of this volume (config DEK `config_dek`), if it encrypts names.
     pub fn name_key(&self, config_dek: &[u8]) -> Option<names::NameKey> {
         let has = |f: &str| self.features.iter().any(|x| x == f);
@@ -242,6 +250,9 @@ pub struct InitOptions {
     pub header_size: u32,
     /// Encrypt names and symlink targets (feature [`crate::volume::names::FEATURE`]).
     pub encrypt_names: bool,
+    /// Bind "last block" into every block (feature [`crate::format::FEATURE_FINAL`]), so
+    /// that a file cut at a block boundary is detected.
+    pub final_flag: bool,
 }
 
 /// Creates the volume config in `backing` (which must hold no config yet).
@@ -299,6 +310,7 @@ pub fn init_volume(
                 .filter(|_| opts.encrypt_names)
                 .map(str::to_owned),
             )
+            .chain(opts.final_flag.then(|| crate::format::FEATURE_FINAL.to_owned()))
             .collect(),
         cmk: dk.key_id.clone(),
         block_size: opts.block_size,
@@ -743,7 +755,8 @@ impl Volume {
                 h.wrapped_dek.len()
             ))
         })?;
-        let key = ContentKey::derive(dek.expose(), h.file_id, self.geo.block_size);
+        let key = ContentKey::derive(dek.expose(), h.file_id, self.geo.block_size)
+            .with_final_flag(self.config.final_flag());
         Ok((bytes, key))
     }
 
@@ -761,11 +774,10 @@ impl Volume {
                 .map(|dk| dk.plaintext)
                 .map_err(|e| FsError::from_kms(&blob_key_id(blob, &self.cmk()), e))
         })?;
-        Ok(ContentKey::derive(
-            dek.expose(),
-            h.file_id,
-            self.geo.block_size,
-        ))
+        Ok(
+            ContentKey::derive(dek.expose(), h.file_id, self.geo.block_size)
+                .with_final_flag(self.config.final_flag()),
+        )
     }
 
     /// Counts an integrity failure.

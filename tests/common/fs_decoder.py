@@ -72,16 +72,31 @@ def main():
         return
     dek = bytes.fromhex(sys.argv[3])
     key = HKDF(hashes.SHA256(), 32, fid, b"kmsfs v1 content key xaes-256-gcm block=%d" % B).derive(dek)
+    # Feature content-final-v1: one more AD byte, 1 on the last block only; a block before
+    # the last may also say 1 (an append that did not re-seal it); the last must not be a hole.
+    final_flag = "content-final-v1" in cfg["features"]
     body = raw[H:]
     out = bytearray()
+    nblocks = -(-len(body) // (B + O))
     for i in range(0, len(body), B + O):
         blk = body[i:i + B + O]
         no = i // (B + O)
+        last = no == nblocks - 1
         if not any(blk):
+            if final_flag and last: fail("ends in a hole")
             out += bytes(max(0, len(blk) - O))
             continue
         if len(blk) <= O: fail("torn block %d" % no)
-        out += xaes_open(key, blk[:24], blk[24:], fid + no.to_bytes(8, "big"))
+        ad = fid + no.to_bytes(8, "big")
+        if not final_flag:
+            out += xaes_open(key, blk[:24], blk[24:], ad)
+        elif last:
+            out += xaes_open(key, blk[:24], blk[24:], ad + b"\x01")
+        else:
+            try:
+                out += xaes_open(key, blk[:24], blk[24:], ad + b"\x00")
+            except Exception:
+                out += xaes_open(key, blk[:24], blk[24:], ad + b"\x01")
     sys.stdout.buffer.write(bytes(out))
 
 main()
