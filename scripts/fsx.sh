@@ -8,7 +8,11 @@
 #      blocks, so partial-block read-modify-writes race) and one file each, checked
 #      byte for byte through the mount and again after a remount (from the backing
 #      files, not the page cache);
-#   4. kmsfs fsck of the volume after the unmount.
+#   4. kmsfs fsck of the volume after the unmount;
+#   5. in the long mode (--ops above the default), ZERO_RANGE too, which fsx 0.3.2 does
+#      not have: the model test tests/fs_prop.rs (random writes, truncates, PUNCH_HOLE,
+#      ZERO_RANGE, fallocate through a mount, each file then cut one block short must
+#      fail to read) for about as many operations (KMSFS_PROP_CASES = ops / 12).
 # Prints one line per stage and a summary; exits non-zero on the first failure.
 #
 # Usage: scripts/fsx.sh [--ops N] [--seed S] [--fio-size SIZE] [--procs P] [-o OPTS] [--keep]
@@ -237,4 +241,13 @@ if [ $rc -ne 0 ] && [ $rc -ne 2 ]; then
   cat "$work/fsck.out" >&2
   fail "kmsfs fsck exit $rc"
 fi
-echo "fsx.sh: all OK (fsx $ops ops seed $seed; fio $fio_size; $procs concurrent writers; fsck exit $rc)"
+# --- 5. zero ranges (long mode) ------------------------------------------------------------
+zr=""
+if [ "$ops" -gt 15000 ]; then
+  cases=$(( ops / 12 ))
+  KMSFS_PROP_CASES=$cases cargo test --quiet --test fs_prop random_writes > "$work/prop.out" 2>&1 ||
+    { cat "$work/prop.out" >&2; fail "fs_prop with zero ranges failed"; }
+  echo "fsx.sh: fs_prop OK: $cases cases of up to 25 operations (writes, truncates, punch, zero range, fallocate)"
+  zr="; fs_prop $cases cases"
+fi
+echo "fsx.sh: all OK (fsx $ops ops seed $seed; fio $fio_size; $procs concurrent writers; fsck exit $rc$zr)"

@@ -464,3 +464,43 @@ fn allow_other_permissions_and_ownership() {
     }
     assert_eq!(fs::read(m.p("byNobody")).unwrap(), b"mine\n");
 }
+
+/// O_TMPFILE is not offered yet: fuser 0.18 (the newest release) does not dispatch
+/// FUSE_TMPFILE, so the kernel answers EOPNOTSUPP — the answer programs test for before
+/// they fall back to a named temporary file that they unlink, which works: it is shown
+/// here with Python's `tempfile.TemporaryFile` (O_TMPFILE first, then mkstemp + unlink)
+/// and an open, unlinked file that is written, read and grown after the unlink.
+#[test]
+fn o_tmpfile_answers_eopnotsupp_and_the_fallback_works() {
+    let m = Mounted::new(&[]);
+    let dir = c(&m.mnt);
+    // SAFETY: open(2) of a directory path with O_TMPFILE; the result is checked.
+    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600) };
+    let e = std::io::Error::last_os_error();
+    if fd >= 0 {
+        // SAFETY: closing the fd just opened.
+        unsafe { libc::close(fd) };
+    }
+    assert_eq!((fd, e.raw_os_error()), (-1, Some(libc::EOPNOTSUPP)));
+    let out = sh(&format!(
+        "python3 -c 'import tempfile; f = tempfile.TemporaryFile(dir=\"{}\"); \
+         f.write(b\"x\" * 100000); f.seek(0); print(len(f.read()))'",
+        m.mnt.display()
+    ));
+    assert_eq!(out.trim(), "100000");
+    let p = m.p("unlinked");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap();
+    fs::remove_file(&p).unwrap();
+    let data = pattern(3, 50_000);
+    f.write_all(&data).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 0, "nothing left in the directory");
+}
