@@ -149,3 +149,42 @@ fn every_way_of_setting_the_length_keeps_a_cut_detectable() {
     }
     assert!(cuts >= 30, "{cuts} cuts tried");
 }
+
+/// The two states a crash can leave an append in (docs/FORMAT.md, "The final-block
+/// flag"), made from the backing file of a real append. A kill -9 between its writes
+/// keeps the new blocks and the old last block still sealed as last: the file reads
+/// whole and fsck is clean. A power cut may keep the re-seal and lose the new blocks:
+/// the file then ends at a block sealed as not last, and fsck names it as `not-final`,
+/// saying its data is intact.
+#[test]
+fn the_states_a_crash_leaves_an_append_in() {
+    let m = Mounted::new(&[]);
+    let before = pattern(20, 3 * BS as usize);
+    fs::write(m.p("f"), &before).unwrap();
+    let old = fs::read(m.b("f")).unwrap();
+    let more = pattern(21, 2 * BS as usize);
+    let mut f = OpenOptions::new().append(true).open(m.p("f")).unwrap();
+    f.write_all(&more).unwrap();
+    drop(f);
+    let new = fs::read(m.b("f")).unwrap();
+    let b2 = (HEADER + 2 * STORED) as usize..(HEADER + 3 * STORED) as usize;
+    assert_ne!(old[b2.clone()], new[b2.clone()], "the append re-sealed block 2");
+    // Killed before the re-seal: new blocks, old block 2.
+    let mut killed = new.clone();
+    killed[b2.clone()].copy_from_slice(&old[b2.clone()]);
+    fs::write(m.b("killed"), &killed).unwrap();
+    // Power cut that kept the re-seal only: old length, new block 2.
+    fs::write(m.b("cut"), &new[..b2.end]).unwrap();
+    let whole: Vec<u8> = [before.clone(), more].concat();
+    assert_eq!(fs::read(m.p("killed")).unwrap(), whole);
+    let r = fs::read(m.p("cut")).map(|v| v.len());
+    assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+    let out = fsmount::run_fsck(&m.kms, &m.backing, &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v:#}");
+    assert_eq!(problems[0]["path"], "cut");
+    assert_eq!(problems[0]["kind"], "not-final");
+    assert_eq!(problems[0]["block"], 2);
+    assert!(problems[0]["message"].as_str().unwrap().contains("intact"));
+}
