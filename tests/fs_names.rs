@@ -925,3 +925,57 @@ fn a_volume_made_before_long_names_keeps_its_175_byte_limit() {
     let conf = fs::read_to_string(&path).unwrap();
     assert!(!conf.contains("names-long-v1"), "{conf}");
 }
+
+/// The fsync-family calls the daemon `pid` makes while `f` runs, seen by strace.
+fn syncs_during(pid: u32, dir: &Path, f: impl FnOnce()) -> usize {
+    let out = dir.join(format!("syncs-{}.strace", std::process::id()));
+    let mut st = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .spawn()
+        .expect("strace is installed by scripts/install-deps.sh");
+    // strace writes nothing until attached: wait for its attach to show in /proc.
+    let t0 = std::time::Instant::now();
+    while fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .contains("TracerPid:\t0")
+    {
+        assert!(t0.elapsed().as_secs() < 10, "strace did not attach");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    f();
+    // SAFETY: our own child.
+    unsafe { libc::kill(st.id() as i32, libc::SIGINT) };
+    st.wait().unwrap();
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    let _ = fs::remove_file(&out);
+    text.lines().filter(|l| l.contains("sync")).count()
+}
+
+#[test]
+fn opening_an_existing_long_name_with_o_creat_syncs_nothing() {
+    let m = Mounted::new(&["--encrypt-names"]);
+    let long = name_of("creat", 230);
+    fs::write(m.p(&long), b"x").unwrap();
+    let pid = m.pid().unwrap();
+    let open = || {
+        for _ in 0..3 {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(m.p(&long))
+                .unwrap();
+        }
+    };
+    // One per open before: the side file was fsynced again, and its directory.
+    assert_eq!(syncs_during(pid, m.dir.path(), open), 0);
+    // A new long name still syncs its side file and the directory before its entry.
+    let made = syncs_during(pid, m.dir.path(), || {
+        fs::write(m.p(&name_of("new", 231)), b"y").unwrap()
+    });
+    assert!(made >= 2, "{made}");
+    assert_eq!(fs::read(m.p(&long)).unwrap(), b"x");
+}

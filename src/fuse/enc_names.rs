@@ -90,6 +90,47 @@ impl KmsFs {
         })
     }
 
+    /// Under the namespace locks, before the entry of long name `b` is made in `dir`: its
+    /// side file, which [`Self::put_side`] wrote before the locks, is still there (an
+    /// unlink or rename of the same name may have removed it meanwhile; then it is
+    /// written again, synced, under the locks).
+    pub(super) fn keep_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
+        match &b.long {
+            Some(full) if !names::side_name_is(dir, &b.entry, full) => self.put_side(dir, b),
+            _ => Ok(()),
+        }
+    }
+
+    /// After long name `b` was renamed away from `pdir` to `npdir`: its side file goes,
+    /// once the rename is on disk (both directories synced), so that a crash never leaves
+    /// the old entry without its side file. A rename onto another name of the same file
+    /// leaves the old name, and its side file.
+    pub(super) fn drop_old_side(&self, pdir: RawFd, npdir: RawFd, b: &Backing) {
+        if b.long.is_none()
+            || !matches!(sys::fstatat_nofollow(pdir, &b.entry),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT))
+        {
+            return;
+        }
+        let synced = names::sync_dir(npdir).and_then(|_| {
+            if sys::fstat(pdir).map(|s| (s.st_dev, s.st_ino))?
+                == sys::fstat(npdir).map(|s| (s.st_dev, s.st_ino))?
+            {
+                Ok(())
+            } else {
+                names::sync_dir(pdir)
+            }
+        });
+        if let Err(e) = synced {
+            tracing::warn!(
+                dir = %self.path_hint(pdir),
+                "cannot sync a rename; the old name's side file stays (an orphan fsck reports): {e}"
+            );
+            return;
+        }
+        self.remove_side(pdir, b);
+    }
+
     /// After making the entry of long name `b` in `dir` failed: its side file goes, unless
     /// an entry has that name (whose side file it is).
     pub(super) fn drop_side_if_unused(&self, dir: RawFd, b: &Backing) {
