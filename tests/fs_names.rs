@@ -803,9 +803,9 @@ fn side_of(m: &Mounted, rel: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-#[test]
-fn a_missing_or_wrong_side_file_answers_eio_and_fsck_reports_it_and_orphans() {
-    let mut m = Mounted::new(&["--encrypt-names"]);
+/// Writes three long names (each holding its name) and `d/` with one long name; returns
+/// the three names.
+fn three_long_names_and_an_orphan(m: &Mounted) -> (String, String, String) {
     let (gone, wrong, kept) = (
         name_of("gone", 200),
         name_of("wrong", 210),
@@ -816,6 +816,13 @@ fn a_missing_or_wrong_side_file_answers_eio_and_fsck_reports_it_and_orphans() {
     }
     fs::create_dir(m.p("d")).unwrap();
     fs::write(m.p(&format!("d/{}", name_of("orphan", 230))), b"o").unwrap();
+    (gone, wrong, kept)
+}
+
+#[test]
+fn a_missing_or_wrong_side_file_answers_eio_and_fsck_reports_it_and_orphans() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    let (gone, wrong, kept) = three_long_names_and_an_orphan(&m);
     symlink(target_of(4095), m.p("ll")).unwrap();
     symlink(target_of(4090), m.p("ll2")).unwrap();
     let (gone_side, wrong_side, kept_side) =
@@ -978,4 +985,80 @@ fn opening_an_existing_long_name_with_o_creat_syncs_nothing() {
     });
     assert!(made >= 2, "{made}");
     assert_eq!(fs::read(m.p(&long)).unwrap(), b"x");
+}
+
+#[test]
+fn fsck_repair_renames_long_names_that_lost_their_side_file_and_removes_orphans() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    let (gone, wrong, kept) = three_long_names_and_an_orphan(&m);
+    symlink(target_of(4090), m.p("ll")).unwrap();
+    let (gone_side, wrong_side, kept_side) =
+        (side_of(&m, &gone), side_of(&m, &wrong), side_of(&m, &kept));
+    let orphan = backing_of(&m, &format!("d/{}", name_of("orphan", 230)));
+    let ll = m.backing.join(fs::read_link(backing_of(&m, "ll")).unwrap());
+    m.unmount();
+    fs::remove_file(&gone_side).unwrap();
+    fs::write(&wrong_side, fs::read(&kept_side).unwrap()).unwrap();
+    fs::remove_file(&orphan).unwrap();
+    let mut temp = kept_side.clone().into_os_string();
+    temp.push(".tmp.0123456789abcdef");
+    fs::write(&temp, b"half").unwrap();
+    let stray = m.backing.join(format!("kmsfs.longlink.{}", "A".repeat(43)));
+    fs::copy(&ll, &stray).unwrap();
+
+    let text = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    // Mounted: fsck says what it would do, but an orphan long link is not called safe
+    // to delete (a symlink being made may name it), and --repair is refused.
+    m.mount(&[]).unwrap();
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("kmsfs fsck --repair"), "{t}");
+    assert!(
+        t.contains("not known to be an orphan (the volume is mounted)"),
+        "{t}"
+    );
+    let out = run_fsck(&m.kms, &m.backing, &["--repair"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("already mounted"), "{}", text(&out));
+    assert!(stray.exists() && temp.to_str().is_some());
+    m.unmount();
+
+    // Unmounted: each problem repaired, none left.
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    assert!(
+        !text(&out).contains("not known to be an orphan"),
+        "{}",
+        text(&out)
+    );
+    let out = run_fsck(&m.kms, &m.backing, &["--repair"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(t.matches("repaired: ").count(), 5, "{t}");
+    assert!(!stray.exists() && !Path::new(&temp).exists());
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // The mount shows the two long names under new names, content kept; they go.
+    m.mount(&[]).unwrap();
+    let mut lost: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("lost-longname-"))
+        .collect();
+    lost.sort();
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    let mut contents: Vec<Vec<u8>> = lost.iter().map(|n| fs::read(m.p(n)).unwrap()).collect();
+    contents.sort();
+    let mut want = vec![gone.clone().into_bytes(), wrong.clone().into_bytes()];
+    want.sort();
+    assert_eq!(contents, want);
+    for n in &lost {
+        fs::remove_file(m.p(n)).unwrap();
+    }
+    assert_eq!(fs::read(m.p(&kept)).unwrap(), kept.as_bytes());
+    assert_eq!(fs::read_link(m.p("ll")).unwrap(), Path::new(&target_of(4090)));
+    fs::remove_dir(m.p("d")).unwrap();
 }
