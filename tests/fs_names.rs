@@ -419,13 +419,6 @@ fn encrypted_names_are_chosen_at_init_and_laid_out_by_encrypt_too() {
     assert!(conf.contains("\"names-siv-v1\""), "{conf}");
     assert!(conf.contains("\"names-long-v1\""), "{conf}");
     m.unmount();
-    let mut shared = Mounted::existing(&m.kms, &m.backing, &["-o", "shared_storage"]);
-    assert!(
-        matches!(&shared, Err(e) if e.contains("not supported on a volume with encrypted names"))
-    );
-    if let Ok(s) = shared.as_mut() {
-        s.unmount();
-    }
     let plain = Mounted::new(&[]);
     let conf = fs::read_to_string(plain.backing.join("kmsfs.conf")).unwrap();
     assert!(!conf.contains("names-siv"), "{conf}");
@@ -1061,4 +1054,113 @@ fn fsck_repair_renames_long_names_that_lost_their_side_file_and_removes_orphans(
     assert_eq!(fs::read(m.p(&kept)).unwrap(), kept.as_bytes());
     assert_eq!(fs::read_link(m.p("ll")).unwrap(), Path::new(&target_of(4090)));
     fs::remove_dir(m.p("d")).unwrap();
+}
+
+/// Every path under mount `mnt`, with each regular file's content.
+fn snapshot(mnt: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    tree(mnt)
+        .into_iter()
+        .map(|p| {
+            let full = mnt.join(&p);
+            let c = fs::symlink_metadata(&full)
+                .unwrap()
+                .is_file()
+                .then(|| fs::read(&full).unwrap());
+            (p, c)
+        })
+        .collect()
+}
+
+/// What a namespace operation racing with another daemon's may answer: anything but EIO
+/// (or another error that says the names broke).
+fn racing_ok<T>(r: std::io::Result<T>, what: &str) {
+    if let Err(e) = r {
+        let ok = [libc::EEXIST, libc::ENOENT, libc::ENOTEMPTY, libc::ENOTDIR, libc::EISDIR];
+        assert!(
+            e.raw_os_error().is_some_and(|n| ok.contains(&n)),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn two_daemons_share_a_volume_with_encrypted_names() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    m.unmount();
+    let a = Mounted::existing(&m.kms, &m.backing, &["-o", "shared_storage"]).unwrap();
+    let b = Mounted::existing(&m.kms, &m.backing, &["-o", "shared_storage"]).unwrap();
+
+    // Made in A, seen in B, short and long names, and the other way round.
+    let long = name_of("shared", 240);
+    fs::create_dir(a.p("d")).unwrap();
+    fs::write(a.p("d/f"), b"from a").unwrap();
+    fs::create_dir(a.p(&long)).unwrap();
+    fs::write(a.p(&format!("{long}/{long}")), b"long").unwrap();
+    symlink(target_of(4000), a.p("ll")).unwrap();
+    assert_eq!(fs::read(b.p("d/f")).unwrap(), b"from a");
+    assert_eq!(fs::read(b.p(&format!("{long}/{long}"))).unwrap(), b"long");
+    assert_eq!(fs::read_link(b.p("ll")).unwrap(), Path::new(&target_of(4000)));
+    fs::write(b.p("d/g"), b"from b").unwrap();
+    fs::rename(b.p("d/f"), b.p(&format!("{long}/f"))).unwrap();
+    assert_eq!(fs::read(a.p("d/g")).unwrap(), b"from b");
+    assert_eq!(fs::read(a.p(&format!("{long}/f"))).unwrap(), b"from a");
+    // A directory B removed and A makes again (maybe with the same inode number) takes
+    // A's new IV, not one A remembered.
+    fs::create_dir(a.p("again")).unwrap();
+    fs::write(a.p("again/x"), b"1").unwrap();
+    fs::remove_file(b.p("again/x")).unwrap();
+    fs::remove_dir(b.p("again")).unwrap();
+    fs::create_dir(b.p("again")).unwrap();
+    fs::write(a.p("again/y"), b"2").unwrap();
+    assert_eq!(fs::read(b.p("again/y")).unwrap(), b"2");
+
+    // Both at once: the same directories made, filled, renamed and removed through both
+    // (names short and long); no EIO, and both see the same tree at the end.
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|sc| {
+        for (who, m) in [(0, &a), (1, &b)] {
+            let start = &start;
+            sc.spawn(move || {
+                start.wait();
+                for i in 0..60 {
+                    let d = format!("c{}", i % 7);
+                    let ld = name_of(&format!("lc{}", i % 5), 200);
+                    racing_ok(fs::create_dir(m.p(&d)), "mkdir");
+                    racing_ok(fs::create_dir(m.p(&ld)), "mkdir long");
+                    let f = format!("{d}/{}", name_of(&format!("f{who}"), 180 + i % 70));
+                    racing_ok(fs::write(m.p(&f), f.as_bytes()), "create");
+                    let g = format!("{ld}/g{who}-{i}");
+                    racing_ok(fs::rename(m.p(&f), m.p(&g)), "rename");
+                    racing_ok(fs::read_dir(m.p(&d)).map(|r| r.count()), "readdir");
+                    if i % 3 == who {
+                        racing_ok(fs::remove_file(m.p(&g)), "unlink");
+                        racing_ok(fs::remove_dir(m.p(&d)), "rmdir");
+                        racing_ok(fs::remove_dir(m.p(&ld)), "rmdir long");
+                    }
+                }
+            });
+        }
+    });
+    let (sa, sb) = (snapshot(&a.mnt), snapshot(&b.mnt));
+    assert_eq!(sa, sb);
+    assert!(sa.len() > 10, "{sa:?}");
+    // Each file moved holds the path it was made at, whose name went with it.
+    for (p, c) in &sa {
+        if let Some(c) = c.as_ref().filter(|_| p.to_string_lossy().starts_with("lc")) {
+            let made = String::from_utf8(c.clone()).unwrap();
+            assert!(made.starts_with('c') && made.contains("/f"), "{p:?}: {made}");
+        }
+    }
+    for l in [&a, &b] {
+        assert!(!l.log_text().contains("ERROR"), "{}", l.log_text());
+    }
+    drop((a, b));
+    let out = run_fsck(&m.kms, &m.backing, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

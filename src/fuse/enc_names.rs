@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// How long, in shared storage, a directory without an IV is waited for (another
+/// daemon's mkdir or rmdir in progress) before EIO.
+const SHARED_IV_WAIT: Duration = Duration::from_secs(2);
+
 impl KmsFs {
     /// The name key, on a volume with encrypted names.
     pub(super) fn names(&self) -> Option<&NameKey> {
@@ -15,7 +19,17 @@ impl KmsFs {
     /// The IV of directory `dir` (encrypted names), read once per inode. A directory that
     /// has none gets one if it holds nothing else (a mkdir cut short by a crash);
     /// otherwise its names cannot be read or made: EIO, logged.
+    ///
+    /// In shared storage it is read every time (another daemon may have removed the
+    /// directory and made another with the same inode number), and never made here:
+    /// a directory without one is another daemon's mkdir before its IV, or its rmdir
+    /// (or rename over it) with the IV taken out for a moment, so it is waited for, up to
+    /// [`SHARED_IV_WAIT`]; one still missing is EIO (a mount without shared storage, or
+    /// rmdir and mkdir, repairs it).
     pub(super) fn diriv(&self, dir: &Inode) -> FsResult<DirIv> {
+        if self.shared {
+            return self.shared_diriv(dir);
+        }
         if let Some(iv) = dir.diriv.get() {
             return Ok(*iv);
         }
@@ -45,6 +59,38 @@ impl KmsFs {
             }
         };
         Ok(*dir.diriv.get_or_init(|| iv))
+    }
+
+    /// [`Self::diriv`] in shared storage.
+    fn shared_diriv(&self, dir: &Inode) -> FsResult<DirIv> {
+        let fd = self.fd_of(dir)?;
+        let t0 = std::time::Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match names::read_diriv(fd.raw()) {
+                Ok(iv) => return Ok(iv),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    tracing::error!(dir = %self.path_hint(fd.raw()), "cannot read {DIRIV_NAME}: {e}");
+                    return Err(e.into());
+                }
+            }
+            // Removed meanwhile (by another daemon): gone, not broken.
+            if sys::fstat(fd.raw())?.st_nlink == 0 {
+                return Err(err(libc::ENOENT));
+            }
+            if t0.elapsed() >= SHARED_IV_WAIT {
+                tracing::error!(
+                    dir = %self.path_hint(fd.raw()),
+                    "directory without {DIRIV_NAME} (shared storage does not make one for an \
+                     existing directory; rmdir it if empty, or mount without shared_storage \
+                     to repair it)"
+                );
+                return Err(err(libc::EIO));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The backing name of `name` in directory `dir`: the name itself, or its encrypted
@@ -81,6 +127,10 @@ impl KmsFs {
             return Ok(());
         };
         names::write_side_name(dir, &b.entry, full).map_err(|e| {
+            // ENOENT: the directory was removed meanwhile (by another daemon).
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return FsError::from(e);
+            }
             tracing::error!(
                 dir = %self.path_hint(dir),
                 entry = ?b.entry,
@@ -154,6 +204,11 @@ impl KmsFs {
                 entry = ?b.entry,
                 "cannot remove the side file of a removed long name: {e}"
             );
+        }
+        // Another daemon may have made the name again meanwhile, its side file (the same
+        // bytes) before its entry: then the entry needs it back.
+        if self.shared && sys::fstatat_nofollow(dir, &b.entry).is_ok() {
+            let _ = self.put_side(dir, b);
         }
     }
 
@@ -239,7 +294,22 @@ impl KmsFs {
         if self.names().is_none() {
             return Ok(None);
         }
-        Ok(Some(names::create_diriv(fd)?))
+        match names::create_diriv(fd) {
+            // One is there already (only the daemon that made a directory gives it an
+            // IV in shared storage, so not another daemon's; but it is the directory's).
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Some(names::read_diriv(fd)?)),
+            r => Ok(Some(r?)),
+        }
+    }
+
+    /// In shared storage, after the entry of long name `b` was made in `dir`: another
+    /// daemon's unlink or rename of the same name may have removed its side file between
+    /// [`Self::keep_side`] and the entry; then it is written again.
+    pub(super) fn recheck_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
+        if self.shared {
+            self.keep_side(dir, b)?;
+        }
+        Ok(())
     }
 
     /// rmdir on a volume with encrypted names: the directory's IV goes first (it must hold
@@ -270,9 +340,9 @@ pub(super) fn take_iv(k: &NameKey, dir: RawFd) -> FsResult<Option<DirIv>> {
     for e in std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))? {
         let name = e?.file_name();
         match k.kind_of(&name) {
-            EntryKind::DirIv => {}
-            // Its entry would be listed too, and refuse.
-            EntryKind::Side(_) => orphans.push(name),
+            EntryKind::DirIv if name.as_bytes() == DIRIV_NAME.as_bytes() => {}
+            // Its entry would be listed too, and refuse; an IV's temp file is a crash's.
+            EntryKind::Side(_) | EntryKind::DirIv => orphans.push(name),
             _ => return Err(err(libc::ENOTEMPTY)),
         }
     }
@@ -312,7 +382,10 @@ pub(super) fn only_entries(dir: RawFd, ino: u64, allowed: &[&str]) -> std::io::R
     let d = sys::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
     for e in std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))? {
         let name = e?.file_name();
-        if !is_reserved(ino, &name) && !allowed.iter().any(|a| name.as_bytes() == a.as_bytes()) {
+        if !is_reserved(ino, &name)
+            && !names::is_diriv_temp(&name)
+            && !allowed.iter().any(|a| name.as_bytes() == a.as_bytes())
+        {
             return Ok(false);
         }
     }

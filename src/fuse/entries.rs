@@ -182,6 +182,7 @@ impl KmsFs {
             self.drop_side_if_unused(pdir.raw(), &bname);
             FsError::from(e)
         })?;
+        self.recheck_side(pdir.raw(), &bname)?;
         self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
         let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
             match self.new_dir_iv(fd.as_raw_fd()) {
@@ -353,6 +354,7 @@ impl KmsFs {
             return Err(e);
         }
         if !exchange {
+            self.recheck_side(npfd.raw(), &newname)?;
             // A rename onto another name of the same file leaves both.
             self.drop_old_side(pfd.raw(), npfd.raw(), &name);
             self.release_long_link(link);
@@ -443,6 +445,7 @@ impl KmsFs {
             self.drop_side_if_unused(npfd.raw(), &newname);
             return Err(e.into());
         }
+        self.recheck_side(npfd.raw(), &newname)?;
         inode.add_name(&np, &newname);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
@@ -482,6 +485,7 @@ impl KmsFs {
             _ => make_symlink(pdir.raw(), &name, target, uid, gid).map_err(FsError::from),
         };
         let fd = made.inspect_err(|_| self.drop_side_if_unused(pdir.raw(), &name))?;
+        self.recheck_side(pdir.raw(), &name)?;
         let (inode, st) = self.remember(fd, &p, &name)?;
         Ok(self.attr_at(&inode, &st))
     }

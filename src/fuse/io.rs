@@ -200,6 +200,7 @@ impl KmsFs {
                 return Err(e.into());
             }
         };
+        self.recheck_side(pdir.raw(), &bname)?;
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd, &p, name)?;
         if flags & libc::O_TRUNC != 0 {

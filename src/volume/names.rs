@@ -138,7 +138,7 @@ pub struct StoredName {
 /// What an entry of a backing directory is, on a volume with encrypted names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind<'a> {
-    /// The directory's IV ([`DIRIV_NAME`]).
+    /// The directory's IV ([`DIRIV_NAME`]), or a temp file of one being written.
     DirIv,
     /// A stored name (or anything else that is not one of the kinds below: it opens or not).
     Name,
@@ -250,7 +250,7 @@ impl NameKey {
     /// with [`FEATURE_LONG`]; without it they are names that do not decrypt.
     pub fn kind_of<'a>(&self, entry: &'a OsStr) -> EntryKind<'a> {
         let b = entry.as_bytes();
-        if b == DIRIV_NAME.as_bytes() {
+        if b == DIRIV_NAME.as_bytes() || is_diriv_temp(entry) {
             return EntryKind::DirIv;
         }
         if !self.long {
@@ -511,17 +511,33 @@ pub fn create_diriv(dir: RawFd) -> std::io::Result<DirIv> {
     Ok(iv)
 }
 
-/// Writes `iv` as the IV of the backing directory `dir` (EEXIST if it has one).
+/// Writes `iv` as the IV of the backing directory `dir` (EEXIST if it has one). Atomic,
+/// also for other daemons on shared storage: written to a temp file of its own
+/// (`kmsfs.diriv.tmp.<16 hex>`), synced, then hard-linked as [`DIRIV_NAME`] (a link,
+/// unlike `rename`, never replaces one there, on NFS too), so no reader ever sees a
+/// partial IV and of two writers one wins.
 pub fn write_diriv(dir: RawFd, iv: &DirIv) -> std::io::Result<()> {
-    let name = OsStr::new(DIRIV_NAME);
+    let tmp = temp_name(OsStr::new(DIRIV_NAME))?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let mut f: File = sys::openat(dir, name, flags, 0o400)?.into();
+    let mut f: File = sys::openat(dir, &tmp, flags, 0o400)?.into();
     // Synced: names made under it may be fsynced before anything else syncs it.
-    if let Err(e) = f.write_all(iv).and_then(|_| f.sync_all()) {
-        let _ = sys::unlinkat(dir, name, 0);
-        return Err(e);
-    }
-    Ok(())
+    let r = f
+        .write_all(iv)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| sys::linkat_fd(f.as_raw_fd(), dir, OsStr::new(DIRIV_NAME)));
+    let _ = sys::unlinkat(dir, &tmp, 0);
+    r
+}
+
+/// Whether `name` is a temp file of a directory's IV being written ([`write_diriv`]).
+pub fn is_diriv_temp(name: &OsStr) -> bool {
+    name.as_bytes()
+        .strip_prefix(DIRIV_NAME.as_bytes())
+        .is_some_and(|rest| {
+            rest.strip_prefix(TEMP_SUFFIX.as_bytes())
+                .and_then(|t| t.strip_prefix(b"."))
+                .is_some_and(|hex| hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit))
+        })
 }
 
 /// The plaintext length of a symlink target stored in `stored_len` bytes (what `lstat`
@@ -688,6 +704,9 @@ mod tests {
         let long = format!("kmsfs.longname.{h}");
         let cases = [
             ("kmsfs.diriv", EntryKind::DirIv),
+            ("kmsfs.diriv.tmp.00112233445566ff", EntryKind::DirIv),
+            ("kmsfs.diriv.tmp.00112233445566f", EntryKind::Name),
+            ("kmsfs.diriv.tmp", EntryKind::Name),
             (long.as_str(), EntryKind::Long),
             (&format!("{long}.name"), EntryKind::Side(OsStr::new(&long))),
             (
