@@ -475,16 +475,31 @@ impl KmsFs {
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         self.put_side(pdir.raw(), &name)?;
-        let _g = self.names_lock.read_recursive();
-        let _ns = self.fds.ns_shared();
-        self.keep_side(pdir.raw(), &name)?;
-        let made = match (self.names(), &stored) {
-            (Some(k), Some(stored)) => self.with_root(|root| {
-                make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
-            }),
-            _ => make_symlink(pdir.raw(), &name, target, uid, gid).map_err(FsError::from),
+        // A target too long for any symlink: its long link's file, written and synced
+        // before any lock is taken too (and removed if the symlink is not made).
+        let pre = match (self.names(), &stored) {
+            (Some(k), Some(s)) => self
+                .with_root(|root| names::write_long_link_first(root, k, s))
+                .inspect_err(|_| self.drop_side_if_unused(pdir.raw(), &name))?,
+            _ => None,
         };
-        let fd = made.inspect_err(|_| self.drop_side_if_unused(pdir.raw(), &name))?;
+        let made = {
+            let _g = self.names_lock.read_recursive();
+            let _ns = self.fds.ns_shared();
+            self.keep_side(pdir.raw(), &name).and_then(|_| match (self.names(), &stored, &pre) {
+                (_, _, Some(link)) => Ok(make_symlink(pdir.raw(), &name, link, uid, gid)?),
+                (Some(k), Some(stored), None) => self.with_root(|root| {
+                    make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
+                }),
+                _ => Ok(make_symlink(pdir.raw(), &name, target, uid, gid)?),
+            })
+        };
+        let fd = made.inspect_err(|_| {
+            if let Some(link) = &pre {
+                let _ = self.with_root(|root| names::remove_long_link(root, link));
+            }
+            self.drop_side_if_unused(pdir.raw(), &name)
+        })?;
         self.recheck_side(pdir.raw(), &name)?;
         let (inode, st) = self.remember(fd, &p, &name)?;
         Ok(self.attr_at(&inode, &st))

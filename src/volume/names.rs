@@ -551,6 +551,23 @@ fn valid_name(n: &[u8]) -> bool {
     !n.is_empty() && n != b"." && n != b".." && !n.iter().any(|&b| b == b'/' || b == 0)
 }
 
+/// With long names, when stored target `stored` is too long for any backing symlink
+/// (longer than [`MAX_TARGET`]): writes its long link's side file at the backing root
+/// `root` ([`write_long_link`]) and returns the long link, the target to give the
+/// symlink; else `None` ([`make_stored_symlink`] then decides).
+pub fn write_long_link_first(
+    root: RawFd,
+    k: &NameKey,
+    stored: &OsStr,
+) -> std::io::Result<Option<OsString>> {
+    if !k.long_names() || stored.len() <= MAX_TARGET {
+        return Ok(None);
+    }
+    let link = long_link_of(stored);
+    write_long_link(root, &link, stored)?;
+    Ok(Some(link))
+}
+
 /// Creates symlink `name` in backing directory `dir` (encrypted names, key `k`) whose
 /// stored target is `stored`, owned by `uid:gid`; returns its `O_PATH` fd. The stored
 /// target is the backing symlink's own where the backing fs takes it; else, with long
