@@ -1164,3 +1164,35 @@ fn two_daemons_share_a_volume_with_encrypted_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_orphan_long_link_is_removed_only_after_a_complete_walk() {
+    let mut m = Mounted::new(&["--encrypt-names"]);
+    symlink(target_of(4090), m.p("ll")).unwrap();
+    let ll = m.backing.join(fs::read_link(backing_of(&m, "ll")).unwrap());
+    m.unmount();
+    let stray = m.backing.join(format!("kmsfs.longlink.{}", "B".repeat(43)));
+    fs::copy(&ll, &stray).unwrap();
+    // A tree deeper than PATH_MAX: fsck cannot list its bottom, where a symlink naming
+    // the file could be.
+    let deep = m.backing.join("deep");
+    fs::create_dir(&deep).unwrap();
+    sh(&format!(
+        "cd {} && python3 -c 'import os\nfor i in range(25): os.mkdir(\"x\" * 200); os.chdir(\"x\" * 200)'",
+        deep.display()
+    ));
+    let text = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let out = run_fsck(&m.kms, &m.backing, &["--repair"]);
+    let t = text(&out);
+    assert!(
+        t.contains("not known to be an orphan (not every directory could be read)"),
+        "{t}"
+    );
+    assert!(stray.exists(), "{t}");
+    fs::remove_dir_all(&deep).unwrap();
+    let out = run_fsck(&m.kms, &m.backing, &["--repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!stray.exists() && ll.exists());
+}
