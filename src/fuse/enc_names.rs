@@ -213,28 +213,36 @@ impl KmsFs {
     }
 
     /// Checks, on a lookup of long name `b` whose entry is in `dir`, that its side file is
-    /// there and its own: EIO otherwise, as the listing does not show it.
+    /// there and its own. One missing or wrong (the listing does not show the entry) is
+    /// written again: the entry's name is the hash of the stored name the lookup was
+    /// asked for, which proves that name is the entry's. EIO on a read-only mount, or
+    /// when it cannot be written.
     pub(super) fn check_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
         let Some(full) = &b.long else {
             return Ok(());
         };
-        match names::read_side_name(dir, &b.entry) {
-            Ok(f) if &f == full => Ok(()),
-            r => {
-                self.vol.count_integrity_failure();
-                let why = match r {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "missing".to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(_) => "another name's".to_string(),
-                };
-                tracing::error!(
-                    dir = %self.path_hint(dir),
-                    entry = ?b.entry,
-                    "long name whose side file is bad ({why}): EIO"
-                );
-                Err(err(libc::EIO))
-            }
+        let why = match names::read_side_name(dir, &b.entry) {
+            Ok(f) if &f == full => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "missing".to_string(),
+            Err(e) => e.to_string(),
+            Ok(_) => "another name's".to_string(),
+        };
+        self.vol.count_integrity_failure();
+        let fixed = self.check_writable().and_then(|_| self.put_side(dir, b));
+        match &fixed {
+            Ok(()) => tracing::warn!(
+                dir = %self.path_hint(dir),
+                entry = ?b.entry,
+                "long name whose side file was bad ({why}): written again from the name \
+                 looked up, which hashes to the entry"
+            ),
+            Err(e) => tracing::error!(
+                dir = %self.path_hint(dir),
+                entry = ?b.entry,
+                "long name whose side file is bad ({why}), and cannot be written again ({e}): EIO"
+            ),
         }
+        fixed.map_err(|_| err(libc::EIO))
     }
 
     /// The long link at `name` in backing directory `dir`, if that is one (before the

@@ -604,7 +604,7 @@ fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'
                 let r = rel.join(&name);
                 let (message, error) = match bad {
                     names::BadName::DoesNotDecrypt => ("name does not decrypt (not of this volume, or changed): the mount does not show it".to_string(), false),
-                    bad => (format!("{bad}: the mount does not show it, and a lookup of its name answers EIO"), true),
+                    bad => (format!("{bad}: the mount does not show it (a lookup of its name writes the side file again; a read-only mount answers EIO)"), true),
                 };
                 let fix = match iv {
                     Some((_, iv)) if error => Some(Fix::Quarantine {

@@ -27,8 +27,9 @@
 //!   fsynced and renamed into place, and the directory fsynced, before the entry is made;
 //!   it goes after the entry. Its content must hash to the entry's name, be longer than
 //!   255 bytes (a name that fits is always stored as itself, so one name has one stored
-//!   form) and open under the directory's IV; else the entry is not listed and looking it
-//!   up answers EIO;
+//!   form) and open under the directory's IV; else the entry is not listed, and looking
+//!   it up by name writes the side file again (the entry's name, a hash of the stored
+//!   name, proves it) or, on a read-only mount, answers EIO;
 //! - a stored target that the backing fs does not take as a symlink's target is kept in a
 //!   side file at the backing root, [`long_link_of`] (`kmsfs.longlink.<base64url(SHA-256(
 //!   stored target))>`), written and fsynced (file and root) before the symlink, whose
