@@ -101,7 +101,8 @@ EXAMPLES:
 const EX_FSCK: &str = "\
 EXAMPLES:
   kmsfs fsck /srv/enc                          check an unmounted volume
-  kmsfs fsck /srv/enc --json";
+  kmsfs fsck /srv/enc --json
+  kmsfs fsck /srv/enc --repair                 remove orphans, rename lost long names";
 const EX_ENCRYPT: &str = "\
 EXAMPLES:
   kmsfs encrypt /data /srv/enc                 copy, then verify; /data is kept

@@ -405,14 +405,6 @@ fn serve(kms: Option<&str>, a: &MountArgs, ready_fd: Option<RawFd>) -> anyhow::R
             backing.display()
         );
     }
-    if shared && vol.names.is_some() {
-        // rmdir takes a directory's IV out for a moment; another host meeting the
-        // directory then could give it a new IV under names this host still makes.
-        bail!(
-            "shared_storage is not supported on a volume with encrypted names yet; \
-             mount it from one host (or serve it to others over NFS/SMB from that mount)"
-        );
-    }
     harden_process();
     let root = open_root(&backing).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fs = KmsFs::new(vol, root, opts.read_only)

@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// How long, in shared storage, a directory without an IV is waited for (another
+/// daemon's mkdir or rmdir in progress) before EIO.
+const SHARED_IV_WAIT: Duration = Duration::from_secs(2);
+
 impl KmsFs {
     /// The name key, on a volume with encrypted names.
     pub(super) fn names(&self) -> Option<&NameKey> {
@@ -15,7 +19,17 @@ impl KmsFs {
     /// The IV of directory `dir` (encrypted names), read once per inode. A directory that
     /// has none gets one if it holds nothing else (a mkdir cut short by a crash);
     /// otherwise its names cannot be read or made: EIO, logged.
+    ///
+    /// In shared storage it is read every time (another daemon may have removed the
+    /// directory and made another with the same inode number), and never made here:
+    /// a directory without one is another daemon's mkdir before its IV, or its rmdir
+    /// (or rename over it) with the IV taken out for a moment, so it is waited for, up to
+    /// [`SHARED_IV_WAIT`]; one still missing is EIO (a mount without shared storage, or
+    /// rmdir and mkdir, repairs it).
     pub(super) fn diriv(&self, dir: &Inode) -> FsResult<DirIv> {
+        if self.shared {
+            return self.shared_diriv(dir);
+        }
         if let Some(iv) = dir.diriv.get() {
             return Ok(*iv);
         }
@@ -45,6 +59,38 @@ impl KmsFs {
             }
         };
         Ok(*dir.diriv.get_or_init(|| iv))
+    }
+
+    /// [`Self::diriv`] in shared storage.
+    fn shared_diriv(&self, dir: &Inode) -> FsResult<DirIv> {
+        let fd = self.fd_of(dir)?;
+        let t0 = std::time::Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match names::read_diriv(fd.raw()) {
+                Ok(iv) => return Ok(iv),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    tracing::error!(dir = %self.path_hint(fd.raw()), "cannot read {DIRIV_NAME}: {e}");
+                    return Err(e.into());
+                }
+            }
+            // Removed meanwhile (by another daemon): gone, not broken.
+            if sys::fstat(fd.raw())?.st_nlink == 0 {
+                return Err(err(libc::ENOENT));
+            }
+            if t0.elapsed() >= SHARED_IV_WAIT {
+                tracing::error!(
+                    dir = %self.path_hint(fd.raw()),
+                    "directory without {DIRIV_NAME} (shared storage does not make one for an \
+                     existing directory; rmdir it if empty, or mount without shared_storage \
+                     to repair it)"
+                );
+                return Err(err(libc::EIO));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The backing name of `name` in directory `dir`: the name itself, or its encrypted
@@ -81,6 +127,10 @@ impl KmsFs {
             return Ok(());
         };
         names::write_side_name(dir, &b.entry, full).map_err(|e| {
+            // ENOENT: the directory was removed meanwhile (by another daemon).
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return FsError::from(e);
+            }
             tracing::error!(
                 dir = %self.path_hint(dir),
                 entry = ?b.entry,
@@ -88,6 +138,47 @@ impl KmsFs {
             );
             FsError::from(e)
         })
+    }
+
+    /// Under the namespace locks, before the entry of long name `b` is made in `dir`: its
+    /// side file, which [`Self::put_side`] wrote before the locks, is still there (an
+    /// unlink or rename of the same name may have removed it meanwhile; then it is
+    /// written again, synced, under the locks).
+    pub(super) fn keep_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
+        match &b.long {
+            Some(full) if !names::side_name_is(dir, &b.entry, full) => self.put_side(dir, b),
+            _ => Ok(()),
+        }
+    }
+
+    /// After long name `b` was renamed away from `pdir` to `npdir`: its side file goes,
+    /// once the rename is on disk (both directories synced), so that a crash never leaves
+    /// the old entry without its side file. A rename onto another name of the same file
+    /// leaves the old name, and its side file.
+    pub(super) fn drop_old_side(&self, pdir: RawFd, npdir: RawFd, b: &Backing) {
+        if b.long.is_none()
+            || !matches!(sys::fstatat_nofollow(pdir, &b.entry),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT))
+        {
+            return;
+        }
+        let synced = names::sync_dir(npdir).and_then(|_| {
+            if sys::fstat(pdir).map(|s| (s.st_dev, s.st_ino))?
+                == sys::fstat(npdir).map(|s| (s.st_dev, s.st_ino))?
+            {
+                Ok(())
+            } else {
+                names::sync_dir(pdir)
+            }
+        });
+        if let Err(e) = synced {
+            tracing::warn!(
+                dir = %self.path_hint(pdir),
+                "cannot sync a rename; the old name's side file stays (an orphan fsck reports): {e}"
+            );
+            return;
+        }
+        self.remove_side(pdir, b);
     }
 
     /// After making the entry of long name `b` in `dir` failed: its side file goes, unless
@@ -114,31 +205,44 @@ impl KmsFs {
                 "cannot remove the side file of a removed long name: {e}"
             );
         }
+        // Another daemon may have made the name again meanwhile, its side file (the same
+        // bytes) before its entry: then the entry needs it back.
+        if self.shared && sys::fstatat_nofollow(dir, &b.entry).is_ok() {
+            let _ = self.put_side(dir, b);
+        }
     }
 
     /// Checks, on a lookup of long name `b` whose entry is in `dir`, that its side file is
-    /// there and its own: EIO otherwise, as the listing does not show it.
+    /// there and its own. One missing or wrong (the listing does not show the entry) is
+    /// written again: the entry's name is the hash of the stored name the lookup was
+    /// asked for, which proves that name is the entry's. EIO on a read-only mount, or
+    /// when it cannot be written.
     pub(super) fn check_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
         let Some(full) = &b.long else {
             return Ok(());
         };
-        match names::read_side_name(dir, &b.entry) {
-            Ok(f) if &f == full => Ok(()),
-            r => {
-                self.vol.count_integrity_failure();
-                let why = match r {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "missing".to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(_) => "another name's".to_string(),
-                };
-                tracing::error!(
-                    dir = %self.path_hint(dir),
-                    entry = ?b.entry,
-                    "long name whose side file is bad ({why}): EIO"
-                );
-                Err(err(libc::EIO))
-            }
+        let why = match names::read_side_name(dir, &b.entry) {
+            Ok(f) if &f == full => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "missing".to_string(),
+            Err(e) => e.to_string(),
+            Ok(_) => "another name's".to_string(),
+        };
+        self.vol.count_integrity_failure();
+        let fixed = self.check_writable().and_then(|_| self.put_side(dir, b));
+        match &fixed {
+            Ok(()) => tracing::warn!(
+                dir = %self.path_hint(dir),
+                entry = ?b.entry,
+                "long name whose side file was bad ({why}): written again from the name \
+                 looked up, which hashes to the entry"
+            ),
+            Err(e) => tracing::error!(
+                dir = %self.path_hint(dir),
+                entry = ?b.entry,
+                "long name whose side file is bad ({why}), and cannot be written again ({e}): EIO"
+            ),
         }
+        fixed.map_err(|_| err(libc::EIO))
     }
 
     /// The long link at `name` in backing directory `dir`, if that is one (before the
@@ -198,7 +302,22 @@ impl KmsFs {
         if self.names().is_none() {
             return Ok(None);
         }
-        Ok(Some(names::create_diriv(fd)?))
+        match names::create_diriv(fd) {
+            // One is there already (only the daemon that made a directory gives it an
+            // IV in shared storage, so not another daemon's; but it is the directory's).
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Some(names::read_diriv(fd)?)),
+            r => Ok(Some(r?)),
+        }
+    }
+
+    /// In shared storage, after the entry of long name `b` was made in `dir`: another
+    /// daemon's unlink or rename of the same name may have removed its side file between
+    /// [`Self::keep_side`] and the entry; then it is written again.
+    pub(super) fn recheck_side(&self, dir: RawFd, b: &Backing) -> FsResult<()> {
+        if self.shared {
+            self.keep_side(dir, b)?;
+        }
+        Ok(())
     }
 
     /// rmdir on a volume with encrypted names: the directory's IV goes first (it must hold
@@ -229,9 +348,9 @@ pub(super) fn take_iv(k: &NameKey, dir: RawFd) -> FsResult<Option<DirIv>> {
     for e in std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))? {
         let name = e?.file_name();
         match k.kind_of(&name) {
-            EntryKind::DirIv => {}
-            // Its entry would be listed too, and refuse.
-            EntryKind::Side(_) => orphans.push(name),
+            EntryKind::DirIv if name.as_bytes() == DIRIV_NAME.as_bytes() => {}
+            // Its entry would be listed too, and refuse; an IV's temp file is a crash's.
+            EntryKind::Side(_) | EntryKind::DirIv => orphans.push(name),
             _ => return Err(err(libc::ENOTEMPTY)),
         }
     }
@@ -271,7 +390,10 @@ pub(super) fn only_entries(dir: RawFd, ino: u64, allowed: &[&str]) -> std::io::R
     let d = sys::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
     for e in std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))? {
         let name = e?.file_name();
-        if !is_reserved(ino, &name) && !allowed.iter().any(|a| name.as_bytes() == a.as_bytes()) {
+        if !is_reserved(ino, &name)
+            && !names::is_diriv_temp(&name)
+            && !allowed.iter().any(|a| name.as_bytes() == a.as_bytes())
+        {
             return Ok(false);
         }
     }

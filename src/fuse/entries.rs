@@ -170,16 +170,19 @@ impl KmsFs {
         }
         let p = self.inode(parent)?;
         let mode = self.new_mode(&p, mode, umask)?;
-        let _g = self.names_lock.read_recursive();
         let bname = self.backing_name(&p, name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        let _ns = self.fds.ns_shared();
+        // A long name's side file is written and synced before any lock is taken.
         self.put_side(pdir.raw(), &bname)?;
+        let _g = self.names_lock.read_recursive();
+        let _ns = self.fds.ns_shared();
+        self.keep_side(pdir.raw(), &bname)?;
         let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid).map_err(|e| {
             self.drop_side_if_unused(pdir.raw(), &bname);
             FsError::from(e)
         })?;
+        self.recheck_side(pdir.raw(), &bname)?;
         self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
         let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
             match self.new_dir_iv(fd.as_raw_fd()) {
@@ -321,21 +324,27 @@ impl KmsFs {
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
         let (pfd, npfd) = (self.fd_of(&p)?, self.fd_of(&np)?);
-        let _g = self.names().map(|_| self.names_lock.write());
+        // The backing names (and so the directories' IVs) before the namespace lock is
+        // taken exclusively: a directory whose IV must be made takes it shared.
         let (name, newname) = (
             self.backing_name(&p, name)?,
             self.backing_name(&np, newname)?,
         );
+        // Long names: both names stay where they are in an exchange; otherwise the new
+        // name's side file comes first (written and synced before any lock is taken,
+        // checked again under them), and the old one's goes after.
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if !exchange {
+            self.put_side(npfd.raw(), &newname)?;
+        }
+        let _g = self.names().map(|_| self.names_lock.write());
         // From here to the end, no name is opened or recorded elsewhere.
         let _ns = self.fds.ns_exclusive();
         let moved = self.known_at(pfd.raw(), &name);
         let replaced = self.known_at(npfd.raw(), &newname);
-        // Long names: both names stay where they are in an exchange; otherwise the new
-        // name's side file comes first, and the old one's goes after.
-        let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let mut link = None;
         if !exchange {
-            self.put_side(npfd.raw(), &newname)?;
+            self.keep_side(npfd.raw(), &newname)?;
             link = self.long_link_at(npfd.raw(), &newname);
         }
         if let Err(e) = self.rename_backing(&pfd, &name, &npfd, &newname, flags) {
@@ -345,8 +354,9 @@ impl KmsFs {
             return Err(e);
         }
         if !exchange {
+            self.recheck_side(npfd.raw(), &newname)?;
             // A rename onto another name of the same file leaves both.
-            self.drop_side_if_unused(pfd.raw(), &name);
+            self.drop_old_side(pfd.raw(), npfd.raw(), &name);
             self.release_long_link(link);
         }
         // Names follow (a rename onto another name of the same file changes nothing).
@@ -425,15 +435,17 @@ impl KmsFs {
         owned_name_ok(newname)?;
         let inode = self.inode(ino)?;
         let np = self.inode(newparent)?;
-        let _g = self.names_lock.read_recursive();
         let newname = self.backing_name(&np, newname)?;
         let (fd, npfd) = (self.fd_of(&inode)?, self.fd_of(&np)?);
-        let _ns = self.fds.ns_shared();
         self.put_side(npfd.raw(), &newname)?;
+        let _g = self.names_lock.read_recursive();
+        let _ns = self.fds.ns_shared();
+        self.keep_side(npfd.raw(), &newname)?;
         if let Err(e) = sys::linkat_fd(fd.raw(), npfd.raw(), &newname) {
             self.drop_side_if_unused(npfd.raw(), &newname);
             return Err(e.into());
         }
+        self.recheck_side(npfd.raw(), &newname)?;
         inode.add_name(&np, &newname);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         self.getattr_ino(&inode)
@@ -452,7 +464,6 @@ impl KmsFs {
         }
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
-        let _g = self.names_lock.read_recursive();
         let name = self.backing_name(&p, name)?;
         let stored = match self.names() {
             None => None,
@@ -463,15 +474,33 @@ impl KmsFs {
         };
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        let _ns = self.fds.ns_shared();
         self.put_side(pdir.raw(), &name)?;
-        let made = match (self.names(), &stored) {
-            (Some(k), Some(stored)) => self.with_root(|root| {
-                make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
-            }),
-            _ => make_symlink(pdir.raw(), &name, target, uid, gid).map_err(FsError::from),
+        // A target too long for any symlink: its long link's file, written and synced
+        // before any lock is taken too (and removed if the symlink is not made).
+        let pre = match (self.names(), &stored) {
+            (Some(k), Some(s)) => self
+                .with_root(|root| names::write_long_link_first(root, k, s))
+                .inspect_err(|_| self.drop_side_if_unused(pdir.raw(), &name))?,
+            _ => None,
         };
-        let fd = made.inspect_err(|_| self.drop_side_if_unused(pdir.raw(), &name))?;
+        let made = {
+            let _g = self.names_lock.read_recursive();
+            let _ns = self.fds.ns_shared();
+            self.keep_side(pdir.raw(), &name).and_then(|_| match (self.names(), &stored, &pre) {
+                (_, _, Some(link)) => Ok(make_symlink(pdir.raw(), &name, link, uid, gid)?),
+                (Some(k), Some(stored), None) => self.with_root(|root| {
+                    make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
+                }),
+                _ => Ok(make_symlink(pdir.raw(), &name, target, uid, gid)?),
+            })
+        };
+        let fd = made.inspect_err(|_| {
+            if let Some(link) = &pre {
+                let _ = self.with_root(|root| names::remove_long_link(root, link));
+            }
+            self.drop_side_if_unused(pdir.raw(), &name)
+        })?;
+        self.recheck_side(pdir.raw(), &name)?;
         let (inode, st) = self.remember(fd, &p, &name)?;
         Ok(self.attr_at(&inode, &st))
     }

@@ -191,13 +191,15 @@ impl KmsFs {
         owned_name_ok(name)?;
         let p = self.inode(parent)?;
         let mode = self.new_mode(&p, mode, umask)?;
-        let _g = self.names_lock.read_recursive();
         let bname = self.backing_name(&p, name)?;
         let name = &*bname;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        let _ns = self.fds.ns_shared();
+        // A long name's side file is written and synced before any lock is taken.
         self.put_side(pdir.raw(), &bname)?;
+        let _g = self.names_lock.read_recursive();
+        let _ns = self.fds.ns_shared();
+        self.keep_side(pdir.raw(), &bname)?;
         let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
             Ok(f) => {
                 self.undo_inherited_acl(pdir.raw(), f.as_raw_fd(), mode)?;
@@ -211,6 +213,7 @@ impl KmsFs {
                 return Err(e.into());
             }
         };
+        self.recheck_side(pdir.raw(), &bname)?;
         let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
         let (inode, st) = self.remember(pfd, &p, name)?;
         if flags & libc::O_TRUNC != 0 {

@@ -539,8 +539,9 @@ impl Filesystem for KmsFs {
         let r = self.check_writable().and_then(|_| {
             let p = self.inode(parent)?;
             let pdir = self.fd_of(&p)?;
-            let _g = self.names().map(|_| self.names_lock.write());
+            // Before the lock: a directory whose IV must be made takes it shared.
             let name = self.backing_name(&p, name)?;
+            let _g = self.names().map(|_| self.names_lock.write());
             let _ns = self.fds.ns_exclusive();
             let gone = self.known_at(pdir.raw(), &name);
             match self.names() {

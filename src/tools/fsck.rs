@@ -1,6 +1,10 @@
 //! `kmsfs fsck BACKING`: verify a volume offline — the config MAC, every file header
 //! (both slots) and every stored block, with the DEKs from the KMS. It reports each
-//! problem with the file's path and block number and never changes a byte.
+//! problem with the file's path and block number and changes no byte, unless asked to
+//! repair (`--repair`, on an unmounted volume) what a crash or a lost file left among
+//! the names: orphan side files and their temp files are removed, a long name whose side
+//! file is lost or wrong is renamed to a name the mount shows (`lost-longname-<hash>`,
+//! its content kept), and an orphan long link is removed when the whole tree was walked.
 //!
 //! Severity: an *error* is something a read through the mount would fail on (bad tag,
 //! torn tail, unreadable header, a DEK the KMS refuses); a *warning* is something that
@@ -28,6 +32,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::format::aead;
+use crate::backing::sys;
 use crate::format::{self, BlockFault, BlockNo, ContentKey, FileHeader, Geometry, SlotState};
 use crate::volume::names;
 use crate::volume::{self, VolumeConfig, CONFIG_NAME, CONTEXT_KEY};
@@ -36,12 +41,18 @@ use crate::volume::{self, VolumeConfig, CONFIG_NAME, CONTEXT_KEY};
 #[derive(Debug, Args)]
 pub struct FsckArgs {
     /// The backing directory of the volume. Best checked unmounted: files that change
-    /// during the check may show as problems (fsck only reads, so a mounted volume is
-    /// safe).
+    /// during the check may show as problems (without `--repair` fsck only reads, so a
+    /// mounted volume is safe).
     pub backing: PathBuf,
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Repair what can be repaired safely (encrypted names): remove orphan side files,
+    /// their temp files and orphan long links; rename a long name whose side file is lost
+    /// or wrong to `lost-longname-<hash>` in its directory. Refused while the volume is
+    /// mounted; holds its mount lock meanwhile.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// How bad a problem is.
@@ -71,6 +82,9 @@ pub struct Problem {
     pub block: Option<u64>,
     /// What is wrong, for a human.
     pub message: String,
+    /// What `--repair` did about it (then it no longer counts as an error or warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
 }
 
 /// The whole report.
@@ -115,6 +129,7 @@ impl Report {
             path: path.to_owned(),
             block,
             message,
+            repaired: None,
         });
     }
 
@@ -150,7 +165,12 @@ struct Checker {
 pub fn run(kms_spec: Option<&str>, a: FsckArgs) -> anyhow::Result<i32> {
     let kms =
         kms_core::connect(kms_spec).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))?;
-    let report = check(kms, kms_spec, &a.backing)?;
+    let _lock = if a.repair {
+        Some(volume::lock_unmounted(&a.backing)?)
+    } else {
+        None
+    };
+    let report = check_and_repair(kms, kms_spec, &a.backing, a.repair)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -164,7 +184,10 @@ pub fn run(kms_spec: Option<&str>, a: FsckArgs) -> anyhow::Result<i32> {
                 None if p.path.is_empty() => "volume".to_owned(),
                 None => p.path.clone(),
             };
-            println!("{sev}: {at}: {} ({})", p.message, p.kind);
+            match &p.repaired {
+                Some(r) => println!("repaired: {at}: {} ({}): {r}", p.message, p.kind),
+                None => println!("{sev}: {at}: {} ({})", p.message, p.kind),
+            }
         }
         println!(
             "kmsfs fsck: volume {}: {} files, {} blocks verified ({} bytes), {} holes, {} DEKs; {} errors, {} warnings",
@@ -184,6 +207,19 @@ pub fn run(kms_spec: Option<&str>, a: FsckArgs) -> anyhow::Result<i32> {
 /// Checks the volume at `backing`. `Err` only when it cannot be checked at all (no
 /// config, no KMS); every finding is in the report.
 pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyhow::Result<Report> {
+    check_and_repair(kms, kms_spec, backing, false)
+}
+
+/// [`check`], and with `repair` (the caller holds the volume's mount lock), the repairs
+/// of `--repair`, each noted in its problem.
+fn check_and_repair(
+    kms: Arc<dyn Kms>,
+    kms_spec: Option<&str>,
+    backing: &Path,
+    repair: bool,
+) -> anyhow::Result<Report> {
+    // Mounted before or after the walk: what looks orphaned may be in use.
+    let mounted_before = !repair && volume::is_mounted(backing);
     let conf = backing.join(CONFIG_NAME);
     let bytes = std::fs::read(&conf).with_context(|| {
         format!(
@@ -251,23 +287,141 @@ pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyho
         report,
     };
     let names = c.cfg.name_key(&config_dek);
-    walk_volume(backing, names.as_ref(), &mut |w| match w {
+    let mut fixes = Vec::new();
+    let complete = walk_volume(backing, names.as_ref(), &mut |w| match w {
         Walked::File { path, rel } => c.file(path, rel),
         Walked::Error { rel, message } => c.report.add(Severity::Error, "io", rel, None, message),
         Walked::Name {
             rel,
             message,
             error,
+            fix,
         } => {
             let sev = if error {
                 Severity::Error
             } else {
                 Severity::Warning
             };
-            c.report.add(sev, "name", rel, None, message)
+            c.report.add(sev, "name", rel, None, message);
+            if let Some(f) = fix {
+                fixes.push((c.report.problems.len() - 1, f));
+            }
         }
     });
+    let mounted = !repair && (mounted_before || volume::is_mounted(backing));
+    let cmd = format!("kmsfs fsck --repair {}", backing.display());
+    for (i, fix) in fixes {
+        let p = &mut c.report.problems[i];
+        let sure = complete && !mounted;
+        if matches!(fix, Fix::RemoveOrphanLink(_)) && !sure {
+            let why = if mounted {
+                "the volume is mounted"
+            } else {
+                "not every directory could be read"
+            };
+            p.message += &format!(
+                "; not known to be an orphan ({why}): keep it, and run `{cmd}` on the \
+                 unmounted volume, which removes it only after a complete walk"
+            );
+            continue;
+        }
+        if !repair {
+            p.message += &format!("; `{cmd}` {}", fix.what());
+            continue;
+        }
+        match fix.apply(names.as_ref()) {
+            Ok(done) => {
+                p.repaired = Some(done);
+                match p.severity {
+                    Severity::Error => c.report.errors -= 1,
+                    Severity::Warning => c.report.warnings -= 1,
+                }
+            }
+            Err(e) => p.message += &format!("; cannot repair: {e}"),
+        }
+    }
     Ok(c.report)
+}
+
+/// A repair `--repair` can make of a problem the walk found.
+#[derive(Debug)]
+pub enum Fix {
+    /// An orphan side file of a long name, or a side file's temp file: removed.
+    RemoveSide(PathBuf),
+    /// A long link's side file that no symlink names: removed, only after a complete walk
+    /// of an unmounted volume.
+    RemoveOrphanLink(PathBuf),
+    /// A long name (entry `entry` in directory `dir`, whose IV is `iv`) whose side file is
+    /// lost or not its own: renamed to `lost-longname-<hash>` (the mount shows it), and
+    /// the bad side file removed.
+    Quarantine {
+        /// The backing directory.
+        dir: PathBuf,
+        /// The long name's entry.
+        entry: OsString,
+        /// The directory's IV.
+        iv: names::DirIv,
+    },
+}
+
+impl Fix {
+    /// What the repair would do, for the report.
+    fn what(&self) -> &'static str {
+        match self {
+            Fix::RemoveSide(_) | Fix::RemoveOrphanLink(_) => "removes it",
+            Fix::Quarantine { .. } => {
+                "renames it to lost-longname-<hash> in its directory (content kept), \
+                 where the mount shows it"
+            }
+        }
+    }
+
+    fn apply(&self, k: Option<&names::NameKey>) -> anyhow::Result<String> {
+        match self {
+            Fix::RemoveSide(p) | Fix::RemoveOrphanLink(p) => {
+                std::fs::remove_file(p)?;
+                sync_parent(p)?;
+                Ok("removed".into())
+            }
+            Fix::Quarantine { dir, entry, iv } => {
+                let k = k.context("no name key")?;
+                let d = File::open(dir)?;
+                let e = entry.to_string_lossy();
+                let hash = e
+                    .get(names::LONG_NAME_PREFIX.len()..names::LONG_NAME_PREFIX.len() + 12)
+                    .context("not a long name")?;
+                for n in 0..100 {
+                    let plain = match n {
+                        0 => format!("lost-longname-{hash}"),
+                        n => format!("lost-longname-{hash}-{n}"),
+                    };
+                    let stored = k
+                        .encrypt_name(iv, std::ffi::OsStr::new(&plain))
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    match sys::renameat2(
+                        d.as_raw_fd(),
+                        entry,
+                        d.as_raw_fd(),
+                        &stored.entry,
+                        libc::RENAME_NOREPLACE,
+                    ) {
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                        Err(e) => return Err(e.into()),
+                        Ok(()) => {}
+                    }
+                    names::remove_side_name(d.as_raw_fd(), entry)?;
+                    names::sync_dir(d.as_raw_fd())?;
+                    return Ok(format!("renamed to {plain} in its directory"));
+                }
+                anyhow::bail!("no free lost-longname-* name")
+            }
+        }
+    }
+}
+
+/// fsync of the directory holding `p`.
+fn sync_parent(p: &Path) -> std::io::Result<()> {
+    File::open(p.parent().unwrap_or(Path::new("/")))?.sync_all()
 }
 
 /// What [`walk_volume`] found.
@@ -292,6 +446,8 @@ pub enum Walked<'a> {
         message: String,
         /// An entry the mount cannot name or read (rather than a stray name or an orphan).
         error: bool,
+        /// What `kmsfs fsck --repair` can do about it.
+        fix: Option<Fix>,
     },
     /// A directory that cannot be listed or an entry that cannot be stat'ed.
     Error {
@@ -307,39 +463,45 @@ pub enum Walked<'a> {
 /// temp file, the rewrap lock: what the mount hides), never follows symlinks.
 /// With `names` (a volume with encrypted names), skips each directory's IV file and
 /// names paths as the mount does. Shared by `kmsfs fsck` and `kmsfs rewrap`.
+///
+/// Returns whether the walk was complete: every directory listed, every entry stat'ed
+/// and every symlink read (else a long link's file may be named by a symlink not seen).
 pub fn walk_volume(
     backing: &Path,
     names: Option<&names::NameKey>,
     visit: &mut dyn FnMut(Walked<'_>),
-) {
+) -> bool {
     let mut w = Walk {
         backing,
         names,
         seen: HashSet::new(),
         links: HashSet::new(),
+        complete: true,
     };
     walk_dir(backing, Path::new(""), &mut w, visit);
     // Long links' side files no symlink names.
     let Some(k) = names.filter(|k| k.long_names()) else {
-        return;
+        return w.complete;
     };
     let mut sides: Vec<_> = match std::fs::read_dir(backing) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .filter(|n| k.kind_of(n) == names::EntryKind::LinkSide)
             .collect(),
-        Err(_) => return,
+        Err(_) => return false,
     };
     sides.sort();
     for n in sides.into_iter().filter(|n| !w.links.contains(n)) {
         visit(Walked::Name {
             rel: &n.to_string_lossy(),
             message: "side file of a long symlink target that no symlink names (an orphan a \
-                      crash left; safe to delete)"
+                      crash left)"
                 .into(),
             error: false,
+            fix: Some(Fix::RemoveOrphanLink(backing.join(&n))),
         });
     }
+    w.complete
 }
 
 /// The state of one [`walk_volume`].
@@ -350,13 +512,22 @@ struct Walk<'a> {
     seen: HashSet<(u64, u64)>,
     /// The long links symlinks name (their side files at the root).
     links: HashSet<OsString>,
+    /// Every directory listed, every entry stat'ed, every symlink read.
+    complete: bool,
 }
 
 fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'_>)) {
     let names = w.names;
     let mut entries: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+        Ok(rd) => {
+            let all: Vec<_> = rd.collect();
+            if all.iter().any(|e| e.is_err()) {
+                w.complete = false;
+            }
+            all.into_iter().filter_map(|e| e.ok()).collect()
+        }
         Err(e) => {
+            w.complete = false;
             visit(Walked::Error {
                 rel: &rel.to_string_lossy(),
                 message: format!("cannot list directory: {e}"),
@@ -375,14 +546,21 @@ fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'
             Some(names::EntryKind::DirIv) => true,
             Some(names::EntryKind::LinkSide) => top,
             Some(names::EntryKind::Side(entry)) => {
-                if !all.contains(entry) {
+                let temp = !name.as_bytes().ends_with(names::SIDE_SUFFIX.as_bytes());
+                let message = if !all.contains(entry) {
+                    Some("side file of a long name whose entry is gone (an orphan a crash left)")
+                } else if temp {
+                    Some("temp file of a long name's side file (a crash left it, or a write in progress)")
+                } else {
+                    None
+                };
+                if let Some(message) = message {
                     let r = rel.join(&name);
                     visit(Walked::Name {
                         rel: &r.to_string_lossy(),
-                        message: "side file of a long name whose entry is gone (an orphan a \
-                                  crash left; safe to delete)"
-                            .into(),
+                        message: message.into(),
                         error: false,
+                        fix: Some(Fix::RemoveSide(dir.join(&name))),
                     });
                 }
                 true
@@ -409,6 +587,7 @@ fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'
                             names::DIRIV_NAME
                         ),
                         error: true,
+                        fix: None,
                     });
                 }
                 None
@@ -427,12 +606,21 @@ fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'
                 let r = rel.join(&name);
                 let (message, error) = match bad {
                     names::BadName::DoesNotDecrypt => ("name does not decrypt (not of this volume, or changed): the mount does not show it".to_string(), false),
-                    bad => (format!("{bad}: the mount does not show it, and a lookup of its name answers EIO"), true),
+                    bad => (format!("{bad}: the mount does not show it (a lookup of its name writes the side file again; a read-only mount answers EIO)"), true),
+                };
+                let fix = match iv {
+                    Some((_, iv)) if error => Some(Fix::Quarantine {
+                        dir: dir.to_path_buf(),
+                        entry: name.clone(),
+                        iv,
+                    }),
+                    _ => None,
                 };
                 visit(Walked::Name {
                     rel: &r.to_string_lossy(),
                     message,
                     error,
+                    fix,
                 });
                 r
             }
@@ -448,10 +636,13 @@ fn walk_dir(dir: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(Walked<'
             Ok(_) => {}
             // Deleted since the directory was listed (a mounted volume).
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => visit(Walked::Error {
-                rel: &r.to_string_lossy(),
-                message: format!("cannot stat: {err}"),
-            }),
+            Err(err) => {
+                w.complete = false;
+                visit(Walked::Error {
+                    rel: &r.to_string_lossy(),
+                    message: format!("cannot stat: {err}"),
+                })
+            }
         }
     }
 }
@@ -462,8 +653,13 @@ fn check_long_link(path: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(
     let Some(k) = w.names.filter(|k| k.long_names()) else {
         return;
     };
-    let Ok(t) = std::fs::read_link(path) else {
-        return;
+    let t = match std::fs::read_link(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(_) => {
+            w.complete = false;
+            return;
+        }
     };
     let t = t.into_os_string();
     if !k.is_long_link(t.as_bytes()) {
@@ -487,6 +683,7 @@ fn check_long_link(path: &Path, rel: &Path, w: &mut Walk, visit: &mut dyn FnMut(
                 t.to_string_lossy()
             ),
             error: true,
+            fix: None,
         });
     }
 }

@@ -416,6 +416,26 @@ fn lock_backing(backing: &Path, shared: bool) -> anyhow::Result<File> {
     Ok(d)
 }
 
+/// The one-mount lock of `backing`, for `kmsfs fsck --repair`: held while it changes the
+/// volume, so that no daemon mounts it meanwhile; an error if one has it mounted.
+pub fn lock_unmounted(backing: &Path) -> anyhow::Result<File> {
+    lock_backing(backing, false)
+}
+
+/// Whether a kmsfs daemon (with or without shared storage) has `backing` mounted now:
+/// one holds its one-mount lock.
+pub fn is_mounted(backing: &Path) -> bool {
+    let Ok(d) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(backing)
+    else {
+        return false;
+    };
+    // SAFETY: flock on an fd we own; closing it drops the lock.
+    unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
 fn read_config_bytes(f: &File) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 * 1024 + 1), &mut bytes)?;

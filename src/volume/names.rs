@@ -27,8 +27,9 @@
 //!   fsynced and renamed into place, and the directory fsynced, before the entry is made;
 //!   it goes after the entry. Its content must hash to the entry's name, be longer than
 //!   255 bytes (a name that fits is always stored as itself, so one name has one stored
-//!   form) and open under the directory's IV; else the entry is not listed and looking it
-//!   up answers EIO;
+//!   form) and open under the directory's IV; else the entry is not listed, and looking
+//!   it up by name writes the side file again (the entry's name, a hash of the stored
+//!   name, proves it) or, on a read-only mount, answers EIO;
 //! - a stored target that the backing fs does not take as a symlink's target is kept in a
 //!   side file at the backing root, [`long_link_of`] (`kmsfs.longlink.<base64url(SHA-256(
 //!   stored target))>`), written and fsynced (file and root) before the symlink, whose
@@ -43,7 +44,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::io::OwnedFd;
 
@@ -81,7 +82,8 @@ pub const MAX_TARGET: usize = 4095;
 pub const LONG_NAME_PREFIX: &str = "kmsfs.longname.";
 /// Suffix of a long name's side file (after the entry's name).
 pub const SIDE_SUFFIX: &str = ".name";
-/// Suffix of a side file's temp file while it is written (after the side file's name).
+/// Suffix of a side file's temp file while it is written (after the side file's name,
+/// followed by `.` and 16 random hex digits).
 pub const TEMP_SUFFIX: &str = ".tmp";
 /// Prefix of a long link: the backing target of the symlink, and its side file's name at
 /// the backing root.
@@ -137,7 +139,7 @@ pub struct StoredName {
 /// What an entry of a backing directory is, on a volume with encrypted names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind<'a> {
-    /// The directory's IV ([`DIRIV_NAME`]).
+    /// The directory's IV ([`DIRIV_NAME`]), or a temp file of one being written.
     DirIv,
     /// A stored name (or anything else that is not one of the kinds below: it opens or not).
     Name,
@@ -249,7 +251,7 @@ impl NameKey {
     /// with [`FEATURE_LONG`]; without it they are names that do not decrypt.
     pub fn kind_of<'a>(&self, entry: &'a OsStr) -> EntryKind<'a> {
         let b = entry.as_bytes();
-        if b == DIRIV_NAME.as_bytes() {
+        if b == DIRIV_NAME.as_bytes() || is_diriv_temp(entry) {
             return EntryKind::DirIv;
         }
         if !self.long {
@@ -263,9 +265,7 @@ impl NameKey {
             if rest.is_empty() {
                 return EntryKind::Long;
             }
-            let side = SIDE_SUFFIX.as_bytes();
-            let temp = [side, TEMP_SUFFIX.as_bytes()].concat();
-            if rest == side || rest == temp.as_slice() {
+            if rest == SIDE_SUFFIX.as_bytes() || is_side_temp(rest) {
                 return EntryKind::Side(OsStr::from_bytes(&b[..LONG_REF_LEN]));
             }
         }
@@ -319,6 +319,21 @@ impl NameKey {
     }
 }
 
+/// Whether `rest` (what follows a long name's entry) names a temp file of its side file:
+/// `.name.tmp` (before temp names were unique) or `.name.tmp.` and 16 hex digits.
+fn is_side_temp(rest: &[u8]) -> bool {
+    let Some(t) = rest.strip_prefix(SIDE_SUFFIX.as_bytes()) else {
+        return false;
+    };
+    let Some(t) = t.strip_prefix(TEMP_SUFFIX.as_bytes()) else {
+        return false;
+    };
+    match t.strip_prefix(b".") {
+        None => t.is_empty(),
+        Some(hex) => hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit),
+    }
+}
+
 /// `prefix ‖ base64url(SHA-256(full))`.
 fn hashed(prefix: &str, full: &OsStr) -> OsString {
     let h = B64URL.encode(aead::sha256(full.as_bytes()));
@@ -357,21 +372,18 @@ fn eio() -> std::io::Error {
     std::io::Error::from_raw_os_error(libc::EIO)
 }
 
-/// Reads `name` in directory `dir`: a regular file of at most `max` bytes (opened
-/// non-blocking and without following a symlink: a FIFO or a symlink there is EIO).
+/// Reads `name` in directory `dir`: a regular file of at most `max` bytes. Its type is
+/// checked before it is opened for reading (an `O_PATH` fd, not following a symlink,
+/// then reopened), so a FIFO, a device node or a symlink put there is EIO and never
+/// opened.
 fn read_small(dir: RawFd, name: &OsStr, max: u64) -> std::io::Result<Vec<u8>> {
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    let f: File = sys::openat(dir, name, flags, 0)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => eio(),
-            _ => e,
-        })?
-        .into();
-    let md = f.metadata()?;
-    if !md.is_file() || md.len() > max {
+    let path = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let st = sys::fstat(path.as_raw_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > max {
         return Err(eio());
     }
-    let mut out = Vec::with_capacity(md.len() as usize);
+    let f = sys::reopen(path.as_raw_fd(), libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let mut out = Vec::with_capacity(st.st_size as usize);
     f.take(max + 1).read_to_end(&mut out).map_err(|_| eio())?;
     if out.len() as u64 > max {
         return Err(eio());
@@ -390,15 +402,25 @@ pub fn read_side_name(dir: RawFd, entry: &OsStr) -> std::io::Result<OsString> {
     Ok(full)
 }
 
-/// Makes `content` the file `name` in directory `dir` atomically: written to
-/// `<name>.tmp`, fsynced, renamed over `name`, and the directory fsynced. Mode 0400.
-fn replace_synced(dir: RawFd, name: &OsStr, content: &[u8]) -> std::io::Result<()> {
+/// A fresh temp name for `name`: `<name>.tmp.<16 random hex digits>`, so that writers
+/// of one file (two daemons in shared storage, two threads) never share one.
+fn temp_name(name: &OsStr) -> std::io::Result<OsString> {
+    let mut r = [0u8; 8];
+    aead::random(&mut r).map_err(|_| eio())?;
     let mut tmp = name.to_owned();
     tmp.push(TEMP_SUFFIX);
-    match sys::unlinkat(dir, &tmp, 0) {
-        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
-        _ => {}
+    tmp.push(".");
+    for b in r {
+        tmp.push(format!("{b:02x}"));
     }
+    Ok(tmp)
+}
+
+/// Makes `content` the file `name` in directory `dir` atomically: written to a temp file
+/// of its own ([`temp_name`]), fsynced, renamed over `name`, and the directory fsynced.
+/// Mode 0400.
+fn replace_synced(dir: RawFd, name: &OsStr, content: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_name(name)?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
     let mut f: File = sys::openat(dir, &tmp, flags, 0o400)?.into();
     let r = f
@@ -419,19 +441,18 @@ pub fn sync_dir(dir: RawFd) -> std::io::Result<()> {
 
 /// Gives long-name entry `entry` in directory `dir` its side file holding `full`, on
 /// disk (fsynced, the directory too) before the caller makes the entry. One already
-/// there with that content is kept (fsynced again, and the directory: its writer may have
-/// been cut short of the syncs); any other is replaced atomically.
+/// there with that content is kept as it is, without a sync (its writer synced it before
+/// renaming it into place); any other is replaced atomically.
 pub fn write_side_name(dir: RawFd, entry: &OsStr, full: &OsStr) -> std::io::Result<()> {
-    let side = side_name(entry);
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    if let Ok(fd) = sys::openat(dir, &side, flags, 0) {
-        let f = File::from(fd);
-        if read_side_name(dir, entry).ok().as_deref() == Some(full) {
-            f.sync_all()?;
-            return sync_dir(dir);
-        }
+    if side_name_is(dir, entry, full) {
+        return Ok(());
     }
-    replace_synced(dir, &side, full.as_bytes())
+    replace_synced(dir, &side_name(entry), full.as_bytes())
+}
+
+/// Whether the side file of long-name entry `entry` in directory `dir` holds `full`.
+pub fn side_name_is(dir: RawFd, entry: &OsStr, full: &OsStr) -> bool {
+    read_side_name(dir, entry).ok().as_deref() == Some(full)
 }
 
 /// Removes the side file of long-name entry `entry` in directory `dir` (none is fine).
@@ -491,28 +512,61 @@ pub fn create_diriv(dir: RawFd) -> std::io::Result<DirIv> {
     Ok(iv)
 }
 
-/// Writes `iv` as the IV of the backing directory `dir` (EEXIST if it has one).
+/// Writes `iv` as the IV of the backing directory `dir` (EEXIST if it has one). Atomic,
+/// also for other daemons on shared storage: written to a temp file of its own
+/// (`kmsfs.diriv.tmp.<16 hex>`), synced, then hard-linked as [`DIRIV_NAME`] (a link,
+/// unlike `rename`, never replaces one there, on NFS too), so no reader ever sees a
+/// partial IV and of two writers one wins.
 pub fn write_diriv(dir: RawFd, iv: &DirIv) -> std::io::Result<()> {
-    let name = OsStr::new(DIRIV_NAME);
+    let tmp = temp_name(OsStr::new(DIRIV_NAME))?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let mut f: File = sys::openat(dir, name, flags, 0o400)?.into();
+    let mut f: File = sys::openat(dir, &tmp, flags, 0o400)?.into();
     // Synced: names made under it may be fsynced before anything else syncs it.
-    if let Err(e) = f.write_all(iv).and_then(|_| f.sync_all()) {
-        let _ = sys::unlinkat(dir, name, 0);
-        return Err(e);
-    }
-    Ok(())
+    let r = f
+        .write_all(iv)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| sys::linkat_fd(f.as_raw_fd(), dir, OsStr::new(DIRIV_NAME)));
+    let _ = sys::unlinkat(dir, &tmp, 0);
+    r
+}
+
+/// Whether `name` is a temp file of a directory's IV being written ([`write_diriv`]).
+pub fn is_diriv_temp(name: &OsStr) -> bool {
+    name.as_bytes()
+        .strip_prefix(DIRIV_NAME.as_bytes())
+        .is_some_and(|rest| {
+            rest.strip_prefix(TEMP_SUFFIX.as_bytes())
+                .and_then(|t| t.strip_prefix(b"."))
+                .is_some_and(|hex| hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit))
+        })
 }
 
 /// The plaintext length of a symlink target stored in `stored_len` bytes (what `lstat`
 /// says of the link in the mount).
 pub fn target_len(stored_len: u64) -> u64 {
-    (stored_len * 3 / 4).saturating_sub((IV_LEN + TAG_LEN) as u64)
+    (stored_len / 4 * 3 + stored_len % 4 * 3 / 4).saturating_sub((IV_LEN + TAG_LEN) as u64)
 }
 
 /// A name a directory may hold: not empty, `.` or `..`, no `/` or NUL.
 fn valid_name(n: &[u8]) -> bool {
     !n.is_empty() && n != b"." && n != b".." && !n.iter().any(|&b| b == b'/' || b == 0)
+}
+
+/// With long names, when stored target `stored` is too long for any backing symlink
+/// (longer than [`MAX_TARGET`]): writes its long link's side file at the backing root
+/// `root` ([`write_long_link`]) and returns the long link, the target to give the
+/// symlink; else `None` ([`make_stored_symlink`] then decides).
+pub fn write_long_link_first(
+    root: RawFd,
+    k: &NameKey,
+    stored: &OsStr,
+) -> std::io::Result<Option<OsString>> {
+    if !k.long_names() || stored.len() <= MAX_TARGET {
+        return Ok(None);
+    }
+    let link = long_link_of(stored);
+    write_long_link(root, &link, stored)?;
+    Ok(Some(link))
 }
 
 /// Creates symlink `name` in backing directory `dir` (encrypted names, key `k`) whose
@@ -668,6 +722,9 @@ mod tests {
         let long = format!("kmsfs.longname.{h}");
         let cases = [
             ("kmsfs.diriv", EntryKind::DirIv),
+            ("kmsfs.diriv.tmp.00112233445566ff", EntryKind::DirIv),
+            ("kmsfs.diriv.tmp.00112233445566f", EntryKind::Name),
+            ("kmsfs.diriv.tmp", EntryKind::Name),
             (long.as_str(), EntryKind::Long),
             (&format!("{long}.name"), EntryKind::Side(OsStr::new(&long))),
             (
@@ -689,6 +746,13 @@ mod tests {
             ),
             (&format!("{long}.nam"), EntryKind::Name),
             (&format!("{long}.name.tmp2"), EntryKind::Name),
+            (
+                &format!("{long}.name.tmp.0123456789abcdef"),
+                EntryKind::Side(OsStr::new(&long)),
+            ),
+            (&format!("{long}.name.tmp.0123456789abcdeg"), EntryKind::Name),
+            (&format!("{long}.name.tmp.0123456789abcde"), EntryKind::Name),
+            (&format!("{long}.name.tmp."), EntryKind::Name),
             ("AAAA", EntryKind::Name),
         ];
         for (n, want) in cases {
@@ -749,6 +813,69 @@ mod tests {
         std::fs::remove_dir(&side).unwrap();
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn target_len_never_overflows() {
+        assert_eq!(target_len(u64::MAX), u64::MAX / 4 * 3 + 2 - 32);
+        assert_eq!(target_len(0), 0);
+        for n in 0..200u64 {
+            assert_eq!(target_len(n), (n * 3 / 4).saturating_sub(32), "{n}");
+        }
+    }
+
+    #[test]
+    fn side_files_of_fifos_and_devices_are_eio_and_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = File::open(dir.path()).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        let entry = long_name_of(OsStr::new(&"A".repeat(300)));
+        let side = dir.path().join(side_name(&entry));
+        let c = std::ffi::CString::new(side.as_os_str().as_bytes()).unwrap();
+        // A FIFO (an open for reading without O_NONBLOCK would hang), then, as root, a
+        // character device.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_side_name(fd, &entry).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        std::fs::remove_file(&side).unwrap();
+        let dev = libc::makedev(1, 3);
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, dev) } == 0 {
+            let e = read_side_name(fd, &entry).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        }
+    }
+
+    #[test]
+    fn concurrent_side_file_writers_never_share_a_temp_file() {
+        let k = key().with_long_names(true);
+        let dir = tempfile::tempdir().unwrap();
+        let d = File::open(dir.path()).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        let iv = [7u8; IV_LEN];
+        let s = k.encrypt_name(&iv, OsStr::new(&"w".repeat(240))).unwrap();
+        let full = s.long.clone().unwrap();
+        let other = k.encrypt_name(&iv, OsStr::new(&"v".repeat(240))).unwrap();
+        let wrong = other.long.unwrap();
+        // Two writers of one side file, each finding it wrong (another's content) and
+        // replacing it: with one shared temp name, one removes or renames the other's.
+        std::thread::scope(|sc| {
+            for t in 0..2 {
+                let (entry, full, wrong) = (&s.entry, &full, &wrong);
+                sc.spawn(move || {
+                    for i in 0..200 {
+                        let c = if (i + t) % 2 == 0 { full } else { wrong };
+                        replace_synced(fd, &side_name(entry), c.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        write_side_name(fd, &s.entry, &full).unwrap();
+        assert_eq!(k.read_name(&iv, fd, &s.entry).unwrap(), OsStr::new(&"w".repeat(240)));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![side_name(&s.entry)], "no temp file stays");
     }
 
     #[test]

@@ -52,7 +52,10 @@ def main():
                 continue
             if long_ok and stored.startswith(b"kmsfs.longname.") and not LONG_NAME.fullmatch(stored):
                 side_of = stored[:58]
-                if LONG_NAME.fullmatch(side_of) and stored[58:] in (b".name", b".name.tmp"):
+                rest = stored[58:]
+                if LONG_NAME.fullmatch(side_of) and (
+                    rest in (b".name", b".name.tmp") or re.fullmatch(rb"\.name\.tmp\.[0-9a-f]{16}", rest)
+                ):
                     if side_of not in entries:
                         fail("orphan side file %r in %r" % (stored, dir_b))
                     continue
