@@ -175,16 +175,49 @@ fn the_states_a_crash_leaves_an_append_in() {
     fs::write(m.b("killed"), &killed).unwrap();
     // Power cut that kept the re-seal only: old length, new block 2.
     fs::write(m.b("cut"), &new[..b2.end]).unwrap();
+    // Power cut that kept the new length only: the new blocks read as zeros (holes), and
+    // the old block 2, still sealed as last.
+    fs::write(m.b("lost"), &killed[..b2.end]).unwrap();
+    File::options()
+        .write(true)
+        .open(m.b("lost"))
+        .unwrap()
+        .set_len(killed.len() as u64)
+        .unwrap();
     let whole: Vec<u8> = [before.clone(), more].concat();
     assert_eq!(fs::read(m.p("killed")).unwrap(), whole);
     let r = fs::read(m.p("cut")).map(|v| v.len());
     assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
     let out = fsmount::run_fsck(&m.kms, &m.backing, &["--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let problems = v["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 1, "{v:#}");
+    let mut problems = v["problems"].as_array().unwrap().clone();
+    problems.sort_by_key(|p| p["path"].as_str().unwrap().to_owned());
+    assert_eq!(problems.len(), 2, "{v:#}");
+    assert_eq!(problems[1]["path"], "lost");
+    assert_eq!(problems[1]["kind"], "hole-at-end");
+    assert_eq!(problems[1]["block"], 4);
     assert_eq!(problems[0]["path"], "cut");
     assert_eq!(problems[0]["kind"], "not-final");
     assert_eq!(problems[0]["block"], 2);
     assert!(problems[0]["message"].as_str().unwrap().contains("intact"));
+    // Keeping the file as the crash left it: refused while mounted, then done unmounted.
+    let out = fsmount::run_fsck(&m.kms, &m.backing, &["--accept-ends"]);
+    assert_ne!(out.status.code(), Some(0), "--accept-ends on a mounted volume");
+    assert!(fs::read(m.p("cut")).is_err(), "nothing changed");
+    let mut m = m;
+    m.unmount();
+    let out = fsmount::run_fsck(&m.kms, &m.backing, &["--accept-ends"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("repaired: cut block 2"), "{text}");
+    assert!(text.contains("repaired: lost block 4"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&fsmount::run_fsck(&m.kms, &m.backing, &["--json"]).stdout).unwrap();
+    assert_eq!(v["errors"], 0, "{v:#}");
+    m.mount(&[]).unwrap();
+    assert_eq!(fs::read(m.p("cut")).unwrap(), before, "the data up to the cut, intact");
+    assert_eq!(fs::read(m.p("killed")).unwrap(), whole);
+    let mut zeros = before.clone();
+    zeros.resize(whole.len(), 0);
+    assert_eq!(fs::read(m.p("lost")).unwrap(), zeros);
 }

@@ -53,6 +53,13 @@ pub struct FsckArgs {
     /// mounted; holds its mount lock meanwhile.
     #[arg(long)]
     pub repair: bool,
+    /// Keep files that end where a crash left them: a file whose last block is sealed as
+    /// not last (`not-final`) or is a hole (`hole-at-end`) gets that block re-sealed as its
+    /// last, so it reads again as it is on disk. Only when you know no one cut the file
+    /// (a power cut interrupted writes to it): the check cannot tell a crash from a cut.
+    /// Refused while the volume is mounted; holds its mount lock meanwhile.
+    #[arg(long)]
+    pub accept_ends: bool,
 }
 
 /// How bad a problem is.
@@ -159,18 +166,20 @@ struct Checker {
     /// Wrapped DEK → its plaintext, or why the KMS refused it (each asked once).
     deks: HashMap<Vec<u8>, DekResult>,
     report: Report,
+    /// `--accept-ends`: re-seal the last block of a file that ends where a crash left it.
+    accept_ends: bool,
 }
 
 /// Runs `kmsfs fsck`.
 pub fn run(kms_spec: Option<&str>, a: FsckArgs) -> anyhow::Result<i32> {
     let kms =
         kms_core::connect(kms_spec).map_err(|e| anyhow::anyhow!("cannot open the KMS: {e}"))?;
-    let _lock = if a.repair {
+    let _lock = if a.repair || a.accept_ends {
         Some(volume::lock_unmounted(&a.backing)?)
     } else {
         None
     };
-    let report = check_and_repair(kms, kms_spec, &a.backing, a.repair)?;
+    let report = check_and_repair(kms, kms_spec, &a.backing, a.repair, a.accept_ends)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -207,16 +216,18 @@ pub fn run(kms_spec: Option<&str>, a: FsckArgs) -> anyhow::Result<i32> {
 /// Checks the volume at `backing`. `Err` only when it cannot be checked at all (no
 /// config, no KMS); every finding is in the report.
 pub fn check(kms: Arc<dyn Kms>, kms_spec: Option<&str>, backing: &Path) -> anyhow::Result<Report> {
-    check_and_repair(kms, kms_spec, backing, false)
+    check_and_repair(kms, kms_spec, backing, false, false)
 }
 
 /// [`check`], and with `repair` (the caller holds the volume's mount lock), the repairs
-/// of `--repair`, each noted in its problem.
+/// of `--repair`, and with `accept_ends` those of `--accept-ends`, each noted in its
+/// problem.
 fn check_and_repair(
     kms: Arc<dyn Kms>,
     kms_spec: Option<&str>,
     backing: &Path,
     repair: bool,
+    accept_ends: bool,
 ) -> anyhow::Result<Report> {
     // Mounted before or after the walk: what looks orphaned may be in use.
     let mounted_before = !repair && volume::is_mounted(backing);
@@ -285,6 +296,7 @@ fn check_and_repair(
         cfg,
         deks: HashMap::new(),
         report,
+        accept_ends,
     };
     let names = c.cfg.name_key(&config_dek);
     let mut fixes = Vec::new();
@@ -823,7 +835,57 @@ impl Checker {
         };
         let key = ContentKey::derive(&dek, header.file_id, self.geo.block_size)
             .with_final_flag(self.cfg.final_flag());
+        let found = self.report.problems.len();
         self.blocks(&f, &key, len, rel);
+        if self.accept_ends {
+            self.accept_end(path, &key, len, found);
+        }
+    }
+
+    /// `--accept-ends` for the file at `path`: its last block, if `blocks` found it
+    /// `not-final` or `hole-at-end` (problems from index `found` on), re-sealed as last.
+    fn accept_end(&mut self, path: &Path, key: &ContentKey, len: u64, found: usize) {
+        let Some(i) = (found..self.report.problems.len())
+            .find(|&i| matches!(self.report.problems[i].kind, "not-final" | "hole-at-end"))
+        else {
+            return;
+        };
+        let Some(b) = self.report.problems[i].block else {
+            return;
+        };
+        let r = (|| -> anyhow::Result<()> {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)?;
+            anyhow::ensure!(f.metadata()?.len() == len, "the file changed");
+            let off = self.geo.block_offset(BlockNo(b)).context("offset")?;
+            let mut stored = vec![0u8; len.saturating_sub(off) as usize];
+            f.read_exact_at(&mut stored, off)?;
+            let mut plain = Vec::new();
+            if stored.iter().all(|&x| x == 0) {
+                plain.resize(stored.len().saturating_sub(format::BLOCK_OVERHEAD as usize), 0);
+            } else {
+                key.open_block(BlockNo(b), false, &stored, &mut plain)
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            anyhow::ensure!(!plain.is_empty(), "a torn block");
+            let mut sealed = Vec::with_capacity(stored.len());
+            key.seal_block(BlockNo(b), true, &plain, &mut sealed)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            f.write_all_at(&sealed, off)?;
+            f.sync_all()?;
+            Ok(())
+        })();
+        let p = &mut self.report.problems[i];
+        match r {
+            Ok(()) => {
+                p.repaired = Some("its last block re-sealed as last: the file reads as it is".into());
+                self.report.errors -= 1;
+            }
+            Err(e) => p.message += &format!("; cannot accept the end: {e}"),
+        }
     }
 
     fn blocks(&mut self, f: &File, key: &ContentKey, len: u64, rel: &str) {
@@ -852,7 +914,8 @@ impl Checker {
                 Some(lb),
                 "the file ends in a hole, which a volume with the final-block flag never writes: \
                  cut at a block boundary and padded with zeros (tampering), or the data of an \
-                 append a power cut lost; the blocks before it are intact"
+                 append a power cut lost; the blocks before it are intact \
+                 (`kmsfs fsck --accept-ends` seals it as a last block of zeros, if no one cut the file)"
                     .into(),
             );
         };
@@ -930,7 +993,8 @@ impl Checker {
                         "the file ends at a block that authenticates as one that is not last: \
                          cut at a block boundary (tampering), or a crash interrupted an append \
                          or a truncate (a false alarm then: its data is intact); reads of this \
-                         block fail until the file is truncated below it or rewritten"
+                         block fail until the file is truncated below it or rewritten, or until \
+                         `kmsfs fsck --accept-ends` re-seals it as last (if no one cut the file)"
                             .into(),
                     ),
                     Err(BlockFault::HoleAtEnd) => hole_at_end(&mut self.report),
