@@ -42,7 +42,7 @@ use kms_core::{CallContext, EncryptionContext, Kms};
 use serde::Serialize;
 
 use crate::format::{self, FileHeader};
-use crate::tools::fsck::{walk_volume, Walked};
+use crate::tools::walk::{walk_volume, Walked};
 use crate::volume::{self, CONTEXT_KEY};
 
 /// `kmsfs rewrap BACKING`.
