@@ -4,7 +4,7 @@
 //! its own module of the `kmsfs` library (src/lib.rs).
 
 use clap::{CommandFactory, Parser, Subcommand};
-use kmsfs::cli::{fs as fs_cli, kms as kms_cli, mount_helper};
+use kmsfs::cli::{fs as fs_cli, kms as kms_cli, mount, mount_helper};
 use kmsfs::tools::{encrypt, fsck, rewrap};
 
 /// Transparent file encryption with envelope encryption and a KMS.
@@ -27,7 +27,7 @@ enum Command {
     Init(fs_cli::InitArgs),
     /// Mount the volume BACKING on MOUNTPOINT (initialising BACKING if it is new).
     #[command(after_help = EX_MOUNT)]
-    Mount(fs_cli::MountArgs),
+    Mount(mount::MountArgs),
     /// Unmount MOUNTPOINT, waiting for the daemon to flush and exit.
     #[command(after_help = EX_UMOUNT)]
     Umount(fs_cli::UmountArgs),
@@ -191,7 +191,7 @@ fn helper_main(args: &[std::ffi::OsString]) -> i32 {
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Init(a) => fs_cli::init(cli.kms.as_deref(), a),
-        Command::Mount(a) => fs_cli::mount(cli.kms.as_deref(), a),
+        Command::Mount(a) => mount::mount(cli.kms.as_deref(), a),
         Command::Umount(a) => fs_cli::umount(a),
         Command::Stats(a) => fs_cli::stats(a),
         Command::Fsck(a) => fsck::run(cli.kms.as_deref(), a),

@@ -6,5 +6,6 @@ pub mod audit;
 pub mod fs;
 pub mod kms;
 pub mod migrate;
+pub mod mount;
 pub mod mount_helper;
 pub mod serve;
