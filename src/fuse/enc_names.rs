@@ -310,6 +310,29 @@ impl KmsFs {
         }
     }
 
+    /// Makes the entry `b` in backing directory `dir`, the way every new name is made: a
+    /// long name's side file written and synced before any lock is taken
+    /// ([`Self::put_side`]); under the name and namespace locks, the side file still there
+    /// ([`Self::keep_side`]), `make` (on failure the side file goes again, unless an entry
+    /// has the name), the side file checked again in shared storage, then `then` with what
+    /// `make` made, still under the locks (the inode bookkeeping it does is ordered
+    /// against renames and unlinks).
+    pub(super) fn make_entry<M, T>(
+        &self,
+        dir: RawFd,
+        b: &Backing,
+        make: impl FnOnce() -> FsResult<M>,
+        then: impl FnOnce(M) -> FsResult<T>,
+    ) -> FsResult<T> {
+        self.put_side(dir, b)?;
+        let _g = self.names_lock.read_recursive();
+        let _ns = self.fds.ns_shared();
+        self.keep_side(dir, b)?;
+        let made = make().inspect_err(|_| self.drop_side_if_unused(dir, b))?;
+        self.recheck_side(dir, b)?;
+        then(made)
+    }
+
     /// In shared storage, after the entry of long name `b` was made in `dir`: another
     /// daemon's unlink or rename of the same name may have removed its side file between
     /// [`Self::keep_side`] and the entry; then it is written again.

@@ -173,34 +173,27 @@ impl KmsFs {
         let bname = self.backing_name(&p, name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        // A long name's side file is written and synced before any lock is taken.
-        self.put_side(pdir.raw(), &bname)?;
-        let _g = self.names_lock.read_recursive();
-        let _ns = self.fds.ns_shared();
-        self.keep_side(pdir.raw(), &bname)?;
-        let fd = make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid).map_err(|e| {
-            self.drop_side_if_unused(pdir.raw(), &bname);
-            FsError::from(e)
-        })?;
-        self.recheck_side(pdir.raw(), &bname)?;
-        self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
-        let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
-            match self.new_dir_iv(fd.as_raw_fd()) {
-                Ok(iv) => iv,
-                Err(e) => {
-                    let _ = sys::unlinkat(pdir.raw(), &bname, libc::AT_REMOVEDIR);
-                    self.drop_side_if_unused(pdir.raw(), &bname);
-                    return Err(e);
+        let make = || Ok(make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid)?);
+        self.make_entry(pdir.raw(), &bname, make, |fd| {
+            self.undo_inherited_acl(pdir.raw(), fd.as_raw_fd(), mode)?;
+            let iv = if mode & libc::S_IFMT == libc::S_IFDIR {
+                match self.new_dir_iv(fd.as_raw_fd()) {
+                    Ok(iv) => iv,
+                    Err(e) => {
+                        let _ = sys::unlinkat(pdir.raw(), &bname, libc::AT_REMOVEDIR);
+                        self.drop_side_if_unused(pdir.raw(), &bname);
+                        return Err(e);
+                    }
                 }
+            } else {
+                None
+            };
+            let (inode, st) = self.remember(fd, &p, &bname)?;
+            if let Some(iv) = iv {
+                let _ = inode.diriv.set(iv);
             }
-        } else {
-            None
-        };
-        let (inode, st) = self.remember(fd, &p, &bname)?;
-        if let Some(iv) = iv {
-            let _ = inode.diriv.set(iv);
-        }
-        Ok(self.attr_at(&inode, &st))
+            Ok(self.attr_at(&inode, &st))
+        })
     }
 
     pub(super) fn do_opendir(&self, ino: INodeNo) -> FsResult<u64> {
@@ -437,18 +430,12 @@ impl KmsFs {
         let np = self.inode(newparent)?;
         let newname = self.backing_name(&np, newname)?;
         let (fd, npfd) = (self.fd_of(&inode)?, self.fd_of(&np)?);
-        self.put_side(npfd.raw(), &newname)?;
-        let _g = self.names_lock.read_recursive();
-        let _ns = self.fds.ns_shared();
-        self.keep_side(npfd.raw(), &newname)?;
-        if let Err(e) = sys::linkat_fd(fd.raw(), npfd.raw(), &newname) {
-            self.drop_side_if_unused(npfd.raw(), &newname);
-            return Err(e.into());
-        }
-        self.recheck_side(npfd.raw(), &newname)?;
-        inode.add_name(&np, &newname);
-        inode.lookups.fetch_add(1, Ordering::Relaxed);
-        self.getattr_ino(&inode)
+        let make = || Ok(sys::linkat_fd(fd.raw(), npfd.raw(), &newname)?);
+        self.make_entry(npfd.raw(), &newname, make, |()| {
+            inode.add_name(&np, &newname);
+            inode.lookups.fetch_add(1, Ordering::Relaxed);
+            self.getattr_ino(&inode)
+        })
     }
 
     pub(super) fn do_symlink(

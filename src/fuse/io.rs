@@ -195,33 +195,29 @@ impl KmsFs {
         let name = &*bname;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
-        // A long name's side file is written and synced before any lock is taken.
-        self.put_side(pdir.raw(), &bname)?;
-        let _g = self.names_lock.read_recursive();
-        let _ns = self.fds.ns_shared();
-        self.keep_side(pdir.raw(), &bname)?;
-        let file: File = match create_file(pdir.raw(), name, mode, uid, gid) {
-            Ok(f) => {
-                self.undo_inherited_acl(pdir.raw(), f.as_raw_fd(), mode)?;
-                f
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into()
-            }
-            Err(e) => {
-                self.drop_side_if_unused(pdir.raw(), &bname);
-                return Err(e.into());
+        // Made here, or (without O_EXCL) opened when it exists.
+        let make = || -> FsResult<(File, bool)> {
+            match create_file(pdir.raw(), name, mode, uid, gid) {
+                Ok(f) => Ok((f, true)),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                    Ok((sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into(), false))
+                }
+                Err(e) => Err(e.into()),
             }
         };
-        self.recheck_side(pdir.raw(), &bname)?;
-        let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
-        let (inode, st) = self.remember(pfd, &p, name)?;
-        if flags & libc::O_TRUNC != 0 {
-            self.empty_file(&inode, &file)?;
-        }
-        let attr = self.attr_at(&inode, &st);
-        let fh = self.new_handle(inode, HandleKind::File(file));
-        Ok((attr, fh))
+        self.make_entry(pdir.raw(), &bname, make, |(file, made)| {
+            if made {
+                self.undo_inherited_acl(pdir.raw(), file.as_raw_fd(), mode)?;
+            }
+            let pfd = sys::openat(pdir.raw(), name, libc::O_PATH, 0)?;
+            let (inode, st) = self.remember(pfd, &p, name)?;
+            if flags & libc::O_TRUNC != 0 {
+                self.empty_file(&inode, &file)?;
+            }
+            let attr = self.attr_at(&inode, &st);
+            let fh = self.new_handle(inode, HandleKind::File(file));
+            Ok((attr, fh))
+        })
     }
 
     pub(super) fn do_read(&self, fh: FileHandle, off: u64, size: u32) -> FsResult<Vec<u8>> {
