@@ -272,19 +272,17 @@ pub fn getxattr_fd(fd: RawFd, name: &OsStr, size: usize) -> io::Result<Vec<u8>> 
     let c = cstr(name)?;
     let mut buf = vec![0u8; size];
     // SAFETY: buf writable for size bytes (null when 0 is allowed: size 0 queries).
-    let n = unsafe {
-        libc::getxattr(
-            p.as_ptr(),
-            c.as_ptr(),
-            if size == 0 {
-                std::ptr::null_mut()
-            } else {
-                buf.as_mut_ptr().cast()
-            },
-            size,
-        )
-    };
+    let n = unsafe { libc::getxattr(p.as_ptr(), c.as_ptr(), out_ptr(&mut buf), size) };
     xattr_result(n, size, buf)
+}
+
+/// The out-buffer argument of getxattr/listxattr: null for a size query.
+fn out_ptr(buf: &mut [u8]) -> *mut libc::c_void {
+    if buf.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        buf.as_mut_ptr().cast()
+    }
 }
 
 /// The result of a getxattr/listxattr call that returned `n` into `buf` of `size`
@@ -306,17 +304,7 @@ pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<Vec<u8>> {
     let p = xattr_path(fd);
     let mut buf = vec![0u8; size];
     // SAFETY: as getxattr.
-    let n = unsafe {
-        libc::listxattr(
-            p.as_ptr(),
-            if size == 0 {
-                std::ptr::null_mut()
-            } else {
-                buf.as_mut_ptr().cast()
-            },
-            size,
-        )
-    };
+    let n = unsafe { libc::listxattr(p.as_ptr(), out_ptr(&mut buf).cast(), size) };
     xattr_result(n, size, buf)
 }
 
