@@ -314,14 +314,11 @@ fn kill9_during_writes_loses_no_fsynced_block_and_fsck_names_the_torn_ones() {
     let mut m = Mounted::new(&[]);
     let mut models = initial(&m, &mut rng);
     // The success the kills interrupt: an orderly unmount leaves a clean volume.
-    m.unmount();
-    check_fsck(
-        &m.kms,
-        &m.backing,
-        &models,
-        &Seen::default(),
-        "before any kill",
-    );
+    let clean = |m: &mut Mounted, models: &[Model], what: &str| {
+        m.unmount();
+        check_fsck(&m.kms, &m.backing, models, &Seen::default(), what);
+    };
+    clean(&mut m, &models, "before any kill");
     m.mount(&[]).unwrap();
     let (mut torn_total, mut bytes, mut writes_total) = (0, 0, 0u64);
     for round in 0..rounds {
@@ -360,14 +357,7 @@ fn kill9_during_writes_loses_no_fsynced_block_and_fsck_names_the_torn_ones() {
         m.mount(&[]).unwrap();
         reset(&m, &mut models);
     }
-    m.unmount();
-    check_fsck(
-        &m.kms,
-        &m.backing,
-        &models,
-        &Seen::default(),
-        "after the last reset",
-    );
+    clean(&mut m, &models, "after the last reset");
     eprintln!(
         "kill -9: {rounds} crashes survived, {writes_total} operations, {bytes} bytes verified \
          after the crashes, {torn_total} torn blocks (all written at the kill, all named by fsck)"

@@ -175,33 +175,21 @@ fn config_tamper_unknown_feature_second_mount_and_hint() {
     let conf = m.b("kmsfs.conf");
     let orig = fs::read_to_string(&conf).unwrap();
     let try_mount = |m: &mut Mounted| m.mount(&[]);
-    // Tampered body: MAC mismatch.
-    fs::write(
-        &conf,
-        orig.replace("\"block_size\":4096", "\"block_size\":8192"),
-    )
-    .unwrap();
-    let e = try_mount(&mut m).unwrap_err();
-    assert!(e.contains("tampered"), "{e}");
-    // Unknown feature flag.
-    fs::write(
-        &conf,
-        orig.replace("\"features\":[", "\"features\":[\"from-the-future\","),
-    )
-    .unwrap();
-    let e = try_mount(&mut m).unwrap_err();
-    assert!(e.contains("from-the-future"), "{e}");
-    // A KMS hint that does not match the host's KMS.
-    fs::write(
-        &conf,
-        orig.replace(
+    // Tampered body: MAC mismatch; an unknown feature flag; a KMS hint that does not
+    // match the host's KMS.
+    for (from, to, said) in [
+        ("\"block_size\":4096", "\"block_size\":8192", "tampered"),
+        ("\"features\":[", "\"features\":[\"from-the-future\",", "from-the-future"),
+        (
             "\"kms_hint\":\"embedded\"",
             "\"kms_hint\":\"https://evil.example\"",
+            "evil.example",
         ),
-    )
-    .unwrap();
-    let e = try_mount(&mut m).unwrap_err();
-    assert!(e.contains("evil.example"), "{e}");
+    ] {
+        fs::write(&conf, orig.replace(from, to)).unwrap();
+        let e = try_mount(&mut m).unwrap_err();
+        assert!(e.contains(said), "{e}");
+    }
     // Restored: mounts and reads.
     fs::write(&conf, &orig).unwrap();
     try_mount(&mut m).unwrap();
