@@ -70,11 +70,22 @@ if ! command -v pjdfstest >/dev/null; then
   echo "fstest: cargo install --locked pjdfstest (about 2 minutes)"
   cargo install --locked --quiet pjdfstest
 fi
-# The users of the dummy_auth section, each with its primary group.
-getent group nogroup >/dev/null || groupadd nogroup
-id nobody >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin -g nogroup nobody
-getent group tests >/dev/null || groupadd tests
-id tests >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin -g tests tests
+# The users of the dummy_auth section, each with its primary group. (scripts/test.sh runs
+# two of these at once: the other one may be making them, holding /etc/passwd's lock.)
+ensure_user() {
+  local user=$1 group=$2
+  for _ in $(seq 20); do
+    getent group "$group" >/dev/null || groupadd "$group" 2>/dev/null || true
+    id "$user" >/dev/null 2>&1 ||
+      useradd -M -d / -s /usr/sbin/nologin -g "$group" "$user" 2>/dev/null || true
+    getent group "$group" >/dev/null && id "$user" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "fstest: could not make the user $user (group $group)" >&2
+  exit 1
+}
+ensure_user nobody nogroup
+ensure_user tests tests
 
 # --- a fresh mount ------------------------------------------------------------------
 work=$(mktemp -d /tmp/fstest.XXXXXX)
