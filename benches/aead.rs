@@ -96,8 +96,14 @@ fn main() {
         back.clear();
         let mut derived = aead::Derived::default();
         for (i, c) in sealed_big.chunks(stored_bs).enumerate() {
-            key.open_block_cached(&mut derived, BlockNo(i as u64), false, black_box(c), &mut back)
-                .expect("open");
+            key.open_block_cached(
+                &mut derived,
+                BlockNo(i as u64),
+                false,
+                black_box(c),
+                &mut back,
+            )
+            .expect("open");
         }
     });
     assert_eq!(back, plain, "round trip");

@@ -179,7 +179,11 @@ fn config_tamper_unknown_feature_second_mount_and_hint() {
     // match the host's KMS.
     for (from, to, said) in [
         ("\"block_size\":4096", "\"block_size\":8192", "tampered"),
-        ("\"features\":[", "\"features\":[\"from-the-future\",", "from-the-future"),
+        (
+            "\"features\":[",
+            "\"features\":[\"from-the-future\",",
+            "from-the-future",
+        ),
         (
             "\"kms_hint\":\"embedded\"",
             "\"kms_hint\":\"https://evil.example\"",

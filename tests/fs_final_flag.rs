@@ -168,7 +168,11 @@ fn the_states_a_crash_leaves_an_append_in() {
     drop(f);
     let new = fs::read(m.b("f")).unwrap();
     let b2 = (HEADER + 2 * STORED) as usize..(HEADER + 3 * STORED) as usize;
-    assert_ne!(old[b2.clone()], new[b2.clone()], "the append re-sealed block 2");
+    assert_ne!(
+        old[b2.clone()],
+        new[b2.clone()],
+        "the append re-sealed block 2"
+    );
     // Killed before the re-seal: new blocks, old block 2.
     let mut killed = new.clone();
     killed[b2.clone()].copy_from_slice(&old[b2.clone()]);
@@ -202,7 +206,11 @@ fn the_states_a_crash_leaves_an_append_in() {
     assert!(problems[0]["message"].as_str().unwrap().contains("intact"));
     // Keeping the file as the crash left it: refused while mounted, then done unmounted.
     let out = fsmount::run_fsck(&m.kms, &m.backing, &["--accept-ends"]);
-    assert_ne!(out.status.code(), Some(0), "--accept-ends on a mounted volume");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "--accept-ends on a mounted volume"
+    );
     assert!(fs::read(m.p("cut")).is_err(), "nothing changed");
     let mut m = m;
     m.unmount();
@@ -215,7 +223,11 @@ fn the_states_a_crash_leaves_an_append_in() {
         serde_json::from_slice(&fsmount::run_fsck(&m.kms, &m.backing, &["--json"]).stdout).unwrap();
     assert_eq!(v["errors"], 0, "{v:#}");
     m.mount(&[]).unwrap();
-    assert_eq!(fs::read(m.p("cut")).unwrap(), before, "the data up to the cut, intact");
+    assert_eq!(
+        fs::read(m.p("cut")).unwrap(),
+        before,
+        "the data up to the cut, intact"
+    );
     assert_eq!(fs::read(m.p("killed")).unwrap(), whole);
     let mut zeros = before.clone();
     zeros.resize(whole.len(), 0);

@@ -875,9 +875,16 @@ fn a_missing_or_wrong_side_file_answers_eio_and_fsck_reports_it_and_orphans() {
     assert!(fs::read(&gone_side).unwrap().len() > 255);
     assert_eq!(
         listed(),
-        [gone.as_str(), wrong.as_str(), kept.as_str(), "d", "ll", "ll2"]
-            .map(String::from)
-            .into()
+        [
+            gone.as_str(),
+            wrong.as_str(),
+            kept.as_str(),
+            "d",
+            "ll",
+            "ll2"
+        ]
+        .map(String::from)
+        .into()
     );
     fs::remove_file(m.p(&gone)).unwrap();
     assert!(!gone_side.exists());
@@ -1071,7 +1078,10 @@ fn fsck_repair_renames_long_names_that_lost_their_side_file_and_removes_orphans(
         fs::remove_file(m.p(n)).unwrap();
     }
     assert_eq!(fs::read(m.p(&kept)).unwrap(), kept.as_bytes());
-    assert_eq!(fs::read_link(m.p("ll")).unwrap(), Path::new(&target_of(4090)));
+    assert_eq!(
+        fs::read_link(m.p("ll")).unwrap(),
+        Path::new(&target_of(4090))
+    );
     fs::remove_dir(m.p("d")).unwrap();
 }
 
@@ -1094,7 +1104,13 @@ fn snapshot(mnt: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
 /// (or another error that says the names broke).
 fn racing_ok<T>(r: std::io::Result<T>, what: &str) {
     if let Err(e) = r {
-        let ok = [libc::EEXIST, libc::ENOENT, libc::ENOTEMPTY, libc::ENOTDIR, libc::EISDIR];
+        let ok = [
+            libc::EEXIST,
+            libc::ENOENT,
+            libc::ENOTEMPTY,
+            libc::ENOTDIR,
+            libc::EISDIR,
+        ];
         assert!(
             e.raw_os_error().is_some_and(|n| ok.contains(&n)),
             "{what}: {e}"
@@ -1118,7 +1134,10 @@ fn two_daemons_share_a_volume_with_encrypted_names() {
     symlink(target_of(4000), a.p("ll")).unwrap();
     assert_eq!(fs::read(b.p("d/f")).unwrap(), b"from a");
     assert_eq!(fs::read(b.p(&format!("{long}/{long}"))).unwrap(), b"long");
-    assert_eq!(fs::read_link(b.p("ll")).unwrap(), Path::new(&target_of(4000)));
+    assert_eq!(
+        fs::read_link(b.p("ll")).unwrap(),
+        Path::new(&target_of(4000))
+    );
     fs::write(b.p("d/g"), b"from b").unwrap();
     fs::rename(b.p("d/f"), b.p(&format!("{long}/f"))).unwrap();
     assert_eq!(fs::read(a.p("d/g")).unwrap(), b"from b");
@@ -1167,7 +1186,10 @@ fn two_daemons_share_a_volume_with_encrypted_names() {
     for (p, c) in &sa {
         if let Some(c) = c.as_ref().filter(|_| p.to_string_lossy().starts_with("lc")) {
             let made = String::from_utf8(c.clone()).unwrap();
-            assert!(made.starts_with('c') && made.contains("/f"), "{p:?}: {made}");
+            assert!(
+                made.starts_with('c') && made.contains("/f"),
+                "{p:?}: {made}"
+            );
         }
     }
     for l in [&a, &b] {

@@ -502,5 +502,9 @@ fn o_tmpfile_answers_eopnotsupp_and_the_fallback_works() {
     let mut back = Vec::new();
     f.read_to_end(&mut back).unwrap();
     assert_eq!(back, data);
-    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 0, "nothing left in the directory");
+    assert_eq!(
+        fs::read_dir(&m.mnt).unwrap().count(),
+        0,
+        "nothing left in the directory"
+    );
 }

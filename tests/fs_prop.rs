@@ -42,11 +42,19 @@ fn mount() -> &'static Mounted {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { off: u64, len: usize, seed: u8 },
+    Write {
+        off: u64,
+        len: usize,
+        seed: u8,
+    },
     Truncate(u64),
     /// fallocate: `mode` 0 (may grow), PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE (may grow) or
     /// ZERO_RANGE|KEEP_SIZE.
-    Fallocate { mode: i32, off: u64, len: u64 },
+    Fallocate {
+        mode: i32,
+        off: u64,
+        len: u64,
+    },
     Reopen,
 }
 

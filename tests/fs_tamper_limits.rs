@@ -102,7 +102,10 @@ fn read_errno(path: &std::path::Path) -> Option<i32> {
 fn a_file_cut_at_a_block_boundary_fails_to_read_and_fsck_names_it() {
     let m = Mounted::new(&[]);
     let conf = fs::read_to_string(m.b("kmsfs.conf")).unwrap();
-    assert!(conf.contains("content-final-v1"), "a new volume has the flag");
+    assert!(
+        conf.contains("content-final-v1"),
+        "a new volume has the flag"
+    );
     let data = pattern(5, 3 * 4096 + 500);
     fs::write(m.p("f"), &data).unwrap();
     fs::write(m.p("whole"), &data[..3 * 4096]).unwrap();
@@ -121,10 +124,17 @@ fn a_file_cut_at_a_block_boundary_fails_to_read_and_fsck_names_it() {
     settle();
     assert_eq!(fs::metadata(m.p("f")).unwrap().len(), 2 * 4096);
     assert_eq!(read_errno(&m.p("f")), Some(libc::EIO), "the cut file reads");
-    assert_eq!(read_errno(&m.p("whole")), Some(libc::EIO), "the padded file reads");
+    assert_eq!(
+        read_errno(&m.p("whole")),
+        Some(libc::EIO),
+        "the padded file reads"
+    );
     // The blocks before the cut still read.
     let mut head = vec![0u8; 4096];
-    fs::File::open(m.p("f")).unwrap().read_exact_at(&mut head, 0).unwrap();
+    fs::File::open(m.p("f"))
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
     assert_eq!(head, data[..4096]);
     // An append would hide the cut: refused too.
     let f = OpenOptions::new().append(true).open(m.p("f")).unwrap();

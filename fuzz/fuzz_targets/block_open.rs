@@ -64,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.is_ok() && out == plain);
         } else {
             assert_eq!(r, Err(BlockFault::NotFinal));
-            assert!(out.is_empty(), "plaintext left behind by a refused last block");
+            assert!(
+                out.is_empty(),
+                "plaintext left behind by a refused last block"
+            );
         }
         out.clear();
     }
@@ -74,7 +77,9 @@ fuzz_target!(|data: &[u8]| {
             // Flip bits of one byte (val 0 → 0x80 so it always changes).
             let i = (usize::from(pos) * 257 + usize::from(kind)) % stored.len();
             stored[i] ^= if val == 0 { 0x80 } else { val };
-            assert!(key.open_block(BlockNo(0), false, &stored, &mut out).is_err());
+            assert!(key
+                .open_block(BlockNo(0), false, &stored, &mut out)
+                .is_err());
         }
         2 => {
             // Opened as another block number (a block swap within the file).
@@ -84,7 +89,9 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             // Under another file's key (a cross-file swap).
             let other = ContentKey::derive(&DEK, FileId([2u8; 16]), BLOCK_SIZE);
-            assert!(other.open_block(BlockNo(0), false, &stored, &mut out).is_err());
+            assert!(other
+                .open_block(BlockNo(0), false, &stored, &mut out)
+                .is_err());
         }
     }
     assert!(out.is_empty(), "plaintext left behind by a failed open");

@@ -16,8 +16,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let key = NameKey::derive(&[0x5a; 32], "00000000-0000-4000-8000-000000000000");
-    let long = NameKey::derive(&[0x5a; 32], "00000000-0000-4000-8000-000000000000")
-        .with_long_names(true);
+    let long =
+        NameKey::derive(&[0x5a; 32], "00000000-0000-4000-8000-000000000000").with_long_names(true);
     let iv = [0x11; 16];
     let raw = OsStr::from_bytes(data);
     // As read from disk: random bytes never authenticate.
@@ -56,6 +56,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(stored) = key.encrypt_target(raw) {
         let back = key.decrypt_target(&stored).expect("a sealed target opens");
         assert_eq!(back.as_bytes(), data);
-        assert_eq!(kmsfs::volume::names::target_len(stored.len() as u64), data.len() as u64);
+        assert_eq!(
+            kmsfs::volume::names::target_len(stored.len() as u64),
+            data.len() as u64
+        );
     }
 });

@@ -15,9 +15,9 @@ use clap::Args;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::backing::nodes::open_root;
+use crate::cli::fs::{getxattr_path, is_mountpoint, with_next_step};
 use crate::fuse::{self, KmsFs};
 use crate::volume::create::{connect, dir_is_empty, InitFlags};
-use crate::cli::fs::{getxattr_path, is_mountpoint, with_next_step};
 use crate::volume::{self, CacheOptions, PolicyMode, Volume, CONFIG_NAME};
 
 /// Environment variable carrying the readiness pipe of a background mount.

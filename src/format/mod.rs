@@ -281,9 +281,9 @@ impl ContentKey {
         out.extend_from_slice(nonce);
         out.extend_from_slice(plain);
         let (ad, n) = block_ad(&self.file_id, b, self.fin(last));
-        let tag =
-            self.xaes
-                .seal_cached(cache, nonce, &ad[..n], &mut out[start + NONCE_LEN..])?;
+        let tag = self
+            .xaes
+            .seal_cached(cache, nonce, &ad[..n], &mut out[start + NONCE_LEN..])?;
         out.extend_from_slice(&tag);
         Ok(())
     }
@@ -818,11 +818,14 @@ mod tests {
         let mut sealer = k.sealer().unwrap();
         let mut out = Vec::new();
         for b in 0..3 {
-            sealer.seal(BlockNo(b), false, &[b as u8; 100], &mut out).unwrap();
+            sealer
+                .seal(BlockNo(b), false, &[b as u8; 100], &mut out)
+                .unwrap();
         }
         // Another request in between: another prefix.
         let mut other = Vec::new();
-        k.seal_block(BlockNo(9), false, b"other", &mut other).unwrap();
+        k.seal_block(BlockNo(9), false, b"other", &mut other)
+            .unwrap();
         let blocks: Vec<&[u8]> = out.chunks(140).collect();
         let nonces: Vec<&[u8]> = blocks.iter().map(|c| &c[..NONCE_LEN]).collect();
         assert!(nonces.iter().all(|n| n[..12] == nonces[0][..12]));
@@ -880,12 +883,17 @@ mod tests {
         let mut back = Vec::new();
         k.open_block(BlockNo(1), false, &out, &mut back).unwrap();
         assert_eq!(back, b"hello, kmsfs");
-        assert!(k.open_block(BlockNo(2), false, &out, &mut Vec::new()).is_err());
+        assert!(k
+            .open_block(BlockNo(2), false, &out, &mut Vec::new())
+            .is_err());
         let other = ContentKey::derive(&dek, FileId(*b"0123456789abcdeF"), 4096);
-        assert!(other.open_block(BlockNo(1), false, &out, &mut Vec::new()).is_err());
+        assert!(other
+            .open_block(BlockNo(1), false, &out, &mut Vec::new())
+            .is_err());
         // A hole.
         let mut z = Vec::new();
-        k.open_block(BlockNo(0), false, &[0u8; 4136], &mut z).unwrap();
+        k.open_block(BlockNo(0), false, &[0u8; 4136], &mut z)
+            .unwrap();
         assert_eq!(z, vec![0u8; 4096]);
     }
 
@@ -910,7 +918,8 @@ mod tests {
         );
         let open = |stored: &[u8], last: bool| {
             let mut out = Vec::new();
-            k.open_block(BlockNo(1), last, stored, &mut out).map(|()| out)
+            k.open_block(BlockNo(1), last, stored, &mut out)
+                .map(|()| out)
         };
         assert_eq!(open(&fin, true).unwrap(), b"hello, kmsfs");
         assert_eq!(open(&mid, false).unwrap(), b"hello, kmsfs");
@@ -929,10 +938,14 @@ mod tests {
         // Neither kind opens under the version 1 associated data, and back.
         let v1 = ContentKey::derive(&dek, id, 4096);
         for stored in [&fin, &mid] {
-            assert!(v1.open_block(BlockNo(1), true, stored, &mut Vec::new()).is_err());
+            assert!(v1
+                .open_block(BlockNo(1), true, stored, &mut Vec::new())
+                .is_err());
         }
         let mut old = Vec::new();
         v1.seal_block(BlockNo(1), true, b"v1", &mut old).unwrap();
-        assert!(k.open_block(BlockNo(1), false, &old, &mut Vec::new()).is_err());
+        assert!(k
+            .open_block(BlockNo(1), false, &old, &mut Vec::new())
+            .is_err());
     }
 }

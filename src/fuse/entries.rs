@@ -473,13 +473,14 @@ impl KmsFs {
         let made = {
             let _g = self.names_lock.read_recursive();
             let _ns = self.fds.ns_shared();
-            self.keep_side(pdir.raw(), &name).and_then(|_| match (self.names(), &stored, &pre) {
-                (_, _, Some(link)) => Ok(make_symlink(pdir.raw(), &name, link, uid, gid)?),
-                (Some(k), Some(stored), None) => self.with_root(|root| {
-                    make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
-                }),
-                _ => Ok(make_symlink(pdir.raw(), &name, target, uid, gid)?),
-            })
+            self.keep_side(pdir.raw(), &name)
+                .and_then(|_| match (self.names(), &stored, &pre) {
+                    (_, _, Some(link)) => Ok(make_symlink(pdir.raw(), &name, link, uid, gid)?),
+                    (Some(k), Some(stored), None) => self.with_root(|root| {
+                        make_stored_symlink(root, pdir.raw(), &name, k, stored, uid, gid)
+                    }),
+                    _ => Ok(make_symlink(pdir.raw(), &name, target, uid, gid)?),
+                })
         };
         let fd = made.inspect_err(|_| {
             if let Some(link) = &pre {

@@ -200,7 +200,10 @@ impl KmsFs {
             match create_file(pdir.raw(), name, mode, uid, gid) {
                 Ok(f) => Ok((f, true)),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                    Ok((sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into(), false))
+                    Ok((
+                        sys::openat(pdir.raw(), name, libc::O_RDWR, 0)?.into(),
+                        false,
+                    ))
                 }
                 Err(e) => Err(e.into()),
             }

@@ -517,7 +517,10 @@ impl Checker {
             f.read_exact_at(&mut stored, off)?;
             let mut plain = Vec::new();
             if stored.iter().all(|&x| x == 0) {
-                plain.resize(stored.len().saturating_sub(format::BLOCK_OVERHEAD as usize), 0);
+                plain.resize(
+                    stored.len().saturating_sub(format::BLOCK_OVERHEAD as usize),
+                    0,
+                );
             } else {
                 key.open_block(BlockNo(b), false, &stored, &mut plain)
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -533,7 +536,8 @@ impl Checker {
         let p = &mut self.report.problems[i];
         match r {
             Ok(()) => {
-                p.repaired = Some("its last block re-sealed as last: the file reads as it is".into());
+                p.repaired =
+                    Some("its last block re-sealed as last: the file reads as it is".into());
                 self.report.errors -= 1;
             }
             Err(e) => p.message += &format!("; cannot accept the end: {e}"),

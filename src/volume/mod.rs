@@ -310,7 +310,10 @@ pub fn init_volume(
                 .filter(|_| opts.encrypt_names)
                 .map(str::to_owned),
             )
-            .chain(opts.final_flag.then(|| crate::format::FEATURE_FINAL.to_owned()))
+            .chain(
+                opts.final_flag
+                    .then(|| crate::format::FEATURE_FINAL.to_owned()),
+            )
             .collect(),
         cmk: dk.key_id.clone(),
         block_size: opts.block_size,

@@ -750,7 +750,10 @@ mod tests {
                 &format!("{long}.name.tmp.0123456789abcdef"),
                 EntryKind::Side(OsStr::new(&long)),
             ),
-            (&format!("{long}.name.tmp.0123456789abcdeg"), EntryKind::Name),
+            (
+                &format!("{long}.name.tmp.0123456789abcdeg"),
+                EntryKind::Name,
+            ),
             (&format!("{long}.name.tmp.0123456789abcde"), EntryKind::Name),
             (&format!("{long}.name.tmp."), EntryKind::Name),
             ("AAAA", EntryKind::Name),
@@ -870,7 +873,10 @@ mod tests {
             }
         });
         write_side_name(fd, &s.entry, &full).unwrap();
-        assert_eq!(k.read_name(&iv, fd, &s.entry).unwrap(), OsStr::new(&"w".repeat(240)));
+        assert_eq!(
+            k.read_name(&iv, fd, &s.entry).unwrap(),
+            OsStr::new(&"w".repeat(240))
+        );
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
