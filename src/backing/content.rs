@@ -354,7 +354,7 @@ pub fn truncate(
 
 /// Grows a file with the final-block flag from `plain` to `new` bytes past its last
 /// block: the new last block is sealed zeros (the blocks between stay holes, unless there
-/// is one: it would not become a hole, see `zero_range` in the daemon), written like any
+/// is one: it would not become a hole, see [`zero_range`]), written like any
 /// write, so the old last block is padded and re-sealed as [`write`] does.
 fn grow_sealed(
     f: &File,
@@ -372,6 +372,77 @@ fn grow_sealed(
     };
     let from = first * bs;
     write(f, key, geo, header, from, &vec![0u8; (new - from) as usize])
+}
+
+/// PUNCH_HOLE / ZERO_RANGE of plaintext `off..end` (within the file, which is `blen`
+/// bytes on disk): it reads as zeros. Whole blocks become holes in the backing file (a
+/// stored block of zeros reads as zeros: [`crate::format`]), the last block too when the
+/// range reaches the end of the file, except with the final-block flag: it is re-sealed as
+/// zeros; partial blocks at either edge are re-sealed with zeros.
+pub fn zero_range(
+    f: &File,
+    key: &ContentKey,
+    geo: &Geometry,
+    blen: u64,
+    off: u64,
+    end: u64,
+) -> ContentResult<()> {
+    let bs = geo.block_size;
+    let plain = geo.plain_size_lossy(blen);
+    let first_whole = off.div_ceil(bs);
+    let whole_end = if end != plain {
+        end / bs
+    } else if key.final_flag() {
+        // A file with the final-block flag never ends in a hole.
+        (plain - 1) / bs
+    } else {
+        end.div_ceil(bs)
+    };
+    let zeros = |from: u64, to: u64| -> ContentResult<()> {
+        if from >= to {
+            return Ok(());
+        }
+        write(f, key, geo, None, from, &vec![0u8; (to - from) as usize])
+    };
+    if whole_end < first_whole + 2 {
+        // Fewer than two whole blocks: zeros written into the blocks the range touches.
+        // One punched block would rarely become a hole: a stored block (4,136 bytes) is
+        // not aligned to the backing fs's pages and mostly spans parts of two, which stay
+        // allocated, and fsck would take the zeros between two written neighbours for a
+        // zeroed block ([`grow_sealed`] avoids one-block holes too).
+        return zeros(off, end);
+    }
+    zeros(off, first_whole * bs)?;
+    let offset = |b: u64| geo.block_offset(BlockNo(b)).ok_or(Err(FsError::TooBig));
+    punch_backing(f, offset(first_whole)?, offset(whole_end)?.min(blen)).map_err(Err)?;
+    zeros((whole_end * bs).max(off), end)
+}
+
+/// Makes backing bytes `from..to` a hole (all zeros): punched where the backing fs can,
+/// else written as zeros.
+fn punch_backing(f: &File, from: u64, to: u64) -> FsResult<()> {
+    if to <= from {
+        return Ok(());
+    }
+    match sys::fallocate(
+        f,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        from,
+        to - from,
+    ) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            let z = vec![0u8; (to - from).min(1 << 20) as usize];
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(z.len() as u64) as usize;
+                sys::pwrite_all(f, &z[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads the header bytes of a non-empty file.

@@ -431,11 +431,8 @@ impl KmsFs {
         Ok(())
     }
 
-    /// `fallocate` PUNCH_HOLE / ZERO_RANGE: plaintext `off..end` (within the file) reads as
-    /// zeros. Whole blocks become holes in the backing file (a stored block of zeros reads
-    /// as zeros: [`crate::format`]), the last block too when the range reaches the end of
-    /// the file (except with the final-block flag: it is re-sealed as zeros); partial
-    /// blocks at either edge are re-sealed with zeros.
+    /// `fallocate` PUNCH_HOLE / ZERO_RANGE: plaintext `off..end`, clipped to the file,
+    /// reads as zeros ([`content::zero_range`]).
     pub(super) fn zero_range(&self, inode: &Inode, f: &File, off: u64, end: u64) -> FsResult<()> {
         let _g = inode.content.write();
         let _l = self.shared.then(|| shared::lock_all(f)).transpose()?;
@@ -446,43 +443,8 @@ impl KmsFs {
         if off >= end {
             return Ok(());
         }
-        let bs = geo.block_size;
         let key = self.current_key(inode, f)?.ok_or_else(|| err(libc::EIO))?;
-        let first_whole = off.div_ceil(bs);
-        let whole_end = if end != plain {
-            end / bs
-        } else if key.final_flag() {
-            // The last block is re-sealed as zeros, not punched: a file with the
-            // final-block flag never ends in a hole.
-            (plain - 1) / bs
-        } else {
-            end.div_ceil(bs)
-        };
-        let zeros = |from: u64, to: u64| -> FsResult<()> {
-            if from >= to {
-                return Ok(());
-            }
-            let z = vec![0u8; (to - from) as usize];
-            content::write(f, &key, geo, None, from, &z).map_err(|r| self.log_bad_block(inode, r))
-        };
-        if whole_end < first_whole + 2 {
-            // Fewer than two whole blocks: zeros written into the blocks the range touches.
-            // One punched block would rarely become a hole: a stored block (4,136 bytes)
-            // is not aligned to the backing fs's pages and mostly spans parts of two, which
-            // stay allocated, and fsck would take the zeros between two written neighbours
-            // for a zeroed block.
-            return zeros(off, end);
-        }
-        zeros(off, first_whole * bs)?;
-        let (from, to) = (
-            geo.block_offset(BlockNo(first_whole))
-                .ok_or(FsError::TooBig)?,
-            geo.block_offset(BlockNo(whole_end))
-                .ok_or(FsError::TooBig)?
-                .min(blen),
-        );
-        punch_backing(f, from, to)?;
-        zeros((whole_end * bs).max(off), end)
+        content::zero_range(f, &key, geo, blen, off, end).map_err(|r| self.log_bad_block(inode, r))
     }
 
     /// `lseek` SEEK_DATA / SEEK_HOLE, answered from the backing file's extents: data is a
@@ -609,32 +571,5 @@ impl KmsFs {
             return Err(FsError::TooBig);
         }
         Ok(())
-    }
-}
-
-/// Makes backing bytes `from..to` a hole (all zeros): punched where the backing fs can,
-/// else written as zeros.
-pub(super) fn punch_backing(f: &File, from: u64, to: u64) -> FsResult<()> {
-    if to <= from {
-        return Ok(());
-    }
-    match sys::fallocate(
-        f,
-        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-        from,
-        to - from,
-    ) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            let z = vec![0u8; (to - from).min(1 << 20) as usize];
-            let mut at = from;
-            while at < to {
-                let n = (to - at).min(z.len() as u64) as usize;
-                sys::pwrite_all(f, &z[..n], at)?;
-                at += n as u64;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
     }
 }
