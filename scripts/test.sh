@@ -14,8 +14,7 @@
 # background job is waited for before its result is needed, and its failure fails the
 # script with the end of its log. The pjdfstest configurations run two at a time (each
 # on its own fresh mount), as do the two fsx runs; each one's output is printed whole,
-# under its heading, and each one's result is checked. Every heading shows the seconds
-# since the start.
+# under its heading, and each one's result is checked.
 #
 # Needs root (FUSE mounts with allow_other, pjdfstest's user switching) and /dev/fuse.
 set -euo pipefail
@@ -23,7 +22,14 @@ cd "$(dirname "$0")/.."
 
 t0=$(date +%s)
 logs=$(mktemp -d /tmp/kmsfs-test.XXXXXX)
-heading() { echo "== $* [$(( $(date +%s) - t0 )) s] =="; }
+# Every heading shows the seconds since the start and the disk space left where the
+# build and the tests write (a CI machine's disk can be small: a run once ended in ENOSPC).
+avail() { df -h --output=avail "$1" 2>/dev/null | tail -n 1 | tr -d ' '; }
+heading() {
+  echo "== $* [$(( $(date +%s) - t0 )) s; free: $(avail .) here, $(avail "${TMPDIR:-/tmp}") in tmp] =="
+}
+# A CI build is never rebuilt in place: incremental state would only take disk and time.
+export CARGO_INCREMENTAL=0
 
 # Background jobs: start NAME CMD… runs CMD with its output in $logs/NAME.log;
 # finish NAME waits for it, prints its log, and exits when it failed.

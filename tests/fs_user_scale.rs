@@ -87,6 +87,15 @@ impl Tree {
     }
 }
 
+/// Removes a directory tree when dropped (also when the test fails).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Samples a process's open fds every 100 ms until dropped; the most seen.
 struct FdWatch {
     stop: Arc<AtomicBool>,
@@ -145,6 +154,8 @@ fn text(o: &Output) -> String {
 /// asserting no step fails or prints an error.
 fn workload(tree: &Tree, run: &dyn Fn(&str) -> Output, mnt: &Path, pid: u32) {
     let (tar, sums, entries) = tree.tar();
+    // Each tree is extracted once: its tar (100 MiB for FULL) goes when the test ends.
+    let _tar_dir = RemoveOnDrop(tar.parent().unwrap().to_path_buf());
     let m = mnt.display();
     let watch = FdWatch::start(pid);
     let step = |name: &str, cmd: &str| -> String {
