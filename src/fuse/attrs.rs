@@ -102,33 +102,34 @@ impl KmsFs {
         Ok((req.uid(), gid))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// What a setattr asking for `changes` does with set-user-ID/set-group-ID. With
+    /// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves them to us on truncate and chown(-1, -1)
+    /// (it then sends a setattr that sets nothing). fuser 0.18 hides FATTR_KILL_SUIDGID,
+    /// the kernel's "caller lacks CAP_FSETID": the caller's capabilities are read from
+    /// /proc where a truncated file has them.
+    pub(super) fn kill_suidgid(&self, req: &Request, changes: &AttrChanges) -> KillSuidgid {
+        match (self.kill_priv, changes.is_empty(), changes.size) {
+            (false, _, _) => KillSuidgid::No,
+            (true, true, _) => KillSuidgid::Always(Caller::of(req)),
+            (true, false, Some(_)) => KillSuidgid::UnlessFsetid(Caller::of(req)),
+            (true, false, None) => KillSuidgid::No,
+        }
+    }
+
     pub(super) fn do_setattr(
         &self,
         ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
+        changes: &AttrChanges,
         fh: Option<FileHandle>,
         kill_suidgid: KillSuidgid,
     ) -> FsResult<FileAttr> {
         let inode = self.inode(ino)?;
-        if kill_suidgid != KillSuidgid::No
-            || mode.is_some()
-            || uid.is_some()
-            || gid.is_some()
-            || size.is_some()
-            || atime.is_some()
-            || mtime.is_some()
-        {
+        if kill_suidgid != KillSuidgid::No || !changes.is_empty() {
             self.check_writable()?;
         }
         // One backing fd for the whole request.
         let fd = self.fd_of(&inode)?;
-        if let Some(size) = size {
+        if let Some(size) = changes.size {
             let st = sys::fstat(fd.raw())?;
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFREG => {}
@@ -144,7 +145,7 @@ impl KmsFs {
                 }
             }
         }
-        if mode.is_none() {
+        if changes.mode.is_none() {
             match kill_suidgid {
                 KillSuidgid::No => {}
                 KillSuidgid::Always(c) => {
@@ -158,13 +159,15 @@ impl KmsFs {
                 }
             }
         }
-        if uid.is_some() || gid.is_some() {
+        if changes.uid.is_some() || changes.gid.is_some() {
+            let (uid, gid) = (changes.uid, changes.gid);
             sys::fchown_fd(fd.raw(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
         }
-        if let Some(mode) = mode {
+        if let Some(mode) = changes.mode {
             sys::chmod_fd(fd.raw(), mode & 0o7777)?;
         }
-        if atime.is_some() || mtime.is_some() {
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            let (atime, mtime) = (changes.atime, changes.mtime);
             sys::utimens_fd(fd.raw(), atime.map(to_timespec), mtime.map(to_timespec))?;
         }
         let st = sys::fstat(fd.raw())?;
@@ -211,16 +214,38 @@ impl KmsFs {
         Ok(list.split(|&b| b == 0).any(|n| n == name.as_bytes()))
     }
 
-    /// Runs `change` (a setxattr or removexattr of `inode`'s backing file) with the
-    /// inode's name list held and forgotten: the next getxattr lists the names again.
-    pub(super) fn change_xattrs(
+    /// Runs `change` (a setxattr or removexattr of `name` on `ino`'s backing file) with
+    /// the inode's name list held and forgotten: the next getxattr lists the names again.
+    pub(super) fn change_xattr(
         &self,
-        inode: &Inode,
+        ino: INodeNo,
+        name: &OsStr,
         change: impl FnOnce(RawFd) -> std::io::Result<()>,
     ) -> FsResult<()> {
+        self.check_writable()?;
+        self.acl_allowed(name)?;
+        let inode = self.inode(ino)?;
         let mut names = inode.xattr_names.lock();
         *names = None;
-        Ok(change(self.fd_of(inode)?.raw())?)
+        Ok(change(self.fd_of(&inode)?.raw())?)
+    }
+
+    /// The names of `ino`'s xattrs, NUL-terminated; ACLs this mount does not enforce
+    /// are not shown.
+    pub(super) fn do_listxattr(&self, ino: INodeNo, size: u32) -> FsResult<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        let fd = self.fd_of(&inode)?;
+        if self.posix_acl {
+            return Ok(sys::listxattr_fd(fd.raw(), size as usize)?);
+        }
+        let all = sys::listxattr_all(fd.raw())?;
+        let mut names = Vec::with_capacity(all.len());
+        for n in all.split_inclusive(|&b| b == 0) {
+            if !is_acl(OsStr::from_bytes(n.strip_suffix(&[0]).unwrap_or(n))) {
+                names.extend_from_slice(n);
+            }
+        }
+        Ok(names)
     }
 }
 
@@ -277,15 +302,6 @@ pub(super) fn to_timespec(t: TimeOrNow) -> libc::timespec {
     }
 }
 
-pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
-    match r {
-        Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-        Ok(v) => reply.data(&v),
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
 /// Clears set-user-ID and set-group-ID of the file `fd` reaches, as a local filesystem
 /// does when a caller without CAP_FSETID writes or truncates (or anyone chowns):
 /// set-group-ID stays only where it is not group-executable (it then marks mandatory
@@ -331,6 +347,27 @@ impl Caller {
     /// PID namespace the daemon does not see), root stands for it.
     pub(super) fn has_fsetid(&self) -> bool {
         sys::has_cap(self.pid, CAP_FSETID).unwrap_or(self.uid == 0)
+    }
+}
+
+/// What a setattr asks to change (fuser hands each over as an argument of its own).
+#[derive(Clone, Copy)]
+pub(super) struct AttrChanges {
+    pub(super) mode: Option<u32>,
+    pub(super) uid: Option<u32>,
+    pub(super) gid: Option<u32>,
+    pub(super) size: Option<u64>,
+    pub(super) atime: Option<TimeOrNow>,
+    pub(super) mtime: Option<TimeOrNow>,
+}
+
+impl AttrChanges {
+    /// Nothing to set: chown(-1, -1), or the kernel asking us to clear set-ID bits.
+    fn is_empty(&self) -> bool {
+        [self.mode, self.uid, self.gid].iter().all(Option::is_none)
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
     }
 }
 

@@ -155,22 +155,14 @@ impl KmsFs {
         self.drop_if_unused(ino);
     }
 
-    pub(super) fn do_mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-    ) -> FsResult<FileAttr> {
+    pub(super) fn do_mknod(&self, req: &Request, new: NewEntry, rdev: u32) -> FsResult<FileAttr> {
         self.check_writable()?;
-        if self.reserved(parent.0, name) {
+        if self.reserved(new.parent.0, new.name) {
             return Err(err(libc::EPERM));
         }
-        let p = self.inode(parent)?;
-        let mode = self.new_mode(&p, mode, umask)?;
-        let bname = self.backing_name(&p, name)?;
+        let p = self.inode(new.parent)?;
+        let mode = self.new_mode(&p, new.mode, new.umask)?;
+        let bname = self.backing_name(&p, new.name)?;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
         let make = || Ok(make_node(pdir.raw(), &bname, mode, rdev as u64, uid, gid)?);
@@ -194,6 +186,50 @@ impl KmsFs {
             }
             Ok(self.attr_at(&inode, &st))
         })
+    }
+
+    pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        if self.reserved(parent.0, name) {
+            return Err(err(libc::ENOENT));
+        }
+        let p = self.inode(parent)?;
+        let name = self.backing_name(&p, name)?;
+        let pdir = self.fd_of(&p)?;
+        // A long name's entry and side file go as one against creates.
+        let _g = name.long.is_some().then(|| self.names_lock.write());
+        let _ns = self.fds.ns_exclusive();
+        let gone = self.known_at(pdir.raw(), &name);
+        let link = self.long_link_at(pdir.raw(), &name);
+        sys::unlinkat(pdir.raw(), &name, 0)?;
+        self.remove_side(pdir.raw(), &name);
+        self.release_long_link(link);
+        if let Some(i) = gone {
+            i.remove_name(p.ino, &name);
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_rmdir(&self, parent: INodeNo, name: &OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        let pdir = self.fd_of(&p)?;
+        // Before the lock: a directory whose IV must be made takes it shared.
+        let name = self.backing_name(&p, name)?;
+        let _g = self.names().map(|_| self.names_lock.write());
+        let _ns = self.fds.ns_exclusive();
+        let gone = self.known_at(pdir.raw(), &name);
+        match self.names() {
+            None => sys::unlinkat(pdir.raw(), &name, libc::AT_REMOVEDIR)?,
+            Some(k) => {
+                self.rmdir_named(k, pdir.raw(), &name)?;
+                self.remove_side(pdir.raw(), &name);
+            }
+        }
+        if let Some(i) = gone {
+            i.remove_name(p.ino, &name);
+        }
+        Ok(())
     }
 
     pub(super) fn do_opendir(&self, ino: INodeNo) -> FsResult<u64> {
@@ -415,17 +451,23 @@ impl KmsFs {
         }
     }
 
+    /// The checks before `name` is added to `parent` (create, link, symlink): a writable
+    /// mount, not the volume config's name, and short enough to be a name.
+    pub(super) fn may_add_name(&self, parent: INodeNo, name: &OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        if self.reserved(parent.0, name) {
+            return Err(err(libc::EPERM));
+        }
+        owned_name_ok(name)
+    }
+
     pub(super) fn do_link(
         &self,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
     ) -> FsResult<FileAttr> {
-        self.check_writable()?;
-        if self.reserved(newparent.0, newname) {
-            return Err(err(libc::EPERM));
-        }
-        owned_name_ok(newname)?;
+        self.may_add_name(newparent, newname)?;
         let inode = self.inode(ino)?;
         let np = self.inode(newparent)?;
         let newname = self.backing_name(&np, newname)?;
@@ -445,11 +487,7 @@ impl KmsFs {
         name: &OsStr,
         target: &OsStr,
     ) -> FsResult<FileAttr> {
-        self.check_writable()?;
-        if self.reserved(parent.0, name) {
-            return Err(err(libc::EPERM));
-        }
-        owned_name_ok(name)?;
+        self.may_add_name(parent, name)?;
         let p = self.inode(parent)?;
         let name = self.backing_name(&p, name)?;
         let stored = match self.names() {
@@ -593,4 +631,14 @@ impl KmsFs {
         }
         reply.ok();
     }
+}
+
+/// A mknod, mkdir or create: the new entry's parent, name, and the mode and umask
+/// the caller asked for.
+#[derive(Clone, Copy)]
+pub(super) struct NewEntry<'a> {
+    pub(super) parent: INodeNo,
+    pub(super) name: &'a OsStr,
+    pub(super) mode: u32,
+    pub(super) umask: u32,
 }

@@ -178,20 +178,13 @@ impl KmsFs {
     pub(super) fn do_create(
         &self,
         req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
+        new: NewEntry,
         flags: i32,
     ) -> FsResult<(FileAttr, u64)> {
-        self.check_writable()?;
-        if self.reserved(parent.0, name) {
-            return Err(err(libc::EPERM));
-        }
-        owned_name_ok(name)?;
-        let p = self.inode(parent)?;
-        let mode = self.new_mode(&p, mode, umask)?;
-        let bname = self.backing_name(&p, name)?;
+        self.may_add_name(new.parent, new.name)?;
+        let p = self.inode(new.parent)?;
+        let mode = self.new_mode(&p, new.mode, new.umask)?;
+        let bname = self.backing_name(&p, new.name)?;
         let name = &*bname;
         let pdir = self.fd_of(&p)?;
         let (uid, gid) = self.owner_for(req, &p)?;
@@ -221,6 +214,20 @@ impl KmsFs {
             let fh = self.new_handle(inode, HandleKind::File(file));
             Ok((attr, fh))
         })
+    }
+
+    pub(super) fn do_fsync(&self, fh: FileHandle, datasync: bool) -> FsResult<()> {
+        match &self.handle(fh)?.kind {
+            HandleKind::File(f) => {
+                if datasync {
+                    f.sync_data()?;
+                } else {
+                    f.sync_all()?;
+                }
+                Ok(())
+            }
+            HandleKind::Dir(_) => Ok(()),
+        }
     }
 
     pub(super) fn do_read(&self, fh: FileHandle, off: u64, size: u32) -> FsResult<Vec<u8>> {

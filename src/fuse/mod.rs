@@ -12,6 +12,7 @@ mod enc_names;
 mod entries;
 pub mod inodes;
 mod io;
+mod reply;
 pub mod shared;
 mod stats;
 
@@ -45,7 +46,7 @@ use crate::volume::{self, is_reserved, HeaderLock, Volume};
 use inodes::{Anchor, FdCache, HandleMount, Inode};
 pub use stats::KeyExpiry;
 #[allow(clippy::wildcard_imports)]
-use {attrs::*, enc_names::*};
+use {attrs::*, enc_names::*, entries::NewEntry, reply::*};
 
 /// Virtual xattr on the mount root: the daemon's counters as JSON.
 pub const STATS_XATTR: &str = "user.kmsfs.stats";
@@ -414,10 +415,7 @@ impl Filesystem for KmsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.do_lookup(parent, name) {
-            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(reply, self.do_lookup(parent, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -425,10 +423,7 @@ impl Filesystem for KmsFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.inode(ino).and_then(|i| self.getattr_ino(&i)) {
-            Ok(a) => reply.attr(&self.ttl, &a),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_attr(reply, self.inode(ino).and_then(|i| self.getattr_ino(&i)));
     }
 
     fn setattr(
@@ -449,32 +444,20 @@ impl Filesystem for KmsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves set-user-ID/set-group-ID to us
-        // on truncate and chown(-1, -1) (it then sends a setattr that sets nothing).
-        // fuser 0.18 hides FATTR_KILL_SUIDGID, the kernel's "caller lacks CAP_FSETID":
-        // the caller's capabilities are read from /proc where a truncated file has them.
-        let empty = [mode.is_none(), uid.is_none(), gid.is_none(), size.is_none()]
-            .into_iter()
-            .all(|none| none)
-            && atime.is_none()
-            && mtime.is_none();
-        let kill = match (self.kill_priv, empty, size) {
-            (false, _, _) => KillSuidgid::No,
-            (true, true, _) => KillSuidgid::Always(Caller::of(req)),
-            (true, false, Some(_)) => KillSuidgid::UnlessFsetid(Caller::of(req)),
-            (true, false, None) => KillSuidgid::No,
+        let changes = AttrChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
         };
-        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, kill) {
-            Ok(a) => reply.attr(&self.ttl, &a),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let kill = self.kill_suidgid(req, &changes);
+        self.reply_attr(reply, self.do_setattr(ino, &changes, fh, kill));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.inode(ino).and_then(|i| self.do_readlink(&i)) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_data(reply, self.inode(ino).and_then(|i| self.do_readlink(&i)));
     }
 
     fn mknod(
@@ -487,10 +470,13 @@ impl Filesystem for KmsFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mknod(req, parent, name, mode, umask, rdev) {
-            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let new = NewEntry {
+            parent,
+            name,
+            mode,
+            umask,
+        };
+        self.reply_entry(reply, self.do_mknod(req, new, rdev));
     }
 
     fn mkdir(
@@ -502,64 +488,21 @@ impl Filesystem for KmsFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mknod(req, parent, name, libc::S_IFDIR | (mode & 0o7777), umask, 0) {
-            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let new = NewEntry {
+            parent,
+            name,
+            mode: libc::S_IFDIR | (mode & 0o7777),
+            umask,
+        };
+        self.reply_entry(reply, self.do_mknod(req, new, 0));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.check_writable().and_then(|_| {
-            if self.reserved(parent.0, name) {
-                return Err(err(libc::ENOENT));
-            }
-            let p = self.inode(parent)?;
-            let name = self.backing_name(&p, name)?;
-            let pdir = self.fd_of(&p)?;
-            // A long name's entry and side file go as one against creates.
-            let _g = name.long.is_some().then(|| self.names_lock.write());
-            let _ns = self.fds.ns_exclusive();
-            let gone = self.known_at(pdir.raw(), &name);
-            let link = self.long_link_at(pdir.raw(), &name);
-            sys::unlinkat(pdir.raw(), &name, 0)?;
-            self.remove_side(pdir.raw(), &name);
-            self.release_long_link(link);
-            if let Some(i) = gone {
-                i.remove_name(p.ino, &name);
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.do_unlink(parent, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.check_writable().and_then(|_| {
-            let p = self.inode(parent)?;
-            let pdir = self.fd_of(&p)?;
-            // Before the lock: a directory whose IV must be made takes it shared.
-            let name = self.backing_name(&p, name)?;
-            let _g = self.names().map(|_| self.names_lock.write());
-            let _ns = self.fds.ns_exclusive();
-            let gone = self.known_at(pdir.raw(), &name);
-            match self.names() {
-                None => sys::unlinkat(pdir.raw(), &name, libc::AT_REMOVEDIR)?,
-                Some(k) => {
-                    self.rmdir_named(k, pdir.raw(), &name)?;
-                    self.remove_side(pdir.raw(), &name);
-                }
-            }
-            if let Some(i) = gone {
-                i.remove_name(p.ino, &name);
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.do_rmdir(parent, name));
     }
 
     fn symlink(
@@ -570,10 +513,10 @@ impl Filesystem for KmsFs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        match self.do_symlink(req, parent, link_name, target.as_os_str()) {
-            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(
+            reply,
+            self.do_symlink(req, parent, link_name, target.as_os_str()),
+        );
     }
 
     fn rename(
@@ -586,10 +529,10 @@ impl Filesystem for KmsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.do_rename(parent, name, newparent, newname, flags.bits()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.do_rename(parent, name, newparent, newname, flags.bits()),
+        );
     }
 
     fn link(
@@ -600,17 +543,11 @@ impl Filesystem for KmsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.do_link(ino, newparent, newname) {
-            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(reply, self.do_link(ino, newparent, newname));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(ino, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_opened(reply, self.do_open(ino, flags.0));
     }
 
     fn read(
@@ -624,10 +561,7 @@ impl Filesystem for KmsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.do_read(fh, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_data(reply, self.do_read(fh, offset, size));
     }
 
     fn write(
@@ -646,10 +580,7 @@ impl Filesystem for KmsFs {
         let kill = write_flags
             .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             .then(|| Caller::of(req));
-        match self.do_write(fh, offset, data, append, kill) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_written(reply, self.do_write(fh, offset, data, append, kill));
     }
 
     fn lseek(
@@ -683,10 +614,8 @@ impl Filesystem for KmsFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.do_copy_file_range(req, (fh_in, offset_in), (fh_out, offset_out), len) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let r = self.do_copy_file_range(req, (fh_in, offset_in), (fh_out, offset_out), len);
+        reply_written(reply, r);
     }
 
     fn flush(
@@ -740,28 +669,11 @@ impl Filesystem for KmsFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.handle(fh).and_then(|h| match &h.kind {
-            HandleKind::File(f) => {
-                if datasync {
-                    f.sync_data()?;
-                } else {
-                    f.sync_all()?;
-                }
-                Ok(())
-            }
-            HandleKind::Dir(_) => Ok(()),
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.do_fsync(fh, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_opendir(ino) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_opened(reply, self.do_opendir(ino));
     }
 
     fn readdir(
@@ -821,10 +733,7 @@ impl Filesystem for KmsFs {
             let d = sys::reopen(self.fd_of(&i)?.raw(), libc::O_RDONLY | libc::O_DIRECTORY)?;
             Ok(d.sync_all()?)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -857,21 +766,14 @@ impl Filesystem for KmsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let r = self.check_writable().and_then(|_| {
-            self.acl_allowed(name)?;
-            let i = self.inode(ino)?;
-            self.change_xattrs(&i, |fd| {
-                sys::setxattr_fd(fd, name, value, flags)?;
-                if name.as_bytes() == ACL_ACCESS {
-                    acl_drop_sgid(req, fd)?;
-                }
-                Ok(())
-            })
+        let r = self.change_xattr(ino, name, |fd| {
+            sys::setxattr_fd(fd, name, value, flags)?;
+            if name.as_bytes() == ACL_ACCESS {
+                acl_drop_sgid(req, fd)?;
+            }
+            Ok(())
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -879,34 +781,12 @@ impl Filesystem for KmsFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.inode(ino).and_then(|i| {
-            let fd = self.fd_of(&i)?;
-            if self.posix_acl {
-                return Ok(sys::listxattr_fd(fd.raw(), size as usize)?);
-            }
-            // ACLs this mount does not enforce are not shown.
-            let all = sys::listxattr_all(fd.raw())?;
-            let mut names = Vec::with_capacity(all.len());
-            for n in all.split_inclusive(|&b| b == 0) {
-                if !is_acl(OsStr::from_bytes(n.strip_suffix(&[0]).unwrap_or(n))) {
-                    names.extend_from_slice(n);
-                }
-            }
-            Ok(names)
-        });
-        reply_xattr(reply, size, r);
+        reply_xattr(reply, size, self.do_listxattr(ino, size));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.check_writable().and_then(|_| {
-            self.acl_allowed(name)?;
-            let i = self.inode(ino)?;
-            self.change_xattrs(&i, |fd| sys::removexattr_fd(fd, name))
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let r = self.change_xattr(ino, name, |fd| sys::removexattr_fd(fd, name));
+        reply_empty(reply, r);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -924,7 +804,13 @@ impl Filesystem for KmsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(req, parent, name, mode, umask, flags) {
+        let new = NewEntry {
+            parent,
+            name,
+            mode,
+            umask,
+        };
+        match self.do_create(req, new, flags) {
             Ok((a, fh)) => reply.created(
                 &self.ttl,
                 &a,
@@ -961,10 +847,7 @@ impl Filesystem for KmsFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.do_fallocate(fh, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.do_fallocate(fh, offset, length, mode));
     }
 }
 
