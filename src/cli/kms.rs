@@ -17,67 +17,97 @@ enum Kind {
     Json,
 }
 
-/// `(action, summary, [(param, kind, required)])`, as `tccli kms` names them.
-type Spec = (
-    &'static str,
-    &'static str,
-    &'static [(&'static str, Kind, bool)],
+/// A parameter: `(name, kind, required)`.
+type Param = (&'static str, Kind, bool);
+
+/// `(action, summary, parameters)`, as `tccli kms` names them.
+type Spec = (&'static str, &'static str, &'static [Param]);
+
+// The parameters several actions take, in tccli's spelling.
+const KEY: Param = ("KeyId", Kind::Str, true);
+const KEY_OPT: Param = ("KeyId", Kind::Str, false);
+const KEY_IDS: Param = ("KeyIds", Kind::Json, true);
+const DATA_KEY: Param = ("DataKeyId", Kind::Str, true);
+const DATA_KEY_IDS: Param = ("DataKeyIds", Kind::Json, true);
+const DATA_KEY_NAME: Param = ("DataKeyName", Kind::Str, true);
+const ALIAS: Param = ("Alias", Kind::Str, true);
+const DESCRIPTION: Param = ("Description", Kind::Str, true);
+const DESCRIPTION_OPT: Param = ("Description", Kind::Str, false);
+const KEY_USAGE_OPT: Param = ("KeyUsage", Kind::Str, false);
+const TAGS_OPT: Param = ("Tags", Kind::Json, false);
+const TAG_FILTERS_OPT: Param = ("TagFilters", Kind::Json, false);
+const PENDING_WINDOW: Param = ("PendingWindowInDays", Kind::Int, true);
+const CIPHERTEXT_BLOB: Param = ("CiphertextBlob", Kind::Str, true);
+const CIPHERTEXT: Param = ("Ciphertext", Kind::Str, true);
+const CONTEXT_OPT: Param = ("EncryptionContext", Kind::Str, false);
+// A plaintext answer encrypted to the caller's public key instead.
+const PUBLIC_KEY_OPT: Param = ("EncryptionPublicKey", Kind::Str, false);
+const PUBLIC_KEY_ALGORITHM_OPT: Param = ("EncryptionAlgorithm", Kind::Str, false);
+const MESSAGE: Param = ("Message", Kind::Str, true);
+const MESSAGE_TYPE_OPT: Param = ("MessageType", Kind::Str, false);
+const SIGNATURE: Param = ("SignatureValue", Kind::Str, true);
+const ALGORITHM: Param = ("Algorithm", Kind::Str, true);
+
+/// The paging of the List* actions.
+const PAGE: &[Param] = &[
+    ("Offset", Kind::Int, false),
+    ("Limit", Kind::Int, false),
+    ("Role", Kind::Int, false),
+];
+
+/// The paging and filters ListKeyDetail and ListDataKeyDetail share.
+const DETAIL_FILTERS: [Param; 7] = concat(
+    PAGE,
+    &[
+        ("OrderType", Kind::Int, false),
+        ("KeyState", Kind::Int, false),
+        ("SearchKeyAlias", Kind::Str, false),
+        ("Origin", Kind::Str, false),
+    ],
 );
 
-const KEY: (&str, Kind, bool) = ("KeyId", Kind::Str, true);
-const DATA_KEY: (&str, Kind, bool) = ("DataKeyId", Kind::Str, true);
+/// `a` then `b`, for a parameter list that extends another; `N` is their length
+/// together (a wrong `N` fails the build).
+const fn concat<const N: usize>(a: &[Param], b: &[Param]) -> [Param; N] {
+    assert!(a.len() + b.len() == N);
+    let mut out = [("", Kind::Str, false); N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
 
 const SPECS: &[Spec] = &[
     (
         "CreateKey",
         "Create a key (KeyUsage ENCRYPT_DECRYPT|ASYMMETRIC_DECRYPT_RSA_2048|ASYMMETRIC_DECRYPT_SM2|ASYMMETRIC_SIGN_VERIFY_RSA_2048|ASYMMETRIC_SIGN_VERIFY_ECC|ASYMMETRIC_SIGN_VERIFY_SM2|ASYMMETRIC_Encrypt_Decrypt_Kyber_AES|ASYMMETRIC_SIGN_VERIFY_DILITHIUM; Type 2: EXTERNAL; Tags as JSON).",
         &[
-            ("Alias", Kind::Str, true),
-            ("Description", Kind::Str, false),
-            ("KeyUsage", Kind::Str, false),
+            ALIAS,
+            DESCRIPTION_OPT,
+            KEY_USAGE_OPT,
             ("Type", Kind::Int, false),
-            ("Tags", Kind::Json, false),
+            TAGS_OPT,
         ],
     ),
     ("DescribeKey", "Show a key's metadata.", &[KEY]),
     (
         "DescribeKeys",
         "Show the metadata of several keys.",
-        &[("KeyIds", Kind::Json, true)],
+        &[KEY_IDS],
     ),
-    (
-        "ListKeys",
-        "List key ids.",
-        &[
-            ("Offset", Kind::Int, false),
-            ("Limit", Kind::Int, false),
-            ("Role", Kind::Int, false),
-        ],
-    ),
+    ("ListKeys", "List key ids.", PAGE),
     (
         "ListKeyDetail",
         "List keys with metadata and filters.",
-        &[
-            ("Offset", Kind::Int, false),
-            ("Limit", Kind::Int, false),
-            ("Role", Kind::Int, false),
-            ("OrderType", Kind::Int, false),
-            ("KeyState", Kind::Int, false),
-            ("SearchKeyAlias", Kind::Str, false),
-            ("Origin", Kind::Str, false),
-            ("KeyUsage", Kind::Str, false),
-            ("TagFilters", Kind::Json, false),
-        ],
+        &concat::<9>(&DETAIL_FILTERS, &[KEY_USAGE_OPT, TAG_FILTERS_OPT]),
     ),
-    (
-        "UpdateAlias",
-        "Change a key's alias.",
-        &[("Alias", Kind::Str, true), KEY],
-    ),
+    ("UpdateAlias", "Change a key's alias.", &[ALIAS, KEY]),
     (
         "UpdateKeyDescription",
         "Change a key's description.",
-        &[("Description", Kind::Str, true), KEY],
+        &[DESCRIPTION, KEY],
     ),
     ("EnableKey", "Enable a key.", &[KEY]),
     (
@@ -88,7 +118,7 @@ const SPECS: &[Spec] = &[
     (
         "ScheduleKeyDeletion",
         "Delete a disabled key after 7-30 days.",
-        &[KEY, ("PendingWindowInDays", Kind::Int, true)],
+        &[KEY, PENDING_WINDOW],
     ),
     (
         "CancelKeyDeletion",
@@ -116,27 +146,23 @@ const SPECS: &[Spec] = &[
     (
         "Encrypt",
         "Encrypt up to 4 KiB (Plaintext in base64).",
-        &[
-            KEY,
-            ("Plaintext", Kind::Str, true),
-            ("EncryptionContext", Kind::Str, false),
-        ],
+        &[KEY, ("Plaintext", Kind::Str, true), CONTEXT_OPT],
     ),
     (
         "Decrypt",
         "Decrypt a CiphertextBlob.",
         &[
-            ("CiphertextBlob", Kind::Str, true),
-            ("EncryptionContext", Kind::Str, false),
-            ("EncryptionPublicKey", Kind::Str, false),
-            ("EncryptionAlgorithm", Kind::Str, false),
+            CIPHERTEXT_BLOB,
+            CONTEXT_OPT,
+            PUBLIC_KEY_OPT,
+            PUBLIC_KEY_ALGORITHM_OPT,
         ],
     ),
     (
         "ReEncrypt",
         "Re-encrypt a CiphertextBlob under another key or the newest key version.",
         &[
-            ("CiphertextBlob", Kind::Str, true),
+            CIPHERTEXT_BLOB,
             ("DestinationKeyId", Kind::Str, false),
             ("SourceEncryptionContext", Kind::Str, false),
             ("DestinationEncryptionContext", Kind::Str, false),
@@ -149,13 +175,13 @@ const SPECS: &[Spec] = &[
             KEY,
             ("KeySpec", Kind::Str, false),
             ("NumberOfBytes", Kind::Int, false),
-            ("EncryptionContext", Kind::Str, false),
-            ("EncryptionPublicKey", Kind::Str, false),
-            ("EncryptionAlgorithm", Kind::Str, false),
+            CONTEXT_OPT,
+            PUBLIC_KEY_OPT,
+            PUBLIC_KEY_ALGORITHM_OPT,
             ("IsHostedByKms", Kind::Int, false),
             ("DataKeyName", Kind::Str, false),
-            ("Description", Kind::Str, false),
-            ("Tags", Kind::Json, false),
+            DESCRIPTION_OPT,
+            TAGS_OPT,
         ],
     ),
     (
@@ -176,37 +202,22 @@ const SPECS: &[Spec] = &[
     (
         "AsymmetricRsaDecrypt",
         "Decrypt with an RSA key (Algorithm RSAES_OAEP_SHA_256|RSAES_OAEP_SHA_1|RSAES_PKCS1_V1_5).",
-        &[
-            KEY,
-            ("Ciphertext", Kind::Str, true),
-            ("Algorithm", Kind::Str, true),
-        ],
+        &[KEY, CIPHERTEXT, ALGORITHM],
     ),
     (
         "AsymmetricSm2Decrypt",
         "Decrypt with an SM2 key (Ciphertext: base64 of C1C3C2 ASN.1, at most 256 bytes).",
-        &[KEY, ("Ciphertext", Kind::Str, true)],
+        &[KEY, CIPHERTEXT],
     ),
     (
         "SignByAsymmetricKey",
         "Sign a message (RAW, up to 4096 bytes) or its SHA-256 (DIGEST), in base64.",
-        &[
-            ("Algorithm", Kind::Str, true),
-            ("Message", Kind::Str, true),
-            KEY,
-            ("MessageType", Kind::Str, false),
-        ],
+        &[ALGORITHM, MESSAGE, KEY, MESSAGE_TYPE_OPT],
     ),
     (
         "VerifyByAsymmetricKey",
         "Check a signature of a message or digest.",
-        &[
-            KEY,
-            ("SignatureValue", Kind::Str, true),
-            ("Message", Kind::Str, true),
-            ("Algorithm", Kind::Str, true),
-            ("MessageType", Kind::Str, false),
-        ],
+        &[KEY, SIGNATURE, MESSAGE, ALGORITHM, MESSAGE_TYPE_OPT],
     ),
     (
         "GetParametersForImport",
@@ -235,12 +246,12 @@ const SPECS: &[Spec] = &[
     (
         "EnableKeys",
         "Enable up to 100 keys (KeyIds as a JSON list), all or none.",
-        &[("KeyIds", Kind::Json, true)],
+        &[KEY_IDS],
     ),
     (
         "DisableKeys",
         "Disable up to 100 keys (KeyIds as a JSON list), all or none.",
-        &[("KeyIds", Kind::Json, true)],
+        &[KEY_IDS],
     ),
     (
         "GetServiceStatus",
@@ -256,80 +267,60 @@ const SPECS: &[Spec] = &[
     (
         "PostQuantumCryptoDecrypt",
         "Decrypt a PostQuantumCryptoEncrypt CiphertextBlob.",
-        &[
-            ("CiphertextBlob", Kind::Str, true),
-            ("EncryptionPublicKey", Kind::Str, false),
-            ("EncryptionAlgorithm", Kind::Str, false),
-        ],
+        &[CIPHERTEXT_BLOB, PUBLIC_KEY_OPT, PUBLIC_KEY_ALGORITHM_OPT],
     ),
     (
         "PostQuantumCryptoSign",
         "Sign a message (base64, up to 4096 bytes) with a Dilithium key (ML-DSA-65).",
-        &[("Message", Kind::Str, true), KEY],
+        &[MESSAGE, KEY],
     ),
     (
         "PostQuantumCryptoVerify",
         "Check a Dilithium signature of a message.",
-        &[
-            KEY,
-            ("SignatureValue", Kind::Str, true),
-            ("Message", Kind::Str, true),
-        ],
+        &[KEY, SIGNATURE, MESSAGE],
     ),
     (
         "ImportDataKey",
         "Host a data key: ImportType 1 (a CiphertextBlob of GenerateDataKey) or 2 (base64 plaintext, sealed under KeyId).",
         &[
-            ("DataKeyName", Kind::Str, true),
+            DATA_KEY_NAME,
             ("ImportKeyMaterial", Kind::Str, true),
             ("ImportType", Kind::Int, true),
-            ("Description", Kind::Str, false),
-            ("KeyId", Kind::Str, false),
-            ("Tags", Kind::Json, false),
+            DESCRIPTION_OPT,
+            KEY_OPT,
+            TAGS_OPT,
         ],
     ),
-    ("DescribeDataKey", "Show a hosted data key's metadata.", &[DATA_KEY]),
+    (
+        "DescribeDataKey",
+        "Show a hosted data key's metadata.",
+        &[DATA_KEY],
+    ),
     (
         "DescribeDataKeys",
         "Show the metadata of up to 100 hosted data keys.",
-        &[("DataKeyIds", Kind::Json, true)],
+        &[DATA_KEY_IDS],
     ),
-    (
-        "ListDataKeys",
-        "List hosted data key ids.",
-        &[
-            ("Offset", Kind::Int, false),
-            ("Limit", Kind::Int, false),
-            ("Role", Kind::Int, false),
-        ],
-    ),
+    ("ListDataKeys", "List hosted data key ids.", PAGE),
     (
         "ListDataKeyDetail",
         "List hosted data keys with metadata and filters.",
-        &[
-            ("Offset", Kind::Int, false),
-            ("Limit", Kind::Int, false),
-            ("Role", Kind::Int, false),
-            ("OrderType", Kind::Int, false),
-            ("KeyState", Kind::Int, false),
-            ("SearchKeyAlias", Kind::Str, false),
-            ("Origin", Kind::Str, false),
-            ("KeyId", Kind::Str, false),
-            ("DataKeyLen", Kind::Int, false),
-            ("TagFilters", Kind::Json, false),
-        ],
+        &concat::<10>(
+            &DETAIL_FILTERS,
+            &[KEY_OPT, ("DataKeyLen", Kind::Int, false), TAG_FILTERS_OPT],
+        ),
     ),
     ("EnableDataKey", "Enable a hosted data key.", &[DATA_KEY]),
     (
         "EnableDataKeys",
         "Enable up to 100 hosted data keys, all or none.",
-        &[("DataKeyIds", Kind::Json, true)],
+        &[DATA_KEY_IDS],
     ),
     ("DisableDataKey", "Disable a hosted data key.", &[DATA_KEY]),
     (
         "DisableDataKeys",
         "Disable up to 100 hosted data keys, all or none.",
-        &[("DataKeyIds", Kind::Json, true)],
+        &[DATA_KEY_IDS],
     ),
     (
         "GetDataKeyCiphertextBlob",
@@ -339,16 +330,12 @@ const SPECS: &[Spec] = &[
     (
         "GetDataKeyPlaintext",
         "Show a hosted data key (base64), or it encrypted to EncryptionPublicKey.",
-        &[
-            DATA_KEY,
-            ("EncryptionPublicKey", Kind::Str, false),
-            ("EncryptionAlgorithm", Kind::Str, false),
-        ],
+        &[DATA_KEY, PUBLIC_KEY_OPT, PUBLIC_KEY_ALGORITHM_OPT],
     ),
     (
         "ScheduleDataKeyDeletion",
         "Delete a hosted data key after 7-30 days.",
-        &[DATA_KEY, ("PendingWindowInDays", Kind::Int, true)],
+        &[DATA_KEY, PENDING_WINDOW],
     ),
     (
         "CancelDataKeyDeletion",
@@ -358,12 +345,12 @@ const SPECS: &[Spec] = &[
     (
         "UpdateDataKeyName",
         "Rename a hosted data key.",
-        &[DATA_KEY, ("DataKeyName", Kind::Str, true)],
+        &[DATA_KEY, DATA_KEY_NAME],
     ),
     (
         "UpdateDataKeyDescription",
         "Change a hosted data key's description.",
-        &[DATA_KEY, ("Description", Kind::Str, true)],
+        &[DATA_KEY, DESCRIPTION],
     ),
 ];
 
@@ -409,23 +396,46 @@ fn action_help(spec: &Spec) -> String {
     s
 }
 
+/// Why an argument is not part of a `--Name value` / `--Name=value` pair.
+enum FlagError<'a> {
+    /// An argument where a `--Name` was due.
+    NotAFlag(&'a str),
+    /// `--Name` last, without its value.
+    NoValue(&'a str),
+}
+
+/// The `--Name value` / `--Name=value` pairs of `args` in order (both CLIs' syntax); the
+/// callers stop at the first error.
+fn flag_pairs(args: &[String]) -> impl Iterator<Item = Result<(&str, String), FlagError<'_>>> {
+    let mut it = args.iter();
+    std::iter::from_fn(move || {
+        let a = it.next()?;
+        let Some(flag) = a.strip_prefix("--") else {
+            return Some(Err(FlagError::NotAFlag(a)));
+        };
+        Some(match flag.split_once('=') {
+            Some((n, v)) => Ok((n, v.to_owned())),
+            None => match it.next() {
+                Some(v) => Ok((flag, v.clone())),
+                None => Err(FlagError::NoValue(flag)),
+            },
+        })
+    })
+}
+
 /// Parses `--Param value` / `--Param=value` pairs against the action's spec.
 fn parse_params(spec: &Spec, args: &[String]) -> Result<Map<String, Value>, String> {
     let (action, _, params) = spec;
     let mut out = Map::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(flag) = a.strip_prefix("--") else {
-            return Err(format!(
-                "unexpected argument {a:?}: parameters are --Name value"
-            ));
-        };
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n, v.to_owned()),
-            None => match it.next() {
-                Some(v) => (flag, v.clone()),
-                None => return Err(format!("--{flag} needs a value")),
-            },
+    for pair in flag_pairs(args) {
+        let (name, value) = match pair {
+            Ok(p) => p,
+            Err(FlagError::NotAFlag(a)) => {
+                return Err(format!(
+                    "unexpected argument {a:?}: parameters are --Name value"
+                ))
+            }
+            Err(FlagError::NoValue(flag)) => return Err(format!("--{flag} needs a value")),
         };
         // tccli's global options that mean nothing to a local KMS.
         if matches!(
@@ -490,26 +500,21 @@ fn run_aliyun(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut params: Vec<(String, String)> = Vec::new();
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let Some(flag) = a.strip_prefix("--") else {
-            eprint!(
-                "kmsfs kms: unexpected argument {a:?}: parameters are --Name=value\n\n{}",
-                usage()
-            );
-            return Ok(2);
-        };
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_owned(), v.to_owned()),
-            None => match it.next() {
-                Some(v) => (flag.to_owned(), v.clone()),
-                None => {
-                    eprintln!("kmsfs kms: --{flag} needs a value");
-                    return Ok(2);
-                }
-            },
-        };
-        params.push((name, value));
+    for pair in flag_pairs(&args[1..]) {
+        match pair {
+            Ok((name, value)) => params.push((name.to_owned(), value)),
+            Err(FlagError::NotAFlag(a)) => {
+                eprint!(
+                    "kmsfs kms: unexpected argument {a:?}: parameters are --Name=value\n\n{}",
+                    usage()
+                );
+                return Ok(2);
+            }
+            Err(FlagError::NoValue(flag)) => {
+                eprintln!("kmsfs kms: --{flag} needs a value");
+                return Ok(2);
+            }
+        }
     }
     let ctx = CallContext::local();
     let result = kms_core::connect(kms).and_then(|s| s.call_aliyun(&ctx, action, &params));

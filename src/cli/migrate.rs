@@ -24,15 +24,9 @@ struct MigrateArgs {
 
 /// Runs the migration; returns the process exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    let args = match MigrateArgs::try_parse_from(
-        std::iter::once("kmsfs kms migrate".to_owned()).chain(args.iter().cloned()),
-    ) {
+    let args: MigrateArgs = match super::parse_subcommand("kmsfs kms migrate", args) {
         Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
+        Err(code) => return Ok(code),
     };
     let local = kms_core::default_store_dir()?;
     let report = kms_core::migrate::migrate(&args.from, &args.to, args.force, &local)

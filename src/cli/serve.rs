@@ -53,16 +53,9 @@ struct ServeArgs {
 
 /// Runs the server until SIGTERM or SIGINT; returns the process exit code.
 pub fn run(kms: Option<&str>, args: &[String]) -> anyhow::Result<i32> {
-    let args = match ServeArgs::try_parse_from(
-        std::iter::once("kmsfs kms serve".to_owned()).chain(args.iter().cloned()),
-    ) {
+    let args: ServeArgs = match super::parse_subcommand("kmsfs kms serve", args) {
         Ok(a) => a,
-        Err(e) => {
-            // --help and --version print and succeed; errors print usage and fail.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
+        Err(code) => return Ok(code),
     };
     use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
