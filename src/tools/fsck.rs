@@ -383,33 +383,10 @@ impl Checker {
 
     fn file(&mut self, path: &Path, rel: &str) {
         self.report.files += 1;
-        let f = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                self.report.add(
-                    Severity::Error,
-                    "io",
-                    rel,
-                    None,
-                    format!("cannot open: {e}"),
-                );
-                return;
-            }
-        };
-        let len = match f.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                self.report.add(
-                    Severity::Error,
-                    "io",
-                    rel,
-                    None,
-                    format!("cannot stat: {e}"),
-                );
+        let (f, len) = match open_walked_file(path) {
+            Ok(x) => x,
+            Err(message) => {
+                self.report.add(Severity::Error, "io", rel, None, message);
                 return;
             }
         };
@@ -686,4 +663,16 @@ impl Checker {
             );
         }
     }
+}
+
+/// A file of the walk opened for reading (no symlink followed, no FIFO waited on) and
+/// its length; or what failed, for an "io" problem.
+fn open_walked_file(path: &Path) -> Result<(std::fs::File, u64), String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
+    Ok((f, len))
 }

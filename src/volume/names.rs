@@ -607,6 +607,13 @@ mod tests {
         NameKey::derive(&[7u8; 32], "9b1c1d7e-0000-4000-8000-000000000000")
     }
 
+    /// A temporary directory and the open directory its side files are made in.
+    fn open_temp_dir() -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = File::open(dir.path()).unwrap();
+        (dir, d)
+    }
+
     #[test]
     fn names_round_trip_and_fit_name_max() {
         let k = key();
@@ -766,8 +773,7 @@ mod tests {
     #[test]
     fn side_files_are_checked_never_trusted() {
         let k = key().with_long_names(true);
-        let dir = tempfile::tempdir().unwrap();
-        let d = File::open(dir.path()).unwrap();
+        let (dir, d) = open_temp_dir();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
         let iv = [5u8; IV_LEN];
         let name = "n".repeat(230);
@@ -829,8 +835,7 @@ mod tests {
 
     #[test]
     fn side_files_of_fifos_and_devices_are_eio_and_never_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = File::open(dir.path()).unwrap();
+        let (dir, d) = open_temp_dir();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
         let entry = long_name_of(OsStr::new(&"A".repeat(300)));
         let side = dir.path().join(side_name(&entry));
@@ -851,8 +856,7 @@ mod tests {
     #[test]
     fn concurrent_side_file_writers_never_share_a_temp_file() {
         let k = key().with_long_names(true);
-        let dir = tempfile::tempdir().unwrap();
-        let d = File::open(dir.path()).unwrap();
+        let (dir, d) = open_temp_dir();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
         let iv = [7u8; IV_LEN];
         let s = k.encrypt_name(&iv, OsStr::new(&"w".repeat(240))).unwrap();
@@ -887,8 +891,7 @@ mod tests {
     #[test]
     fn long_links_hold_targets_up_to_path_max() {
         let k = key().with_long_names(true);
-        let dir = tempfile::tempdir().unwrap();
-        let d = File::open(dir.path()).unwrap();
+        let (dir, d) = open_temp_dir();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
         let t = "t/".repeat(2047) + "x";
         assert_eq!(t.len(), MAX_TARGET);
