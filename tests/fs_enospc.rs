@@ -15,6 +15,14 @@ use std::process::Command;
 
 use fsmount::{kmsfs, pattern, Mounted};
 
+/// A test's scratch directory (its small filesystem goes at `small`).
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kmsfs-enospc")
+        .tempdir()
+        .unwrap()
+}
+
 /// A small filesystem mounted for the test, unmounted on drop (also when the test fails).
 struct SmallFs(PathBuf);
 
@@ -86,22 +94,26 @@ fn fsck(m: &Mounted) -> (Option<i32>, Vec<Problem>) {
     (out.status.code(), probs)
 }
 
+/// `kmsfs fsck` exits 0 and finds nothing (`when`: for the message).
+fn assert_fsck_clean(m: &Mounted, when: &str) {
+    let (code, probs) = fsck(m);
+    assert_eq!(
+        (code, probs.clone()),
+        (Some(0), vec![]),
+        "fsck {when}: {probs:?}"
+    );
+}
+
 #[test]
 fn full_tmpfs_gives_enospc_keeps_fsynced_files_and_recovers() {
-    let dir = tempfile::Builder::new()
-        .prefix("kmsfs-enospc")
-        .tempdir()
-        .unwrap();
+    let dir = scratch_dir();
     let _small = SmallFs::tmpfs(&dir.path().join("small"));
     fill_and_check(dir.path());
 }
 
 #[test]
 fn full_loop_ext4_gives_enospc_keeps_fsynced_files_and_recovers() {
-    let dir = tempfile::Builder::new()
-        .prefix("kmsfs-enospc")
-        .tempdir()
-        .unwrap();
+    let dir = scratch_dir();
     let _small = SmallFs::ext4(&dir.path().join("small"), &dir.path().join("ext4.img"));
     fill_and_check(dir.path());
 }
@@ -204,12 +216,7 @@ fn fill_and_check(dir: &Path) {
     assert!(got.len() >= written, "fill lost acknowledged bytes");
     drop((fill, newf, f));
     m.unmount();
-    let (code, probs) = fsck(&m);
-    assert_eq!(
-        (code, probs.clone()),
-        (Some(0), vec![]),
-        "fsck at ENOSPC: {probs:?}"
-    );
+    assert_fsck_clean(&m, "at ENOSPC");
 
     // Free space: writable again.
     m.mount(&[]).unwrap();
@@ -222,12 +229,7 @@ fn fill_and_check(dir: &Path) {
     assert_eq!(fs::read(m.p("keep")).unwrap(), keep);
     drop(f);
     m.unmount();
-    let (code, probs) = fsck(&m);
-    assert_eq!(
-        (code, probs.clone()),
-        (Some(0), vec![]),
-        "fsck after freeing space: {probs:?}"
-    );
+    assert_fsck_clean(&m, "after freeing space");
 }
 
 /// `-o writeback_cache`: writes land in the page cache, so a full disk is reported by
@@ -235,10 +237,7 @@ fn fill_and_check(dir: &Path) {
 /// intact and freeing space makes the volume writable again.
 #[test]
 fn writeback_cache_reports_a_full_disk_at_fsync() {
-    let dir = tempfile::Builder::new()
-        .prefix("kmsfs-enospc")
-        .tempdir()
-        .unwrap();
+    let dir = scratch_dir();
     let _small = SmallFs::tmpfs(&dir.path().join("small"));
     let backing = dir.path().join("small/backing");
     fs::create_dir(&backing).unwrap();

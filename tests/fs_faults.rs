@@ -27,11 +27,7 @@ fn tampered_and_truncated_blocks_fail_with_eio_and_a_log_line() {
     let data = pattern(9, 5 * 4096);
     fs::write(m.p("f"), &data).unwrap();
     // Flip one ciphertext byte of block 2 in the backing file.
-    let raw = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(m.b("f"))
-        .unwrap();
+    let raw = m.raw("f");
     let off = 1024 + 2 * 4136 + 100;
     let mut b = [0u8; 1];
     raw.read_exact_at(&mut b, off).unwrap();

@@ -118,36 +118,17 @@ fn clean_volume_passes_and_each_damage_is_reported_with_file_and_block() {
 
     let (code, v) = fsck(&m.kms, &m.backing);
     assert_eq!(code, 4, "{v:#}");
-    assert_eq!(
-        problems(&v, "bad-tag"),
-        [p("error", "bad-tag", Some(2))],
-        "{v:#}"
-    );
-    assert_eq!(
-        problems(&v, "cut"),
-        [p("error", "bad-tag", Some(5))],
-        "{v:#}"
-    );
-    assert_eq!(
-        problems(&v, "torn"),
-        [p("error", "torn-tail", Some(5))],
-        "{v:#}"
-    );
-    assert_eq!(
-        problems(&v, "header"),
-        [p("error", "header", None)],
-        "{v:#}"
-    );
-    assert_eq!(
-        problems(&v, "zeroed"),
-        [p("warning", "zero-block", Some(3))],
-        "{v:#}"
-    );
-    assert_eq!(
-        problems(&v, "slot1"),
-        [p("warning", "header-slot", None)],
-        "{v:#}"
-    );
+    // Each damaged file: its one problem.
+    for (file, want) in [
+        ("bad-tag", p("error", "bad-tag", Some(2))),
+        ("cut", p("error", "bad-tag", Some(5))),
+        ("torn", p("error", "torn-tail", Some(5))),
+        ("header", p("error", "header", None)),
+        ("zeroed", p("warning", "zero-block", Some(3))),
+        ("slot1", p("warning", "header-slot", None)),
+    ] {
+        assert_eq!(problems(&v, file), [want], "{file}: {v:#}");
+    }
     let alien = problems(&v, "dir/alien");
     assert!(
         alien.len() == 1

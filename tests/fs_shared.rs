@@ -58,11 +58,7 @@ fn write_slots(m: &Mounted, who: usize, start: &std::sync::Barrier) {
 #[test]
 fn two_daemons_share_one_backing_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let server = ServerProc::in_dir(tmp.path(), None);
     let backing = tmp.path().join("backing");
     fs::create_dir_all(&backing).unwrap();
     // A makes the volume; B then mounts it while A stays mounted. Both spellings of the option.

@@ -36,11 +36,7 @@ fn a_block_rolled_back_to_its_older_version_reads_without_error() {
     let v1 = pattern(1, 3 * 4096);
     fs::write(m.p("f"), &v1).unwrap();
     // The attacker keeps block 1 as stored now…
-    let raw = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(m.b("f"))
-        .unwrap();
+    let raw = m.raw("f");
     let mut old = vec![0u8; STORED as usize];
     raw.read_exact_at(&mut old, HEADER + STORED).unwrap();
     // …the user rewrites it (detection first: the rewrite reads back)…

@@ -73,6 +73,23 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
 
+/// `mount -t fuse.kmsfs BACKING MNT -o OPTS`: mount(8) runs the helper.
+fn mount_t_kmsfs(backing: &Path, mnt: &Path, opts: &str) -> Output {
+    run(Command::new("mount")
+        .args(["-t", "fuse.kmsfs"])
+        .arg(backing)
+        .arg(mnt)
+        .args(["-o", opts]))
+}
+
+/// `mount -o remount,HOW MNT`, which must succeed.
+fn remount(mnt: &Path, how: &str) {
+    let out = run(Command::new("mount")
+        .args(["-o", &format!("remount,{how}")])
+        .arg(mnt));
+    assert!(out.status.success(), "remount,{how}: {}", text(&out));
+}
+
 /// The filesystem type of mountpoint `p` in /proc/self/mountinfo.
 fn fs_type(p: &Path) -> Option<String> {
     let s = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -118,11 +135,7 @@ fn mount_t_fuse_kmsfs_and_an_fstab_line() {
         "kms={},allow_other,nofail,_netdev,x-systemd.automount,noatime",
         kms.display()
     );
-    let out = run(Command::new("mount")
-        .args(["-t", "fuse.kmsfs"])
-        .arg(&backing)
-        .arg(&mnt)
-        .args(["-o", &opts]));
+    let out = mount_t_kmsfs(&backing, &mnt, &opts);
     assert!(out.status.success(), "mount -t fuse.kmsfs: {}", text(&out));
     assert!(is_mounted(&mnt));
     assert_eq!(fs_type(&mnt).as_deref(), Some("fuse.kmsfs"));
@@ -174,11 +187,7 @@ fn mount_t_fuse_kmsfs_and_an_fstab_line() {
     assert!(!is_mounted(&mnt));
     let empty = t.path().join("not-a-volume");
     fs::create_dir(&empty).unwrap();
-    let out = run(Command::new("mount")
-        .args(["-t", "fuse.kmsfs"])
-        .arg(&empty)
-        .arg(&mnt)
-        .args(["-o", &format!("kms={}", kms.display())]));
+    let out = mount_t_kmsfs(&empty, &mnt, &format!("kms={}", kms.display()));
     assert_eq!(out.status.code(), Some(32), "{}", text(&out));
     assert!(text(&out).contains("not a kmsfs volume"), "{}", text(&out));
     assert!(text(&out).contains("kmsfs init"), "{}", text(&out));
@@ -201,11 +210,7 @@ fn remount_ro_rw_and_every_helper_option_through_mount8() {
         kms.display(),
         log.display()
     );
-    let out = run(Command::new("mount")
-        .args(["-t", "fuse.kmsfs"])
-        .arg(&backing)
-        .arg(&mnt)
-        .args(["-o", &opts]));
+    let out = mount_t_kmsfs(&backing, &mnt, &opts);
     assert!(
         out.status.success(),
         "mount -t fuse.kmsfs -o {opts}: {}",
@@ -221,40 +226,28 @@ fn remount_ro_rw_and_every_helper_option_through_mount8() {
     assert!(log.is_file(), "log_file= wrote no log");
     let pid = daemon_pid(&mnt);
     fs::write(mnt.join("before"), b"rw").unwrap();
-    let flags = |p: &Path| -> String {
+    // The mount's flags in /proc/mounts begin with `want`.
+    let assert_flags = |want: &str| {
         let mounts = fs::read_to_string("/proc/mounts").unwrap();
         let line = mounts
             .lines()
-            .find(|l| l.split(' ').nth(1) == Some(&*p.to_string_lossy()))
+            .find(|l| l.split(' ').nth(1) == Some(&*mnt.to_string_lossy()))
             .unwrap()
             .to_owned();
-        line.split(' ').nth(3).unwrap().to_owned()
+        let flags = line.split(' ').nth(3).unwrap();
+        assert!(flags.starts_with(want), "{flags}");
     };
-    assert!(
-        flags(&mnt).starts_with("rw,nosuid,nodev,noatime"),
-        "{}",
-        flags(&mnt)
-    );
+    assert_flags("rw,nosuid,nodev,noatime");
 
-    let out = run(Command::new("mount").args(["-o", "remount,ro"]).arg(&mnt));
-    assert!(out.status.success(), "remount,ro: {}", text(&out));
-    assert!(
-        flags(&mnt).starts_with("ro,nosuid,nodev,noatime"),
-        "{}",
-        flags(&mnt)
-    );
+    remount(&mnt, "ro");
+    assert_flags("ro,nosuid,nodev,noatime");
     let e = fs::write(mnt.join("while-ro"), b"no").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     assert_eq!(fs::read(mnt.join("before")).unwrap(), b"rw");
     assert_eq!(daemon_pid(&mnt), pid, "remount started another daemon");
 
-    let out = run(Command::new("mount").args(["-o", "remount,rw"]).arg(&mnt));
-    assert!(out.status.success(), "remount,rw: {}", text(&out));
-    assert!(
-        flags(&mnt).starts_with("rw,nosuid,nodev,noatime"),
-        "{}",
-        flags(&mnt)
-    );
+    remount(&mnt, "rw");
+    assert_flags("rw,nosuid,nodev,noatime");
     fs::write(mnt.join("after"), b"rw again").unwrap();
     assert_eq!(fs::read(mnt.join("after")).unwrap(), b"rw again");
 

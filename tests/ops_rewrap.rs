@@ -54,6 +54,14 @@ fn rel(i: usize) -> String {
     format!("d{:02}/f{:04}", i % 20, i)
 }
 
+/// A volume at `dir/b` on the KMS at `dir/kms`, made with `kmsfs init ARGS`, and mounted.
+fn mounted_volume(dir: &Path, args: &[&str]) -> (PathBuf, PathBuf, Mounted) {
+    let (kms, backing) = (dir.join("kms"), dir.join("b"));
+    init_volume(&kms, &backing, args);
+    let m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    (kms, backing, m)
+}
+
 fn write_files(m: &Mounted, range: std::ops::Range<usize>) {
     for d in 0..20 {
         fs::create_dir_all(m.p(&format!("d{d:02}"))).unwrap();
@@ -197,9 +205,7 @@ fn assert_all_under(files: &[PathBuf], key: &(String, u32)) {
 fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
     const N: usize = 2000;
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
-    init_volume(&kms, &backing, &["--dek-max-files", "100"]);
-    let mut m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let (kms, backing, mut m) = mounted_volume(dir.path(), &["--dek-max-files", "100"]);
     let old_cmk = m.cmk();
     write_files(&m, 0..N);
     let old_deks: HashSet<Vec<u8>> = backing_files(&backing)
@@ -304,9 +310,7 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
 fn rotate_in_place_killed_halfway_then_rerun_completes() {
     const N: usize = 2000;
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
-    init_volume(&kms, &backing, &["--dek-max-files", "10"]);
-    let mut m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let (kms, backing, mut m) = mounted_volume(dir.path(), &["--dek-max-files", "10"]);
     let cmk = m.cmk();
     write_files(&m, 0..N);
     fs::write(m.p("empty"), b"").unwrap();
@@ -363,9 +367,7 @@ fn rotate_in_place_killed_halfway_then_rerun_completes() {
 #[test]
 fn a_corrupt_header_is_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
-    init_volume(&kms, &backing, &[]);
-    let mut m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let (kms, backing, mut m) = mounted_volume(dir.path(), &[]);
     for i in 0..5 {
         fs::write(m.p(&format!("f{i}")), content(i)).unwrap();
     }
@@ -427,11 +429,7 @@ fn rewrap_through_the_remote_kms_while_mounted() {
     std::env::set_var("TENCENTCLOUD_SECRET_ID", SECRET_ID);
     std::env::set_var("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
     let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(
-        &tmp.path().join("store"),
-        None,
-        &tmp.path().join("server.log"),
-    );
+    let server = ServerProc::in_dir(tmp.path(), None);
     let backing = tmp.path().join("backing");
     fs::create_dir_all(&backing).unwrap();
     let url = server.url.clone();
@@ -537,9 +535,7 @@ fn audit_lines(kms: &Path) -> usize {
 fn a_second_rewrap_is_refused_while_one_runs_and_a_killed_one_leaves_no_lock() {
     const N: usize = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing) = (dir.path().join("kms"), dir.path().join("b"));
-    init_volume(&kms, &backing, &["--dek-max-files", "10"]);
-    let m = Mounted::existing(&kms, &backing, &[]).unwrap();
+    let (kms, backing, m) = mounted_volume(dir.path(), &["--dek-max-files", "10"]);
     let cmk = m.cmk();
     write_files(&m, 0..N);
     m.kms_call("RotateKey", serde_json::json!({ "KeyId": cmk }));

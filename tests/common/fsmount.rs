@@ -207,6 +207,15 @@ impl Mounted {
         self.backing.join(rel)
     }
 
+    /// A backing file opened read-write, to tamper with behind the daemon's back.
+    pub fn raw(&self, rel: &str) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.b(rel))
+            .unwrap()
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         let mut s = String::new();
