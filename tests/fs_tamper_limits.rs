@@ -30,6 +30,14 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(1100));
 }
 
+/// Once the kernel sees the rolled-back backing file: "f" reads as `v1` again without
+/// error (`reads` says what was rolled back), and fsck cannot see the `what` rollback.
+fn assert_rollback_unseen(m: &Mounted, v1: &[u8], reads: &str, what: &str) {
+    settle();
+    assert_eq!(fs::read(m.p("f")).unwrap(), v1, "{reads}");
+    assert_eq!(fsck_status(m), 0, "fsck cannot see a {what} rollback");
+}
+
 #[test]
 fn a_block_rolled_back_to_its_older_version_reads_without_error() {
     let m = Mounted::new(&[]);
@@ -48,13 +56,7 @@ fn a_block_rolled_back_to_its_older_version_reads_without_error() {
     assert_eq!(fs::read(m.p("f")).unwrap()[4096..8192], v2[..]);
     // …and the attacker puts the old block back: it authenticates.
     raw.write_all_at(&old, HEADER + STORED).unwrap();
-    settle();
-    assert_eq!(
-        fs::read(m.p("f")).unwrap(),
-        v1,
-        "the rolled-back block reads as v1"
-    );
-    assert_eq!(fsck_status(&m), 0, "fsck cannot see a block rollback");
+    assert_rollback_unseen(&m, &v1, "the rolled-back block reads as v1", "block");
 }
 
 #[test]
@@ -67,13 +69,7 @@ fn a_whole_file_rolled_back_reads_without_error() {
     fs::write(m.p("f"), &v2).unwrap();
     assert_eq!(fs::read(m.p("f")).unwrap(), v2);
     fs::write(m.b("f"), &old).unwrap();
-    settle();
-    assert_eq!(
-        fs::read(m.p("f")).unwrap(),
-        v1,
-        "the old file, header and all, reads"
-    );
-    assert_eq!(fsck_status(&m), 0, "fsck cannot see a file rollback");
+    assert_rollback_unseen(&m, &v1, "the old file, header and all, reads", "file");
 }
 
 /// The kinds of problem `kmsfs fsck --json` reports for the volume.

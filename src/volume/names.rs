@@ -607,11 +607,13 @@ mod tests {
         NameKey::derive(&[7u8; 32], "9b1c1d7e-0000-4000-8000-000000000000")
     }
 
-    /// A temporary directory and the open directory its side files are made in.
-    fn open_temp_dir() -> (tempfile::TempDir, File) {
+    /// A temporary directory, open, and the fd side files are made at (valid while the
+    /// `File` is kept).
+    fn open_temp_dir() -> (tempfile::TempDir, File, RawFd) {
         let dir = tempfile::tempdir().unwrap();
         let d = File::open(dir.path()).unwrap();
-        (dir, d)
+        let fd = d.as_raw_fd();
+        (dir, d, fd)
     }
 
     #[test]
@@ -773,8 +775,7 @@ mod tests {
     #[test]
     fn side_files_are_checked_never_trusted() {
         let k = key().with_long_names(true);
-        let (dir, d) = open_temp_dir();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        let (dir, _d, fd) = open_temp_dir();
         let iv = [5u8; IV_LEN];
         let name = "n".repeat(230);
         let s = k.encrypt_name(&iv, OsStr::new(&name)).unwrap();
@@ -835,8 +836,7 @@ mod tests {
 
     #[test]
     fn side_files_of_fifos_and_devices_are_eio_and_never_opened() {
-        let (dir, d) = open_temp_dir();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        let (dir, _d, fd) = open_temp_dir();
         let entry = long_name_of(OsStr::new(&"A".repeat(300)));
         let side = dir.path().join(side_name(&entry));
         let c = std::ffi::CString::new(side.as_os_str().as_bytes()).unwrap();
@@ -856,8 +856,7 @@ mod tests {
     #[test]
     fn concurrent_side_file_writers_never_share_a_temp_file() {
         let k = key().with_long_names(true);
-        let (dir, d) = open_temp_dir();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        let (dir, _d, fd) = open_temp_dir();
         let iv = [7u8; IV_LEN];
         let s = k.encrypt_name(&iv, OsStr::new(&"w".repeat(240))).unwrap();
         let full = s.long.clone().unwrap();
@@ -891,8 +890,7 @@ mod tests {
     #[test]
     fn long_links_hold_targets_up_to_path_max() {
         let k = key().with_long_names(true);
-        let (dir, d) = open_temp_dir();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        let (dir, _d, fd) = open_temp_dir();
         let t = "t/".repeat(2047) + "x";
         assert_eq!(t.len(), MAX_TARGET);
         let stored = k.encrypt_target(OsStr::new(&t)).unwrap();
