@@ -78,6 +78,14 @@ fn pg_err(label: &str, what: &str, e: &postgres::Error) -> KmsError {
     internal(format!("audit log ({label}): {what}: {e}"))
 }
 
+/// Columns 0 and 1 of `row` as a sequence number and bytes (the chain head row and
+/// each audit line have this shape); `what` names them in the errors.
+fn seq_and_bytes(label: &str, row: &postgres::Row, what: [&str; 2]) -> KmsResult<(i64, Vec<u8>)> {
+    let seq = row.try_get(0).map_err(|e| pg_err(label, what[0], &e))?;
+    let bytes = row.try_get(1).map_err(|e| pg_err(label, what[1], &e))?;
+    Ok((seq, bytes))
+}
+
 /// Drops a connection on a thread of its own. `postgres::Client` drives its own tokio
 /// runtime, and dropping it on a thread that runs another runtime (the HTTP server's,
 /// when it drops the service at shutdown) panics, which aborts the process.
@@ -229,24 +237,14 @@ impl PgAuditLog {
                         self.label
                     ))
                 })?;
-            let head_seq: i64 = head
-                .try_get(0)
-                .map_err(|e| pg_err(&self.label, "chain head seq", &e))?;
-            let head_hash: Vec<u8> = head
-                .try_get(1)
-                .map_err(|e| pg_err(&self.label, "chain head hash", &e))?;
+            let (head_seq, head_hash) =
+                seq_and_bytes(&self.label, &head, ["chain head seq", "chain head hash"])?;
             let rows = tx
                 .query("SELECT seq, line FROM kmsfs_audit ORDER BY seq", &[])
                 .map_err(|e| pg_err(&self.label, "read the audit lines", &e))?;
             let mut lines = Vec::with_capacity(rows.len());
             for r in rows {
-                let seq: i64 = r
-                    .try_get(0)
-                    .map_err(|e| pg_err(&self.label, "audit seq", &e))?;
-                let line: Vec<u8> = r
-                    .try_get(1)
-                    .map_err(|e| pg_err(&self.label, "audit line", &e))?;
-                lines.push((seq, line));
+                lines.push(seq_and_bytes(&self.label, &r, ["audit seq", "audit line"])?);
             }
             tx.commit().map_err(|e| pg_err(&self.label, "commit", &e))?;
             Ok(Rows {

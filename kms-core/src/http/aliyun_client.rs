@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::acs::{self, API_VERSION};
-use super::client::RemoteKms;
+use super::client::{read_body, RemoteKms};
 use crate::{crypto, ErrorCode, KmsError, KmsResult};
 
 /// The largest response read.
@@ -101,13 +101,8 @@ pub(crate) fn attempt(
         Err(e) => return Err((e.to_string(), transport_retryable(&e))),
     };
     let status = resp.status().as_u16();
-    let bytes = match resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_RESPONSE_BYTES)
-        .read_to_vec()
-    {
-        Ok(b) => zeroize::Zeroizing::new(b),
+    let bytes = match read_body(&mut resp, MAX_RESPONSE_BYTES) {
+        Ok(b) => b,
         Err(e) => return Err((format!("reading the response: {e}"), true)),
     };
     Ok(parse_response(status, &bytes))

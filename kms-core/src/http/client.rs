@@ -382,13 +382,8 @@ impl RemoteKms {
             }
         };
         let status = resp.status();
-        let bytes = match resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-        {
-            Ok(b) => zeroize::Zeroizing::new(b),
+        let bytes = match read_body(&mut resp, MAX_RESPONSE_BYTES) {
+            Ok(b) => b,
             Err(e) => {
                 let retryable = transport_retryable(&e);
                 return Attempt::Transport(format!("reading the response: {e}"), retryable);
@@ -446,6 +441,19 @@ pub fn parse_response(bytes: &[u8]) -> KmsResult<Value> {
     }
     fields.remove("RequestId");
     Ok(Value::Object(fields))
+}
+
+/// The body of `resp`, at most `limit` bytes, in memory zeroized on drop (a
+/// response may carry a plaintext). Both dialects' clients read their answers so.
+pub(super) fn read_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ureq::Error> {
+    resp.body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map(zeroize::Zeroizing::new)
 }
 
 impl Kms for RemoteKms {

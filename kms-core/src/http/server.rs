@@ -533,6 +533,19 @@ struct HttpRequest {
     body: Bytes,
 }
 
+impl HttpRequest {
+    /// The request as the decoder sees it.
+    fn parts(&self) -> RequestParts<'_> {
+        RequestParts {
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            headers: &self.headers,
+            body: &self.body,
+        }
+    }
+}
+
 /// The `X-TC-Action` value when it looks like an action name (ASCII letters and digits,
 /// at most 64), else empty: an unauthenticated header never reaches the log verbatim.
 fn action_of(headers: &HeaderMap) -> String {
@@ -662,22 +675,16 @@ fn aliyun_authorized(state: &State, v: &acs::Verified, request_id: &str) -> KmsR
 }
 
 fn authorize_and_call(state: &State, req: &HttpRequest, outcome: &mut Outcome) -> KmsResult<Value> {
-    let HttpRequest {
-        method,
-        path,
-        query,
-        headers,
-        body,
-    } = req;
     let lookup = |id: &str| state.principals.get(id).map(|p| p.secret_key().clone());
-    let parts = RequestParts {
+    let parts = req.parts();
+    let (action, verified) = decode(&parts, &lookup, tc3::unix_now())?;
+    let RequestParts {
         method,
-        path,
         query,
         headers,
         body,
-    };
-    let (action, verified) = decode(&parts, &lookup, tc3::unix_now())?;
+        ..
+    } = parts;
     outcome.principal = verified.secret_id.clone();
     let principal = state
         .principals
@@ -906,29 +913,28 @@ mod tests {
         h
     }
 
-    fn code(method: &Method, headers: &HeaderMap, body: &[u8]) -> Option<ErrorCode> {
-        let parts = RequestParts {
+    /// A request to `/` with no query, as the clients send them.
+    fn at_root<'a>(method: &'a Method, headers: &'a HeaderMap, body: &'a [u8]) -> RequestParts<'a> {
+        RequestParts {
             method,
             path: "/",
             query: "",
             headers,
             body,
-        };
-        decode(&parts, &lookup, NOW).err().map(|e| e.code)
+        }
+    }
+
+    fn code(method: &Method, headers: &HeaderMap, body: &[u8]) -> Option<ErrorCode> {
+        decode(&at_root(method, headers, body), &lookup, NOW)
+            .err()
+            .map(|e| e.code)
     }
 
     #[test]
     fn decode_verifies_a_signed_request_and_names_each_refusal() {
         let body = br#"{"KeyId":"k"}"#;
         let ok = signed(body, |_| {});
-        let parts = RequestParts {
-            method: &Method::POST,
-            path: "/",
-            query: "",
-            headers: &ok,
-            body,
-        };
-        let (action, v) = decode(&parts, &lookup, NOW).unwrap();
+        let (action, v) = decode(&at_root(&Method::POST, &ok, body), &lookup, NOW).unwrap();
         assert_eq!(
             (action.as_str(), v.secret_id.as_str()),
             ("DescribeKey", "AKIDtest")

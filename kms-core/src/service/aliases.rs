@@ -6,6 +6,15 @@ use super::*;
 /// The most tags a key or data key carries.
 pub const MAX_TAGS: usize = 50;
 
+/// A list parameter of JSON objects: absent or null is the empty list; anything that
+/// is not a list of `T` is `InvalidParameter` with `what_it_must_be`.
+fn parse_list<T: DeserializeOwned>(v: Option<&Value>, what_it_must_be: &str) -> KmsResult<Vec<T>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_value(v.clone()).map_err(|_| err(ErrorCode::InvalidParameter, what_it_must_be))
+}
+
 /// `Tags` of CreateKey, GenerateDataKey and ImportDataKey: `[{"TagKey", "TagValue"}]`.
 pub(super) fn parse_tags(v: Option<&Value>) -> KmsResult<Vec<Tag>> {
     #[derive(Deserialize)]
@@ -14,15 +23,7 @@ pub(super) fn parse_tags(v: Option<&Value>) -> KmsResult<Vec<Tag>> {
         tag_key: Option<String>,
         tag_value: Option<String>,
     }
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let wire: Vec<Wire> = serde_json::from_value(v.clone()).map_err(|_| {
-        err(
-            ErrorCode::InvalidParameter,
-            "Tags must be a list of {\"TagKey\", \"TagValue\"}",
-        )
-    })?;
+    let wire: Vec<Wire> = parse_list(v, "Tags must be a list of {\"TagKey\", \"TagValue\"}")?;
     if wire.len() > MAX_TAGS {
         return Err(err(
             ErrorCode::LimitExceeded,
@@ -70,15 +71,10 @@ pub(super) fn parse_tag_filters(v: Option<&Value>) -> KmsResult<Vec<TagFilter>> 
         tag_key: Option<String>,
         tag_value: Option<Vec<String>>,
     }
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let wire: Vec<Wire> = serde_json::from_value(v.clone()).map_err(|_| {
-        err(
-            ErrorCode::InvalidParameter,
-            "TagFilters must be a list of {\"TagKey\", \"TagValue\": [..]}",
-        )
-    })?;
+    let wire: Vec<Wire> = parse_list(
+        v,
+        "TagFilters must be a list of {\"TagKey\", \"TagValue\": [..]}",
+    )?;
     wire.into_iter()
         .map(|w| match w.tag_key.filter(|k| !k.is_empty()) {
             Some(key) => Ok(TagFilter {
@@ -149,8 +145,7 @@ impl KmsService {
     /// `ResourceUnavailable.KeyPendingDelete`.
     pub fn update_alias(&self, ctx: &CallContext, req: UpdateAliasRequest) -> KmsResult<Empty> {
         let alias = req.alias.clone();
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "UpdateAlias", &hint, |now| {
+        self.audited_key(ctx, "UpdateAlias", &req.key_id, |now| {
             let alias = require(&alias, "Alias")?.to_owned();
             validate_alias(&alias)?;
             let key = require(&req.key_id, "KeyId")?;

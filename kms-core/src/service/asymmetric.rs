@@ -51,6 +51,34 @@ fn check_message(message: &[u8], message_type: Option<&str>) -> KmsResult<bool> 
     }
 }
 
+/// ListAlgorithms' symmetric encryption: each key usage with its algorithm.
+const SYMMETRIC_ALGORITHMS: &[(KeyUsage, &str)] = &[(KeyUsage::EncryptDecrypt, "AES_256")];
+
+/// ListAlgorithms' asymmetric encryption.
+const ASYMMETRIC_ALGORITHMS: &[(KeyUsage, &str)] = &[
+    (KeyUsage::AsymmetricDecryptRsa2048, "RSA_2048"),
+    (KeyUsage::AsymmetricDecryptSm2, "SM2"),
+    (KeyUsage::AsymmetricEncryptDecryptKyberAes, "Kyber_AES"),
+];
+
+/// ListAlgorithms' signatures.
+const SIGN_VERIFY_ALGORITHMS: &[(KeyUsage, &str)] = &[
+    (KeyUsage::AsymmetricSignVerifyRsa2048, "RSA_2048"),
+    (KeyUsage::AsymmetricSignVerifyEcc, "ECC"),
+    (KeyUsage::AsymmetricSignVerifySm2, "SM2"),
+    (KeyUsage::AsymmetricSignVerifyDilithium, "Dilithium"),
+];
+
+fn algorithm_infos(table: &[(KeyUsage, &str)]) -> Vec<AlgorithmInfo> {
+    table
+        .iter()
+        .map(|(usage, algorithm)| AlgorithmInfo {
+            key_usage: usage.as_str().to_owned(),
+            algorithm: (*algorithm).to_owned(),
+        })
+        .collect()
+}
+
 impl KmsService {
     /// ListAlgorithms: the key usages and algorithms this KMS supports.
     ///
@@ -64,44 +92,9 @@ impl KmsService {
         self.audited(ctx, "ListAlgorithms", "", |_| {
             Ok((
                 ListAlgorithmsResponse {
-                    symmetric_algorithms: vec![AlgorithmInfo {
-                        key_usage: KeyUsage::EncryptDecrypt.as_str().to_owned(),
-                        algorithm: "AES_256".to_owned(),
-                    }],
-                    asymmetric_algorithms: vec![
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricDecryptRsa2048.as_str().to_owned(),
-                            algorithm: "RSA_2048".to_owned(),
-                        },
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricDecryptSm2.as_str().to_owned(),
-                            algorithm: "SM2".to_owned(),
-                        },
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricEncryptDecryptKyberAes
-                                .as_str()
-                                .to_owned(),
-                            algorithm: "Kyber_AES".to_owned(),
-                        },
-                    ],
-                    asymmetric_sign_verify_algorithms: vec![
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricSignVerifyRsa2048.as_str().to_owned(),
-                            algorithm: "RSA_2048".to_owned(),
-                        },
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricSignVerifyEcc.as_str().to_owned(),
-                            algorithm: "ECC".to_owned(),
-                        },
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricSignVerifySm2.as_str().to_owned(),
-                            algorithm: "SM2".to_owned(),
-                        },
-                        AlgorithmInfo {
-                            key_usage: KeyUsage::AsymmetricSignVerifyDilithium.as_str().to_owned(),
-                            algorithm: "Dilithium".to_owned(),
-                        },
-                    ],
+                    symmetric_algorithms: algorithm_infos(SYMMETRIC_ALGORITHMS),
+                    asymmetric_algorithms: algorithm_infos(ASYMMETRIC_ALGORITHMS),
+                    asymmetric_sign_verify_algorithms: algorithm_infos(SIGN_VERIFY_ALGORITHMS),
                 },
                 String::new(),
             ))
@@ -127,15 +120,16 @@ impl KmsService {
         ctx: &CallContext,
         req: KeyIdRequest,
     ) -> KmsResult<GetPublicKeyResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "GetPublicKey", &hint, |now| {
+        self.audited_key(ctx, "GetPublicKey", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, key, now)?;
-            check_usage(&k.rec, ASYMMETRIC_USAGES, "GetPublicKey")?;
-            if !matches!(k.rec.state, KeyState::Enabled | KeyState::Archived) {
-                return Err(state_error(&k.rec));
-            }
+            check_usage_and_state(
+                &k.rec,
+                ASYMMETRIC_USAGES,
+                "GetPublicKey",
+                ENABLED_OR_ARCHIVED,
+            )?;
             let der = match Self::asym_material(k)? {
                 Material::Rsa(r) => r.public_key_der()?,
                 Material::Ec(e) => e.public_key_der()?,
@@ -267,8 +261,7 @@ impl KmsService {
         check: impl FnOnce(&[u8]) -> KmsResult<()>,
         open: impl FnOnce(&Material, &[u8]) -> Option<Zeroizing<Vec<u8>>>,
     ) -> KmsResult<AsymmetricRsaDecryptResponse> {
-        let hint = key_id.clone().unwrap_or_default();
-        self.audited(ctx, action, &hint, |now| {
+        self.audited_key(ctx, action, key_id, |now| {
             let key = require(key_id, "KeyId")?;
             let ct = decode_b64(
                 require(ciphertext, "Ciphertext")?,
@@ -278,10 +271,7 @@ impl KmsService {
             check(&ct)?;
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, key, now)?;
-            check_usage(&k.rec, &[usage], action)?;
-            if !matches!(k.rec.state, KeyState::Enabled | KeyState::Archived) {
-                return Err(state_error(&k.rec));
-            }
+            check_usage_and_state(&k.rec, &[usage], action, ENABLED_OR_ARCHIVED)?;
             let pt = open(Self::asym_material(k)?, &ct).ok_or_else(|| {
                 err(
                     ErrorCode::FailedOperationDecryptError,
@@ -344,8 +334,7 @@ impl KmsService {
         states: &[KeyState],
         op: impl FnOnce(&Material, SignAlgorithm, &Message<'_>) -> KmsResult<R>,
     ) -> KmsResult<R> {
-        let hint = key_id.clone().unwrap_or_default();
-        self.audited(ctx, action, &hint, |now| {
+        self.audited_key(ctx, action, key_id, |now| {
             let key = require(key_id, "KeyId")?;
             let alg_s = require(algorithm, "Algorithm")?;
             let msg = message.as_ref().ok_or_else(|| {
@@ -362,10 +351,7 @@ impl KmsService {
             };
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, key, now)?;
-            check_usage(&k.rec, SIGN_USAGES, action)?;
-            if !states.contains(&k.rec.state) {
-                return Err(state_error(&k.rec));
-            }
+            check_usage_and_state(&k.rec, SIGN_USAGES, action, states)?;
             let alg = Self::sign_algorithm(&k.rec, alg_s)?;
             let r = op(Self::asym_material(k)?, alg, &message)?;
             Ok((r, k.rec.key_id.clone()))

@@ -135,6 +135,28 @@ pub(super) fn check_usage(rec: &KeyRecord, usages: &[KeyUsage], what: &str) -> K
     Ok(())
 }
 
+/// The key has one of `usages` and is in one of `states`: the usage error first,
+/// then the key's state error. `states` are the stored ones (see [`ENABLED`],
+/// [`ENABLED_OR_ARCHIVED`]).
+pub(super) fn check_usage_and_state(
+    rec: &KeyRecord,
+    usages: &[KeyUsage],
+    what: &str,
+    states: &[KeyState],
+) -> KmsResult<()> {
+    check_usage(rec, usages, what)?;
+    if !states.contains(&rec.state) {
+        return Err(state_error(rec));
+    }
+    Ok(())
+}
+
+/// The states in which a key makes new ciphertexts and signatures.
+pub(super) const ENABLED: &[KeyState] = &[KeyState::Enabled];
+
+/// The states in which a key opens ciphertexts, verifies and shows its public key.
+pub(super) const ENABLED_OR_ARCHIVED: &[KeyState] = &[KeyState::Enabled, KeyState::Archived];
+
 /// The asymmetric usages this KMS makes keys for.
 pub(super) const ASYMMETRIC_USAGES: &[KeyUsage] = &[
     KeyUsage::AsymmetricDecryptRsa2048,
@@ -161,6 +183,18 @@ pub(super) const SIGN_USAGES: &[KeyUsage] = &[
     KeyUsage::AsymmetricSignVerifyEcc,
     KeyUsage::AsymmetricSignVerifySm2,
 ];
+
+/// Cancels a key's pending deletion: it goes back to `restored`, or to PendingImport
+/// when it has no material (an EXTERNAL key whose material was never imported or is
+/// gone).
+pub(super) fn end_pending_delete(rec: &mut KeyRecord, restored: KeyState) {
+    rec.state = if rec.versions.is_empty() {
+        KeyState::PendingImport
+    } else {
+        restored
+    };
+    rec.deletion_date = 0;
+}
 
 /// The key is EXTERNAL.
 pub(super) fn check_external(rec: &KeyRecord) -> KmsResult<()> {

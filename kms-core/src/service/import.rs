@@ -17,8 +17,7 @@ impl KmsService {
         ctx: &CallContext,
         req: GetParametersForImportRequest,
     ) -> KmsResult<GetParametersForImportResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "GetParametersForImport", &hint, |now| {
+        self.audited_key(ctx, "GetParametersForImport", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let alg_s = require(&req.wrapping_algorithm, "WrappingAlgorithm")?;
             let alg = RsaEncryption::parse(alg_s).ok_or_else(|| {

@@ -174,8 +174,7 @@ impl KmsService {
         ctx: &CallContext,
         req: KeyIdRequest,
     ) -> KmsResult<DescribeKeyResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "DescribeKey", &hint, |now| {
+        self.audited_key(ctx, "DescribeKey", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, key, now)?;
@@ -584,12 +583,7 @@ impl KmsService {
                     format!("key {} is not pending deletion", rec.key_id),
                 ));
             }
-            rec.state = if rec.versions.is_empty() {
-                KeyState::PendingImport
-            } else {
-                KeyState::Disabled
-            };
-            rec.deletion_date = 0;
+            end_pending_delete(rec, KeyState::Disabled);
             Ok(KeyIdResponse {
                 key_id: rec.key_id.clone(),
             })

@@ -45,6 +45,23 @@ use crate::store::{
 };
 use crate::{CallContext, DataKey, EncryptionContext, ErrorCode, Kms, KmsError, KmsResult};
 
+/// Declares a request type of the Tencent API (the core's own wire): PascalCase JSON
+/// as tccli and tencentcloud-sdk-python send it, `Default` for an empty body, and every
+/// parameter an `Option`, so that a missing one is the action's `MissingParameter`
+/// (see `require`), never a parse error.
+macro_rules! tencent_request {
+    ($(#[$doc:meta])* $name:ident {
+        $($(#[$field_attr:meta])* $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        pub struct $name {
+            $($(#[$field_attr])* pub $field: Option<$ty>,)*
+        }
+    };
+}
+
 mod aliases;
 pub mod aliyun;
 mod asymmetric;
@@ -282,6 +299,18 @@ impl KmsService {
         r.map(|(v, _)| v)
     }
 
+    /// [`Self::audited`] for a call about the key (or data key) its request names:
+    /// a call that fails before it resolves one is audited under the id as given.
+    fn audited_key<R>(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        key: &Option<String>,
+        f: impl FnOnce(u64) -> KmsResult<(R, String)>,
+    ) -> KmsResult<R> {
+        self.audited(ctx, action, key.as_deref().unwrap_or_default(), f)
+    }
+
     fn seal_current(k: &LoadedKey, plaintext: &[u8], context: &[u8]) -> KmsResult<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         crypto::random_bytes(&mut nonce)?;
@@ -347,8 +376,7 @@ impl KmsService {
         key: &Option<String>,
         f: impl FnOnce(&mut KeyRecord, u64, &crate::store::Txn<'_>) -> KmsResult<R>,
     ) -> KmsResult<R> {
-        let hint = key.clone().unwrap_or_default();
-        self.audited(ctx, action, &hint, |now| {
+        self.audited_key(ctx, action, key, |now| {
             let key = require(key, "KeyId")?;
             self.store.transact(now, |txn| {
                 let i = txn.resolve(key).ok_or_else(|| not_found(key))?;

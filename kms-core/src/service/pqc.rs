@@ -4,29 +4,29 @@
 //! [`crate::pqc`]; this file holds the wire types and the key-state rules.
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{
-    check_usage, decode_b64, err, plaintext_field, require, state_error, KmsService, SecretString,
-    B64,
+    check_usage_and_state, decode_b64, err, plaintext_field, require, state_error, KmsService,
+    SecretString, B64, ENABLED, ENABLED_OR_ARCHIVED,
 };
-use crate::key::{KeyState, KeyUsage};
-use crate::pqc;
-use crate::store::Material;
+use crate::key::KeyUsage;
+use crate::pqc::{self, DsaKey};
+use crate::store::{LoadedKey, Material, Snapshot};
 use crate::{CallContext, ErrorCode, KmsResult};
 
 /// The largest PlainText of PostQuantumCryptoEncrypt and Message of
 /// PostQuantumCryptoSign (4 KB, as the SDK documents).
 pub const MAX_PQ_INPUT: usize = 4096;
 
-/// PostQuantumCryptoEncrypt. Note the capital T of `PlainText`, as the SDK spells it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PqEncryptRequest {
-    /// A Kyber_AES key.
-    pub key_id: Option<String>,
-    /// base64 of at most 4 KB. **Secret.**
-    pub plain_text: Option<SecretString>,
+tencent_request! {
+    /// PostQuantumCryptoEncrypt. Note the capital T of `PlainText`, as the SDK spells it.
+    PqEncryptRequest {
+        /// A Kyber_AES key.
+        key_id: String,
+        /// base64 of at most 4 KB. **Secret.**
+        plain_text: SecretString,
+    }
 }
 
 /// PostQuantumCryptoEncrypt's response.
@@ -39,16 +39,16 @@ pub struct PqEncryptResponse {
     pub key_id: String,
 }
 
-/// PostQuantumCryptoDecrypt: the blob names its key.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PqDecryptRequest {
-    /// base64 of a PostQuantumCryptoEncrypt blob.
-    pub ciphertext_blob: Option<String>,
-    /// As Decrypt's: the PlainText is returned encrypted to this public key.
-    pub encryption_public_key: Option<String>,
-    /// As Decrypt's.
-    pub encryption_algorithm: Option<String>,
+tencent_request! {
+    /// PostQuantumCryptoDecrypt: the blob names its key.
+    PqDecryptRequest {
+        /// base64 of a PostQuantumCryptoEncrypt blob.
+        ciphertext_blob: String,
+        /// As Decrypt's: the PlainText is returned encrypted to this public key.
+        encryption_public_key: String,
+        /// As Decrypt's.
+        encryption_algorithm: String,
+    }
 }
 
 /// PostQuantumCryptoDecrypt's response.
@@ -61,14 +61,14 @@ pub struct PqDecryptResponse {
     pub plain_text: SecretString,
 }
 
-/// PostQuantumCryptoSign.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PqSignRequest {
-    /// base64 of at most 4096 bytes (the message itself: ML-DSA signs messages).
-    pub message: Option<String>,
-    /// A Dilithium key.
-    pub key_id: Option<String>,
+tencent_request! {
+    /// PostQuantumCryptoSign.
+    PqSignRequest {
+        /// base64 of at most 4096 bytes (the message itself: ML-DSA signs messages).
+        message: String,
+        /// A Dilithium key.
+        key_id: String,
+    }
 }
 
 /// PostQuantumCryptoSign's response.
@@ -79,16 +79,16 @@ pub struct PqSignResponse {
     pub signature: String,
 }
 
-/// PostQuantumCryptoVerify.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PqVerifyRequest {
-    /// A Dilithium key.
-    pub key_id: Option<String>,
-    /// base64 of a signature.
-    pub signature_value: Option<String>,
-    /// base64 of the message.
-    pub message: Option<String>,
+tencent_request! {
+    /// PostQuantumCryptoVerify.
+    PqVerifyRequest {
+        /// A Dilithium key.
+        key_id: String,
+        /// base64 of a signature.
+        signature_value: String,
+        /// base64 of the message.
+        message: String,
+    }
 }
 
 /// PostQuantumCryptoVerify's response.
@@ -117,8 +117,7 @@ impl KmsService {
         ctx: &CallContext,
         req: PqEncryptRequest,
     ) -> KmsResult<PqEncryptResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "PostQuantumCryptoEncrypt", &hint, |now| {
+        self.audited_key(ctx, "PostQuantumCryptoEncrypt", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let pt = decode_b64(
                 req.plain_text
@@ -132,14 +131,12 @@ impl KmsService {
             }
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, key, now)?;
-            check_usage(
+            check_usage_and_state(
                 &k.rec,
                 &[KeyUsage::AsymmetricEncryptDecryptKyberAes],
                 "PostQuantumCryptoEncrypt",
+                ENABLED,
             )?;
-            if k.rec.state != KeyState::Enabled {
-                return Err(state_error(&k.rec));
-            }
             let Material::Kem(kem) = Self::asym_material(k)? else {
                 return Err(state_error(&k.rec));
             };
@@ -176,14 +173,12 @@ impl KmsService {
             let blob = pqc::parse_blob(&raw)?;
             let snap = self.fresh(now)?;
             let k = Self::lookup(&snap, blob.key_id, now)?;
-            check_usage(
+            check_usage_and_state(
                 &k.rec,
                 &[KeyUsage::AsymmetricEncryptDecryptKyberAes],
                 "PostQuantumCryptoDecrypt",
+                ENABLED_OR_ARCHIVED,
             )?;
-            if !matches!(k.rec.state, KeyState::Enabled | KeyState::Archived) {
-                return Err(state_error(&k.rec));
-            }
             let material = (blob.key_version as usize)
                 .checked_sub(1)
                 .and_then(|i| k.material.get(i))
@@ -218,22 +213,10 @@ impl KmsService {
         ctx: &CallContext,
         req: PqSignRequest,
     ) -> KmsResult<PqSignResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "PostQuantumCryptoSign", &hint, |now| {
+        self.audited_key(ctx, "PostQuantumCryptoSign", &req.key_id, |now| {
             let (k_id, msg) = self.dsa_inputs(&req.key_id, &req.message)?;
             let snap = self.fresh(now)?;
-            let k = Self::lookup(&snap, k_id, now)?;
-            check_usage(
-                &k.rec,
-                &[KeyUsage::AsymmetricSignVerifyDilithium],
-                "PostQuantumCryptoSign",
-            )?;
-            if k.rec.state != KeyState::Enabled {
-                return Err(state_error(&k.rec));
-            }
-            let Material::Dsa(dsa) = Self::asym_material(k)? else {
-                return Err(state_error(&k.rec));
-            };
+            let (k, dsa) = Self::enabled_dsa_key(&snap, k_id, now, "PostQuantumCryptoSign")?;
             Ok((
                 PqSignResponse {
                     signature: B64.encode(dsa.sign(&msg)?),
@@ -253,8 +236,7 @@ impl KmsService {
         ctx: &CallContext,
         req: PqVerifyRequest,
     ) -> KmsResult<PqVerifyResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "PostQuantumCryptoVerify", &hint, |now| {
+        self.audited_key(ctx, "PostQuantumCryptoVerify", &req.key_id, |now| {
             let (k_id, msg) = self.dsa_inputs(&req.key_id, &req.message)?;
             let sig = decode_b64(
                 require(&req.signature_value, "SignatureValue")?,
@@ -262,18 +244,7 @@ impl KmsService {
                 "SignatureValue",
             )?;
             let snap = self.fresh(now)?;
-            let k = Self::lookup(&snap, k_id, now)?;
-            check_usage(
-                &k.rec,
-                &[KeyUsage::AsymmetricSignVerifyDilithium],
-                "PostQuantumCryptoVerify",
-            )?;
-            if k.rec.state != KeyState::Enabled {
-                return Err(state_error(&k.rec));
-            }
-            let Material::Dsa(dsa) = Self::asym_material(k)? else {
-                return Err(state_error(&k.rec));
-            };
+            let (k, dsa) = Self::enabled_dsa_key(&snap, k_id, now, "PostQuantumCryptoVerify")?;
             Ok((
                 PqVerifyResponse {
                     signature_valid: dsa.verify(&msg, &sig),
@@ -281,6 +252,27 @@ impl KmsService {
                 k.rec.key_id.clone(),
             ))
         })
+    }
+
+    /// The Enabled Dilithium key `key` names and its ML-DSA material, for `action`
+    /// (PostQuantumCryptoSign or PostQuantumCryptoVerify).
+    fn enabled_dsa_key<'a>(
+        snap: &'a Snapshot,
+        key: &str,
+        now: u64,
+        action: &str,
+    ) -> KmsResult<(&'a LoadedKey, &'a DsaKey)> {
+        let k = Self::lookup(snap, key, now)?;
+        check_usage_and_state(
+            &k.rec,
+            &[KeyUsage::AsymmetricSignVerifyDilithium],
+            action,
+            ENABLED,
+        )?;
+        let Material::Dsa(dsa) = Self::asym_material(k)? else {
+            return Err(state_error(&k.rec));
+        };
+        Ok((k, dsa))
     }
 
     /// KeyId and the decoded Message of a sign or verify request.

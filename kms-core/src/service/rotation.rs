@@ -77,8 +77,7 @@ impl KmsService {
         ctx: &CallContext,
         req: KeyIdRequest,
     ) -> KmsResult<KeyRotationStatusResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "GetKeyRotationStatus", &hint, |now| {
+        self.audited_key(ctx, "GetKeyRotationStatus", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let snap = self.fresh(now)?;
             let r = &Self::lookup(&snap, key, now)?.rec;

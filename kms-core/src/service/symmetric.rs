@@ -10,8 +10,7 @@ impl KmsService {
     /// The key's state error, `InvalidParameterValue.InvalidPlaintext`,
     /// `InvalidParameterValue` (context).
     pub fn encrypt(&self, ctx: &CallContext, req: EncryptRequest) -> KmsResult<EncryptResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "Encrypt", &hint, |now| {
+        self.audited_key(ctx, "Encrypt", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let pt_b64 = req.plaintext.as_ref().ok_or_else(|| {
                 err(
@@ -87,8 +86,7 @@ impl KmsService {
         ctx: &CallContext,
         req: ReEncryptRequest,
     ) -> KmsResult<ReEncryptResponse> {
-        let hint = req.destination_key_id.clone().unwrap_or_default();
-        self.audited(ctx, "ReEncrypt", &hint, |now| {
+        self.audited_key(ctx, "ReEncrypt", &req.destination_key_id, |now| {
             let raw = decode_blob(require(&req.ciphertext_blob, "CiphertextBlob")?)?;
             let src_ctx = parse_context(req.source_encryption_context.as_deref())?;
             let dst_ctx = parse_context(req.destination_encryption_context.as_deref())?;
@@ -179,8 +177,7 @@ impl KmsService {
         ctx: &CallContext,
         req: GenerateDataKeyRequest,
     ) -> KmsResult<GenerateDataKeyResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "GenerateDataKey", &hint, |now| {
+        self.audited_key(ctx, "GenerateDataKey", &req.key_id, |now| {
             let key = require(&req.key_id, "KeyId")?;
             let len = Self::data_key_len(req.key_spec.as_deref(), req.number_of_bytes)?;
             let context = parse_context(req.encryption_context.as_deref())?;

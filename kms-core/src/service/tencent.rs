@@ -7,12 +7,12 @@
 
 use super::*;
 
-/// A request naming several keys (EnableKeys, DisableKeys).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct KeyIdsRequest {
-    /// Key ids or `alias/NAME`s, at most [`MAX_BATCH_KEYS`].
-    pub key_ids: Option<Vec<String>>,
+tencent_request! {
+    /// A request naming several keys (EnableKeys, DisableKeys).
+    KeyIdsRequest {
+        /// Key ids or `alias/NAME`s, at most [`MAX_BATCH_KEYS`].
+        key_ids: Vec<String>,
+    }
 }
 
 /// The most keys one EnableKeys / DisableKeys names (the service's limit).
@@ -51,180 +51,180 @@ pub struct Regions {
     pub regions: Vec<String>,
 }
 
-/// A request naming one key (DescribeKey, EnableKey, DisableKey, …).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct KeyIdRequest {
-    /// A key id or `alias/NAME`.
-    pub key_id: Option<String>,
+tencent_request! {
+    /// A request naming one key (DescribeKey, EnableKey, DisableKey, …).
+    KeyIdRequest {
+        /// A key id or `alias/NAME`.
+        key_id: String,
+    }
 }
 
-/// CreateKey.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CreateKeyRequest {
-    /// The alias (required).
-    pub alias: Option<String>,
-    /// A description.
-    pub description: Option<String>,
-    /// `ENCRYPT_DECRYPT` (default).
-    pub key_usage: Option<String>,
-    /// 1 (default, KMS-made material) or 2 (EXTERNAL).
-    #[serde(rename = "Type")]
-    pub key_type: Option<u64>,
-    /// Tags, stored with the key and matched by ListKeyDetail's TagFilters.
-    pub tags: Option<Value>,
+tencent_request! {
+    /// CreateKey.
+    CreateKeyRequest {
+        /// The alias (required).
+        alias: String,
+        /// A description.
+        description: String,
+        /// `ENCRYPT_DECRYPT` (default).
+        key_usage: String,
+        /// 1 (default, KMS-made material) or 2 (EXTERNAL).
+        #[serde(rename = "Type")]
+        key_type: u64,
+        /// Tags, stored with the key and matched by ListKeyDetail's TagFilters.
+        tags: Value,
+    }
 }
 
-/// DescribeKeys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DescribeKeysRequest {
-    /// Up to 100 key ids.
-    pub key_ids: Option<Vec<String>>,
+tencent_request! {
+    /// DescribeKeys.
+    DescribeKeysRequest {
+        /// Up to 100 key ids.
+        key_ids: Vec<String>,
+    }
 }
 
-/// ListKeys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ListKeysRequest {
-    /// Skip this many keys.
-    pub offset: Option<u64>,
-    /// At most this many (default 10, at most 200).
-    pub limit: Option<u64>,
-    /// 0: keys users made (all keys here); 1: keys cloud products made (none).
-    pub role: Option<u64>,
+tencent_request! {
+    /// ListKeys.
+    ListKeysRequest {
+        /// Skip this many keys.
+        offset: u64,
+        /// At most this many (default 10, at most 200).
+        limit: u64,
+        /// 0: keys users made (all keys here); 1: keys cloud products made (none).
+        role: u64,
+    }
 }
 
-/// ListKeyDetail.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ListKeyDetailRequest {
-    /// Skip this many keys.
-    pub offset: Option<u64>,
-    /// At most this many (default 10, at most 200).
-    pub limit: Option<u64>,
-    /// As in ListKeys.
-    pub role: Option<u64>,
-    /// 0: newest first (default); 1: oldest first.
-    pub order_type: Option<u64>,
-    /// 0 all, 1 Enabled, 2 Disabled, 3 PendingDelete, 4 PendingImport, 5 Archived.
-    pub key_state: Option<u64>,
-    /// Substring of the key id or the alias.
-    pub search_key_alias: Option<String>,
-    /// `TENCENT_KMS`, `EXTERNAL` or `ALL`.
-    pub origin: Option<String>,
-    /// A KeyUsage or `ALL`; absent or empty means `ENCRYPT_DECRYPT`, as the API documents.
-    pub key_usage: Option<String>,
-    /// Keys whose tags match every filter (a filter's values: any of them).
-    pub tag_filters: Option<Value>,
+tencent_request! {
+    /// ListKeyDetail.
+    ListKeyDetailRequest {
+        /// Skip this many keys.
+        offset: u64,
+        /// At most this many (default 10, at most 200).
+        limit: u64,
+        /// As in ListKeys.
+        role: u64,
+        /// 0: newest first (default); 1: oldest first.
+        order_type: u64,
+        /// 0 all, 1 Enabled, 2 Disabled, 3 PendingDelete, 4 PendingImport, 5 Archived.
+        key_state: u64,
+        /// Substring of the key id or the alias.
+        search_key_alias: String,
+        /// `TENCENT_KMS`, `EXTERNAL` or `ALL`.
+        origin: String,
+        /// A KeyUsage or `ALL`; absent or empty means `ENCRYPT_DECRYPT`, as the API documents.
+        key_usage: String,
+        /// Keys whose tags match every filter (a filter's values: any of them).
+        tag_filters: Value,
+    }
 }
 
-/// UpdateAlias.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateAliasRequest {
-    /// The new alias.
-    pub alias: Option<String>,
-    /// The key.
-    pub key_id: Option<String>,
+tencent_request! {
+    /// UpdateAlias.
+    UpdateAliasRequest {
+        /// The new alias.
+        alias: String,
+        /// The key.
+        key_id: String,
+    }
 }
 
-/// UpdateKeyDescription.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateKeyDescriptionRequest {
-    /// The new description.
-    pub description: Option<String>,
-    /// The key.
-    pub key_id: Option<String>,
+tencent_request! {
+    /// UpdateKeyDescription.
+    UpdateKeyDescriptionRequest {
+        /// The new description.
+        description: String,
+        /// The key.
+        key_id: String,
+    }
 }
 
-/// ScheduleKeyDeletion.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ScheduleKeyDeletionRequest {
-    /// The key.
-    pub key_id: Option<String>,
-    /// 7–30.
-    pub pending_window_in_days: Option<u64>,
+tencent_request! {
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletionRequest {
+        /// The key.
+        key_id: String,
+        /// 7–30.
+        pending_window_in_days: u64,
+    }
 }
 
-/// EnableKeyRotation.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct EnableKeyRotationRequest {
-    /// The key.
-    pub key_id: Option<String>,
-    /// 7–365, default 365.
-    pub rotate_days: Option<u64>,
+tencent_request! {
+    /// EnableKeyRotation.
+    EnableKeyRotationRequest {
+        /// The key.
+        key_id: String,
+        /// 7–365, default 365.
+        rotate_days: u64,
+    }
 }
 
-/// Encrypt.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct EncryptRequest {
-    /// The key.
-    pub key_id: Option<String>,
-    /// base64 of at most 4096 bytes.
-    pub plaintext: Option<SecretString>,
-    /// A JSON object of strings, as a string.
-    pub encryption_context: Option<String>,
+tencent_request! {
+    /// Encrypt.
+    EncryptRequest {
+        /// The key.
+        key_id: String,
+        /// base64 of at most 4096 bytes.
+        plaintext: SecretString,
+        /// A JSON object of strings, as a string.
+        encryption_context: String,
+    }
 }
 
-/// Decrypt.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DecryptRequest {
-    /// base64 of a CiphertextBlob.
-    pub ciphertext_blob: Option<String>,
-    /// The context used to encrypt.
-    pub encryption_context: Option<String>,
-    /// A caller's RSA public key (PEM): the Plaintext is returned encrypted to it.
-    pub encryption_public_key: Option<String>,
-    /// With it: `RSAES_PKCS1_V1_5`, `RSAES_OAEP_SHA_1`, `RSAES_OAEP_SHA_256`, or the SM2
-    /// ones (the default, `SM2`), which are refused (UnsupportedOperation).
-    pub encryption_algorithm: Option<String>,
+tencent_request! {
+    /// Decrypt.
+    DecryptRequest {
+        /// base64 of a CiphertextBlob.
+        ciphertext_blob: String,
+        /// The context used to encrypt.
+        encryption_context: String,
+        /// A caller's RSA public key (PEM): the Plaintext is returned encrypted to it.
+        encryption_public_key: String,
+        /// With it: `RSAES_PKCS1_V1_5`, `RSAES_OAEP_SHA_1`, `RSAES_OAEP_SHA_256`, or the SM2
+        /// ones (the default, `SM2`), which are refused (UnsupportedOperation).
+        encryption_algorithm: String,
+    }
 }
 
-/// ReEncrypt.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ReEncryptRequest {
-    /// base64 of a CiphertextBlob.
-    pub ciphertext_blob: Option<String>,
-    /// The key to re-encrypt under (default: the source key, newest version).
-    pub destination_key_id: Option<String>,
-    /// The context the blob was made with.
-    pub source_encryption_context: Option<String>,
-    /// The context for the new blob.
-    pub destination_encryption_context: Option<String>,
+tencent_request! {
+    /// ReEncrypt.
+    ReEncryptRequest {
+        /// base64 of a CiphertextBlob.
+        ciphertext_blob: String,
+        /// The key to re-encrypt under (default: the source key, newest version).
+        destination_key_id: String,
+        /// The context the blob was made with.
+        source_encryption_context: String,
+        /// The context for the new blob.
+        destination_encryption_context: String,
+    }
 }
 
-/// GenerateDataKey.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GenerateDataKeyRequest {
-    /// The key.
-    pub key_id: Option<String>,
-    /// `AES_128` or `AES_256`.
-    pub key_spec: Option<String>,
-    /// 1–1024; wins over KeySpec.
-    pub number_of_bytes: Option<u64>,
-    /// The context.
-    pub encryption_context: Option<String>,
-    /// As Decrypt's: the Plaintext is returned encrypted to this RSA public key.
-    pub encryption_public_key: Option<String>,
-    /// As Decrypt's.
-    pub encryption_algorithm: Option<String>,
-    /// 1: the KMS also keeps the data key (DescribeDataKey, GetDataKeyPlaintext…).
-    pub is_hosted_by_kms: Option<u64>,
-    /// The hosted data key's name (required with IsHostedByKms 1).
-    pub data_key_name: Option<String>,
-    /// The hosted data key's description.
-    pub description: Option<String>,
-    /// The hosted data key's tags.
-    pub tags: Option<Value>,
+tencent_request! {
+    /// GenerateDataKey.
+    GenerateDataKeyRequest {
+        /// The key.
+        key_id: String,
+        /// `AES_128` or `AES_256`.
+        key_spec: String,
+        /// 1–1024; wins over KeySpec.
+        number_of_bytes: u64,
+        /// The context.
+        encryption_context: String,
+        /// As Decrypt's: the Plaintext is returned encrypted to this RSA public key.
+        encryption_public_key: String,
+        /// As Decrypt's.
+        encryption_algorithm: String,
+        /// 1: the KMS also keeps the data key (DescribeDataKey, GetDataKeyPlaintext…).
+        is_hosted_by_kms: u64,
+        /// The hosted data key's name (required with IsHostedByKms 1).
+        data_key_name: String,
+        /// The hosted data key's description.
+        description: String,
+        /// The hosted data key's tags.
+        tags: Value,
+    }
 }
 
 /// The Plaintext field of GenerateDataKey and Decrypt: the base64 of `plaintext`, or, with
@@ -259,93 +259,93 @@ pub(crate) fn plaintext_field(
     Ok(SecretString::from(B64.encode(sealed)))
 }
 
-/// GenerateRandom.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GenerateRandomRequest {
-    /// 1–1024.
-    pub number_of_bytes: Option<u64>,
+tencent_request! {
+    /// GenerateRandom.
+    GenerateRandomRequest {
+        /// 1–1024.
+        number_of_bytes: u64,
+    }
 }
 
-/// AsymmetricRsaDecrypt.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AsymmetricRsaDecryptRequest {
-    /// An ASYMMETRIC_DECRYPT_RSA_2048 key.
-    pub key_id: Option<String>,
-    /// base64 of the 256-byte RSA ciphertext.
-    pub ciphertext: Option<String>,
-    /// `RSAES_OAEP_SHA_256`, `RSAES_OAEP_SHA_1` or `RSAES_PKCS1_V1_5`.
-    pub algorithm: Option<String>,
+tencent_request! {
+    /// AsymmetricRsaDecrypt.
+    AsymmetricRsaDecryptRequest {
+        /// An ASYMMETRIC_DECRYPT_RSA_2048 key.
+        key_id: String,
+        /// base64 of the 256-byte RSA ciphertext.
+        ciphertext: String,
+        /// `RSAES_OAEP_SHA_256`, `RSAES_OAEP_SHA_1` or `RSAES_PKCS1_V1_5`.
+        algorithm: String,
+    }
 }
 
-/// AsymmetricSm2Decrypt.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AsymmetricSm2DecryptRequest {
-    /// An ASYMMETRIC_DECRYPT_SM2 key.
-    pub key_id: Option<String>,
-    /// base64 of the C1C3C2 ASN.1 ciphertext, at most [`MAX_SM2_CIPHERTEXT`] bytes.
-    pub ciphertext: Option<String>,
+tencent_request! {
+    /// AsymmetricSm2Decrypt.
+    AsymmetricSm2DecryptRequest {
+        /// An ASYMMETRIC_DECRYPT_SM2 key.
+        key_id: String,
+        /// base64 of the C1C3C2 ASN.1 ciphertext, at most [`MAX_SM2_CIPHERTEXT`] bytes.
+        ciphertext: String,
+    }
 }
 
 /// The largest AsymmetricSm2Decrypt ciphertext (the service's limit).
 pub const MAX_SM2_CIPHERTEXT: usize = 256;
 
-/// SignByAsymmetricKey.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SignByAsymmetricKeyRequest {
-    /// `RSA_PSS_SHA_256`, `RSA_PKCS1_SHA_256` (RSA keys) or `ECC_P256_R1` (ECC keys).
-    pub algorithm: Option<String>,
-    /// base64 of the message (RAW, 1–4096 bytes) or of its SHA-256 (DIGEST, 32 bytes).
-    pub message: Option<SecretString>,
-    /// An ASYMMETRIC_SIGN_VERIFY_* key.
-    pub key_id: Option<String>,
-    /// `RAW` (default) or `DIGEST`.
-    pub message_type: Option<String>,
+tencent_request! {
+    /// SignByAsymmetricKey.
+    SignByAsymmetricKeyRequest {
+        /// `RSA_PSS_SHA_256`, `RSA_PKCS1_SHA_256` (RSA keys) or `ECC_P256_R1` (ECC keys).
+        algorithm: String,
+        /// base64 of the message (RAW, 1–4096 bytes) or of its SHA-256 (DIGEST, 32 bytes).
+        message: SecretString,
+        /// An ASYMMETRIC_SIGN_VERIFY_* key.
+        key_id: String,
+        /// `RAW` (default) or `DIGEST`.
+        message_type: String,
+    }
 }
 
-/// VerifyByAsymmetricKey.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VerifyByAsymmetricKeyRequest {
-    /// An ASYMMETRIC_SIGN_VERIFY_* key.
-    pub key_id: Option<String>,
-    /// base64 of the signature.
-    pub signature_value: Option<String>,
-    /// As in SignByAsymmetricKey.
-    pub message: Option<SecretString>,
-    /// As in SignByAsymmetricKey.
-    pub algorithm: Option<String>,
-    /// `RAW` (default) or `DIGEST`.
-    pub message_type: Option<String>,
+tencent_request! {
+    /// VerifyByAsymmetricKey.
+    VerifyByAsymmetricKeyRequest {
+        /// An ASYMMETRIC_SIGN_VERIFY_* key.
+        key_id: String,
+        /// base64 of the signature.
+        signature_value: String,
+        /// As in SignByAsymmetricKey.
+        message: SecretString,
+        /// As in SignByAsymmetricKey.
+        algorithm: String,
+        /// `RAW` (default) or `DIGEST`.
+        message_type: String,
+    }
 }
 
-/// GetParametersForImport.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GetParametersForImportRequest {
-    /// An EXTERNAL key.
-    pub key_id: Option<String>,
-    /// `RSAES_PKCS1_V1_5`, `RSAES_OAEP_SHA_1` or `RSAES_OAEP_SHA_256`.
-    pub wrapping_algorithm: Option<String>,
-    /// `RSA_2048` (the default here).
-    pub wrapping_key_spec: Option<String>,
+tencent_request! {
+    /// GetParametersForImport.
+    GetParametersForImportRequest {
+        /// An EXTERNAL key.
+        key_id: String,
+        /// `RSAES_PKCS1_V1_5`, `RSAES_OAEP_SHA_1` or `RSAES_OAEP_SHA_256`.
+        wrapping_algorithm: String,
+        /// `RSA_2048` (the default here).
+        wrapping_key_spec: String,
+    }
 }
 
-/// ImportKeyMaterial.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImportKeyMaterialRequest {
-    /// base64 of the material (16 or 32 bytes) encrypted under the wrapping key.
-    pub encrypted_key_material: Option<String>,
-    /// The token of the latest GetParametersForImport.
-    pub import_token: Option<SecretString>,
-    /// The EXTERNAL key.
-    pub key_id: Option<String>,
-    /// Unix seconds at which the material expires; 0 or absent: never.
-    pub valid_to: Option<u64>,
+tencent_request! {
+    /// ImportKeyMaterial.
+    ImportKeyMaterialRequest {
+        /// base64 of the material (16 or 32 bytes) encrypted under the wrapping key.
+        encrypted_key_material: String,
+        /// The token of the latest GetParametersForImport.
+        import_token: SecretString,
+        /// The EXTERNAL key.
+        key_id: String,
+        /// Unix seconds at which the material expires; 0 or absent: never.
+        valid_to: u64,
+    }
 }
 
 // --------------------------------------------------------------- responses

@@ -25,7 +25,7 @@ use crate::blob;
 use crate::http::acs::AuthError;
 use crate::key::{KeyRecord, KeyState, KeyUsage, Origin, Tag};
 use crate::store::{LoadedKey, Material, Snapshot};
-use crate::{CallContext, ErrorCode, KmsError, KmsResult};
+use crate::{CallContext, EncryptionContext, ErrorCode, KmsError, KmsResult};
 
 mod model;
 mod wire;
@@ -143,6 +143,25 @@ impl KmsService {
         })
     }
 
+    /// Encrypt's and ReEncrypt's last step: seals `pt` under the newest version of `k`
+    /// (an Enabled symmetric key; a DryRun stops before) and answers the blob.
+    fn aliyun_seal(
+        p: &Params<'_>,
+        k: &LoadedKey,
+        now: u64,
+        pt: &[u8],
+        context: &EncryptionContext,
+    ) -> KmsResult<Value> {
+        check_can_encrypt(&k.rec, now).map_err(symmetric_only)?;
+        Self::dry_run(p)?;
+        let blob = Self::seal_current(k, pt, &blob::canonical_context(context))?;
+        Ok(json!({
+            "CiphertextBlob": B64.encode(blob),
+            "KeyId": k.rec.key_id,
+            "KeyVersionId": key_version_id(&k.rec.key_id, k.rec.current_version()),
+        }))
+    }
+
     fn dry_run(p: &Params<'_>) -> KmsResult<()> {
         if p.flag("DryRun") {
             return Err(aliyun(
@@ -237,12 +256,7 @@ impl KmsService {
                     ));
                 }
                 // Alibaba's CancelKeyDeletion gives back an Enabled key.
-                rec.state = if rec.versions.is_empty() {
-                    KeyState::PendingImport
-                } else {
-                    KeyState::Enabled
-                };
-                rec.deletion_date = 0;
+                super::end_pending_delete(rec, KeyState::Enabled);
                 Ok(())
             }),
             "UpdateKeyDescription" => {
@@ -399,14 +413,7 @@ impl KmsService {
                 let context = parse_context(p.get("EncryptionContext"))?;
                 let snap = self.fresh(now)?;
                 let k = Self::aliyun_lookup(&snap, p.need("KeyId")?, now)?;
-                check_can_encrypt(&k.rec, now).map_err(symmetric_only)?;
-                Self::dry_run(p)?;
-                let blob = Self::seal_current(k, &pt, &blob::canonical_context(&context))?;
-                Ok(json!({
-                    "CiphertextBlob": B64.encode(blob),
-                    "KeyId": k.rec.key_id,
-                    "KeyVersionId": key_version_id(&k.rec.key_id, k.rec.current_version()),
-                }))
+                Self::aliyun_seal(p, k, now, &pt, &context)
             }
             "Decrypt" => {
                 let raw = super::decode_blob(p.need("CiphertextBlob")?).map_err(invalid)?;
@@ -466,14 +473,7 @@ impl KmsService {
                 let snap = self.fresh(now)?;
                 let (pt, _) = Self::open_blob(&snap, now, &raw, &src_ctx).map_err(invalid)?;
                 let dst = Self::aliyun_lookup(&snap, p.need("DestinationKeyId")?, now)?;
-                check_can_encrypt(&dst.rec, now).map_err(symmetric_only)?;
-                Self::dry_run(p)?;
-                let out = Self::seal_current(dst, &pt, &blob::canonical_context(&dst_ctx))?;
-                Ok(json!({
-                    "CiphertextBlob": B64.encode(out),
-                    "KeyId": dst.rec.key_id,
-                    "KeyVersionId": key_version_id(&dst.rec.key_id, dst.rec.current_version()),
-                }))
+                Self::aliyun_seal(p, dst, now, &pt, &dst_ctx)
             }
             "GetPublicKey" => {
                 let snap = self.fresh(now)?;

@@ -100,6 +100,23 @@ fn check_data_key_description(d: &str) -> KmsResult<()> {
     Ok(())
 }
 
+/// The data key `id` among `keys`, or its not-found error.
+fn find_data_key<'a>(keys: &'a [DataKeyRecord], id: &str) -> KmsResult<&'a DataKeyRecord> {
+    keys.iter()
+        .find(|d| d.data_key_id == id)
+        .ok_or_else(|| not_found(id))
+}
+
+/// As [`find_data_key`], to change it.
+fn find_data_key_mut<'a>(
+    keys: &'a mut [DataKeyRecord],
+    id: &str,
+) -> KmsResult<&'a mut DataKeyRecord> {
+    keys.iter_mut()
+        .find(|d| d.data_key_id == id)
+        .ok_or_else(|| not_found(id))
+}
+
 fn not_found(id: &str) -> KmsError {
     if !is_key_id_shaped(id) {
         return err(
@@ -233,8 +250,7 @@ impl KmsService {
         ctx: &CallContext,
         req: ImportDataKeyRequest,
     ) -> KmsResult<ImportDataKeyResponse> {
-        let hint = req.key_id.clone().unwrap_or_default();
-        self.audited(ctx, "ImportDataKey", &hint, |now| {
+        self.audited_key(ctx, "ImportDataKey", &req.key_id, |now| {
             let name = require(&req.data_key_name, "DataKeyName")?;
             validate_name(name)?;
             let description = req.description.clone().unwrap_or_default();
@@ -328,15 +344,10 @@ impl KmsService {
         ctx: &CallContext,
         req: DataKeyIdRequest,
     ) -> KmsResult<DescribeDataKeyResponse> {
-        let hint = req.data_key_id.clone().unwrap_or_default();
-        self.audited(ctx, "DescribeDataKey", &hint, |now| {
+        self.audited_key(ctx, "DescribeDataKey", &req.data_key_id, |now| {
             let id = require(&req.data_key_id, "DataKeyId")?;
             let snap = self.fresh(now)?;
-            let d = snap
-                .data_keys
-                .iter()
-                .find(|d| d.data_key_id == id)
-                .ok_or_else(|| not_found(id))?;
+            let d = find_data_key(&snap.data_keys, id)?;
             Ok((
                 DescribeDataKeyResponse {
                     data_key_metadata: self.metadata(d, &snap),
@@ -467,15 +478,10 @@ impl KmsService {
         id: &Option<String>,
         f: impl FnOnce(&mut DataKeyRecord, u64) -> KmsResult<R>,
     ) -> KmsResult<R> {
-        let hint = id.clone().unwrap_or_default();
-        self.audited(ctx, action, &hint, |now| {
+        self.audited_key(ctx, action, id, |now| {
             let id = require(id, "DataKeyId")?;
             self.store.transact(now, |txn| {
-                let d = txn
-                    .data_keys
-                    .iter_mut()
-                    .find(|d| d.data_key_id == id)
-                    .ok_or_else(|| not_found(id))?;
+                let d = find_data_key_mut(&mut txn.data_keys, id)?;
                 let mut rec = d.clone();
                 let r = f(&mut rec, now)?;
                 *d = rec;
@@ -516,11 +522,7 @@ impl KmsService {
             let ids = batch_ids(ids)?;
             self.store.transact(now, |txn| {
                 for id in ids {
-                    let d = txn
-                        .data_keys
-                        .iter_mut()
-                        .find(|d| &d.data_key_id == id)
-                        .ok_or_else(|| not_found(id))?;
+                    let d = find_data_key_mut(&mut txn.data_keys, id)?;
                     if d.state != from && d.state != to {
                         return Err(state_error(d));
                     }
@@ -590,11 +592,7 @@ impl KmsService {
     /// The blob of an Enabled data key.
     fn hosted_blob(&self, now: u64, id: &str) -> KmsResult<(Vec<u8>, String)> {
         let snap = self.fresh(now)?;
-        let d = snap
-            .data_keys
-            .iter()
-            .find(|d| d.data_key_id == id)
-            .ok_or_else(|| not_found(id))?;
+        let d = find_data_key(&snap.data_keys, id)?;
         if d.state != DataKeyState::Enabled {
             return Err(state_error(d));
         }
@@ -616,8 +614,7 @@ impl KmsService {
         ctx: &CallContext,
         req: DataKeyIdRequest,
     ) -> KmsResult<GetDataKeyCiphertextBlobResponse> {
-        let hint = req.data_key_id.clone().unwrap_or_default();
-        self.audited(ctx, "GetDataKeyCiphertextBlob", &hint, |now| {
+        self.audited_key(ctx, "GetDataKeyCiphertextBlob", &req.data_key_id, |now| {
             let id = require(&req.data_key_id, "DataKeyId")?;
             let (raw, _) = self.hosted_blob(now, id)?;
             Ok((
@@ -639,8 +636,7 @@ impl KmsService {
         ctx: &CallContext,
         req: GetDataKeyPlaintextRequest,
     ) -> KmsResult<GetDataKeyPlaintextResponse> {
-        let hint = req.data_key_id.clone().unwrap_or_default();
-        self.audited(ctx, "GetDataKeyPlaintext", &hint, |now| {
+        self.audited_key(ctx, "GetDataKeyPlaintext", &req.data_key_id, |now| {
             let id = require(&req.data_key_id, "DataKeyId")?;
             let (pk, alg) = (
                 req.encryption_public_key.as_deref(),
@@ -728,8 +724,7 @@ impl KmsService {
         ctx: &CallContext,
         req: UpdateDataKeyNameRequest,
     ) -> KmsResult<Empty> {
-        let hint = req.data_key_id.clone().unwrap_or_default();
-        self.audited(ctx, "UpdateDataKeyName", &hint, |now| {
+        self.audited_key(ctx, "UpdateDataKeyName", &req.data_key_id, |now| {
             let id = require(&req.data_key_id, "DataKeyId")?;
             let name = require(&req.data_key_name, "DataKeyName")?;
             validate_name(name)?;
@@ -744,11 +739,7 @@ impl KmsService {
                         format!("the data key name {name:?} is already used"),
                     ));
                 }
-                let d = txn
-                    .data_keys
-                    .iter_mut()
-                    .find(|d| d.data_key_id == id)
-                    .ok_or_else(|| not_found(id))?;
+                let d = find_data_key_mut(&mut txn.data_keys, id)?;
                 d.name = name.to_owned();
                 Ok((Empty {}, id.to_owned()))
             })

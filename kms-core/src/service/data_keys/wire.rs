@@ -1,44 +1,44 @@
 //! The wire types of the hosted data-key actions: their requests and responses
 //! (PascalCase JSON, as tccli and tencentcloud-sdk-python send and read them).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::super::SecretString;
 
-/// The `DataKeyId` of a request about one data key.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DataKeyIdRequest {
-    /// The data key.
-    pub data_key_id: Option<String>,
+tencent_request! {
+    /// The `DataKeyId` of a request about one data key.
+    DataKeyIdRequest {
+        /// The data key.
+        data_key_id: String,
+    }
 }
 
-/// The `DataKeyIds` of a batch request.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DataKeyIdsRequest {
-    /// Up to 100 data keys.
-    pub data_key_ids: Option<Vec<String>>,
+tencent_request! {
+    /// The `DataKeyIds` of a batch request.
+    DataKeyIdsRequest {
+        /// Up to 100 data keys.
+        data_key_ids: Vec<String>,
+    }
 }
 
-/// ImportDataKey.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImportDataKeyRequest {
-    /// The name (required, unique).
-    pub data_key_name: Option<String>,
-    /// ImportType 1: a CiphertextBlob of GenerateDataKey; 2: base64 of the data key.
-    /// **Secret** with ImportType 2.
-    pub import_key_material: Option<SecretString>,
-    /// 1 (ciphertext) or 2 (plaintext).
-    pub import_type: Option<u64>,
-    /// At most 100 bytes.
-    pub description: Option<String>,
-    /// The CMK: required with ImportType 2; with 1, checked against the blob's.
-    pub key_id: Option<String>,
-    /// Tags.
-    pub tags: Option<Value>,
+tencent_request! {
+    /// ImportDataKey.
+    ImportDataKeyRequest {
+        /// The name (required, unique).
+        data_key_name: String,
+        /// ImportType 1: a CiphertextBlob of GenerateDataKey; 2: base64 of the data key.
+        /// **Secret** with ImportType 2.
+        import_key_material: SecretString,
+        /// 1 (ciphertext) or 2 (plaintext).
+        import_type: u64,
+        /// At most 100 bytes.
+        description: String,
+        /// The CMK: required with ImportType 2; with 1, checked against the blob's.
+        key_id: String,
+        /// Tags.
+        tags: Value,
+    }
 }
 
 /// ImportDataKey's response.
@@ -106,16 +106,16 @@ pub struct DataKeyMetadatasResponse {
     pub total_count: Option<u64>,
 }
 
-/// ListDataKeys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ListDataKeysRequest {
-    /// Skip this many.
-    pub offset: Option<u64>,
-    /// At most this many (default 10, at most 200).
-    pub limit: Option<u64>,
-    /// 0: data keys users made (all here); 1: made by cloud products (none).
-    pub role: Option<u64>,
+tencent_request! {
+    /// ListDataKeys.
+    ListDataKeysRequest {
+        /// Skip this many.
+        offset: u64,
+        /// At most this many (default 10, at most 200).
+        limit: u64,
+        /// 0: data keys users made (all here); 1: made by cloud products (none).
+        role: u64,
+    }
 }
 
 /// One entry of ListDataKeys.
@@ -136,42 +136,42 @@ pub struct ListDataKeysResponse {
     pub total_count: u64,
 }
 
-/// ListDataKeyDetail.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ListDataKeyDetailRequest {
-    /// Skip this many.
-    pub offset: Option<u64>,
-    /// At most this many (default 10, at most 200).
-    pub limit: Option<u64>,
-    /// As in ListDataKeys.
-    pub role: Option<u64>,
-    /// 0: newest first (default); 1: oldest first.
-    pub order_type: Option<u64>,
-    /// 0 all, 1 Enabled, 2 Disabled, 3 PendingDelete.
-    pub key_state: Option<u64>,
-    /// Substring of the DataKeyId or the DataKeyName.
-    pub search_key_alias: Option<String>,
-    /// `TENCENT_KMS`, `EXTERNAL` or `ALL`.
-    pub origin: Option<String>,
-    /// Only the data keys of this CMK.
-    pub key_id: Option<String>,
-    /// Only data keys of this many bytes.
-    pub data_key_len: Option<u64>,
-    /// As ListKeyDetail's.
-    pub tag_filters: Option<Value>,
+tencent_request! {
+    /// ListDataKeyDetail.
+    ListDataKeyDetailRequest {
+        /// Skip this many.
+        offset: u64,
+        /// At most this many (default 10, at most 200).
+        limit: u64,
+        /// As in ListDataKeys.
+        role: u64,
+        /// 0: newest first (default); 1: oldest first.
+        order_type: u64,
+        /// 0 all, 1 Enabled, 2 Disabled, 3 PendingDelete.
+        key_state: u64,
+        /// Substring of the DataKeyId or the DataKeyName.
+        search_key_alias: String,
+        /// `TENCENT_KMS`, `EXTERNAL` or `ALL`.
+        origin: String,
+        /// Only the data keys of this CMK.
+        key_id: String,
+        /// Only data keys of this many bytes.
+        data_key_len: u64,
+        /// As ListKeyDetail's.
+        tag_filters: Value,
+    }
 }
 
-/// GetDataKeyPlaintext.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GetDataKeyPlaintextRequest {
-    /// The data key.
-    pub data_key_id: Option<String>,
-    /// As Decrypt's: the Plaintext is returned encrypted to this public key.
-    pub encryption_public_key: Option<String>,
-    /// As Decrypt's.
-    pub encryption_algorithm: Option<String>,
+tencent_request! {
+    /// GetDataKeyPlaintext.
+    GetDataKeyPlaintextRequest {
+        /// The data key.
+        data_key_id: String,
+        /// As Decrypt's: the Plaintext is returned encrypted to this public key.
+        encryption_public_key: String,
+        /// As Decrypt's.
+        encryption_algorithm: String,
+    }
 }
 
 /// GetDataKeyPlaintext's response.
@@ -190,14 +190,14 @@ pub struct GetDataKeyCiphertextBlobResponse {
     pub ciphertext_blob: String,
 }
 
-/// ScheduleDataKeyDeletion.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ScheduleDataKeyDeletionRequest {
-    /// The data key.
-    pub data_key_id: Option<String>,
-    /// 7 to 30.
-    pub pending_window_in_days: Option<u64>,
+tencent_request! {
+    /// ScheduleDataKeyDeletion.
+    ScheduleDataKeyDeletionRequest {
+        /// The data key.
+        data_key_id: String,
+        /// 7 to 30.
+        pending_window_in_days: u64,
+    }
 }
 
 /// ScheduleDataKeyDeletion's response.
@@ -218,22 +218,22 @@ pub struct DataKeyIdResponse {
     pub data_key_id: String,
 }
 
-/// UpdateDataKeyName.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateDataKeyNameRequest {
-    /// The data key.
-    pub data_key_id: Option<String>,
-    /// The new name.
-    pub data_key_name: Option<String>,
+tencent_request! {
+    /// UpdateDataKeyName.
+    UpdateDataKeyNameRequest {
+        /// The data key.
+        data_key_id: String,
+        /// The new name.
+        data_key_name: String,
+    }
 }
 
-/// UpdateDataKeyDescription.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateDataKeyDescriptionRequest {
-    /// The data key.
-    pub data_key_id: Option<String>,
-    /// The new description.
-    pub description: Option<String>,
+tencent_request! {
+    /// UpdateDataKeyDescription.
+    UpdateDataKeyDescriptionRequest {
+        /// The data key.
+        data_key_id: String,
+        /// The new description.
+        description: String,
+    }
 }
