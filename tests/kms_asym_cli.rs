@@ -13,7 +13,9 @@ mod kms_http_support;
 use std::path::Path;
 use std::process::Command;
 
-use kms_http_support::{count_requests, require_program, server_in_tmp, SECRET_ID, SECRET_KEY};
+use kms_http_support::{
+    assert_success, count_requests, kms_cli, require_program, server_in_tmp, SECRET_ID, SECRET_KEY,
+};
 
 /// The seed sequences. `k ACTION --Param value…` runs one KMS action and prints its
 /// JSON; `field NAME` reads a field of it. Each block prints `OK <name>` at its end.
@@ -187,13 +189,8 @@ fn run_seeds(dir: &Path, prelude: &str, envs: &[(&str, &str)]) -> String {
         .env_remove("KMSFS_KMS_ROOT_KEY")
         .output()
         .unwrap();
+    assert_success("the seed script", &out);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the seed script failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
     for ok in [
         "OK seed-000",
         "OK seed-001",
@@ -225,13 +222,8 @@ fn kmsfs_kms_runs_the_seed_sequences_with_openssl() {
         ],
     );
     // Every call was audited, and the chain verifies.
-    let o = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .arg("--kms")
-        .arg(&store)
-        .args(["kms", "verify-audit"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = kms_cli(&store, &["verify-audit"]).output().unwrap();
+    assert_success("kmsfs kms verify-audit", &o);
     let log = std::fs::read_to_string(store.join("audit.log")).unwrap();
     assert!(log.contains("\"action\":\"ImportKeyMaterial\""));
     assert!(log.contains("\"outcome\":\"InvalidParameterValue.MaterialNotMatch\""));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use fsmount::{pattern, Mounted};
 use kms_core::{CallContext, ErrorCode, Kms, KmsService};
-use kms_http_support::openssl;
+use kms_http_support::{openssl, openssl_encrypt_to_public_key_bin};
 use serde_json::json;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -37,25 +37,11 @@ fn import(kms: &KmsService, key: &str, w: &Path) -> Result<(), ErrorCode> {
         B64.decode(p["PublicKey"].as_str().unwrap()).unwrap(),
     )
     .unwrap();
-    openssl(
+    openssl_encrypt_to_public_key_bin(
         w,
-        &[
-            "pkeyutl",
-            "-in",
-            "material.bin",
-            "-out",
-            "wrapped.bin",
-            "-inkey",
-            "public_key.bin",
-            "-keyform",
-            "DER",
-            "-pubin",
-            "-encrypt",
-            "-pkeyopt",
-            "rsa_padding_mode:oaep",
-            "-pkeyopt",
-            "rsa_oaep_md:sha256",
-        ],
+        "material.bin",
+        "wrapped.bin",
+        &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"],
     );
     kms.call(
         &c,

@@ -13,15 +13,15 @@ use std::path::Path;
 use std::process::Command;
 
 use kms_http_support::{
-    count_requests, repo, require_program, require_python_modules, ServerProc, SECRET_ID,
-    SECRET_KEY,
+    assert_success, count_requests, kms_cli, ok_json, repo, require_program,
+    require_python_modules, ServerProc, SECRET_ID, SECRET_KEY,
 };
 use serde_json::Value;
 
 const AK: &str = "LTAIkmsfsTestAccessKey";
 const AK_SECRET: &str = "kmsfs-test-aliyun-access-key-secret";
 
-/// `kmsfs --kms URL kms ACTION ARGS…` through the Tencent API; its JSON.
+/// openssl and the Alibaba Cloud SDKs, or a failure that says how to install them.
 fn require_aliyun_sdks() {
     require_program("openssl");
     require_python_modules(
@@ -30,26 +30,18 @@ fn require_aliyun_sdks() {
     );
 }
 
+/// `kmsfs --kms URL kms ACTION ARGS…` through the Tencent API; its JSON.
 fn tencent(server: &ServerProc, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .arg("--kms")
-        .arg(&server.url)
-        .arg("kms")
-        .args(args)
+    let out = kms_cli(&server.url, args)
         .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
         .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "kmsfs kms {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    ok_json(&out)
 }
 
 fn start(dir: &Path) -> ServerProc {
-    ServerProc::start_env(
+    ServerProc::start_with(
         "127.0.0.1:0",
         &dir.join("store"),
         None,
@@ -58,6 +50,7 @@ fn start(dir: &Path) -> ServerProc {
             ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK),
             ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
         ],
+        &[],
     )
 }
 
@@ -207,23 +200,13 @@ fn a_volume_on_an_alibaba_dialect_kms() {
     assert_eq!(count_requests(&log, "GenerateDataKey", SECRET_ID, "OK"), 0);
     // The volume's CMK, disabled through the Alibaba API.
     let cmk = m.cmk();
-    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .arg("--kms")
-        .arg(&url)
-        .args([
-            "kms",
-            "--api",
-            "aliyun",
-            "DisableKey",
-            &format!("--KeyId={cmk}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = kms_cli(
+        &url,
+        &["--api", "aliyun", "DisableKey", &format!("--KeyId={cmk}")],
+    )
+    .output()
+    .unwrap();
+    assert_success("kmsfs kms --api aliyun DisableKey", &out);
     let md = tencent(&server, &["DescribeKey", "--KeyId", &cmk]);
     assert_eq!(md["KeyMetadata"]["KeyState"], "Disabled", "{md}");
     std::thread::sleep(std::time::Duration::from_millis(2500));

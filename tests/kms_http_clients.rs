@@ -278,6 +278,30 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     ]);
     ossl(&["pkey", "-in", "caller.pem", "-pubout", "-out", "caller.pub"]);
     let pubkey = std::fs::read_to_string(dir.join("caller.pub")).unwrap();
+    // GenerateDataKey with the data key sealed to a caller's public key.
+    let sealed_data_key = |public_key: &str, alg: &str| {
+        t.ok(
+            "GenerateDataKey",
+            &[
+                "--KeyId",
+                &a,
+                "--KeySpec",
+                "AES_256",
+                "--EncryptionPublicKey",
+                public_key,
+                "--EncryptionAlgorithm",
+                alg,
+            ],
+        )
+    };
+    // The sealed data key of a response, in sealed.bin for openssl.
+    let save_sealed = |v: &Value| {
+        std::fs::write(
+            dir.join("sealed.bin"),
+            B64.decode(s(v, "Plaintext")).unwrap(),
+        )
+        .unwrap()
+    };
     for (alg, opts) in [
         (
             "RSAES_OAEP_SHA_256",
@@ -304,19 +328,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
             &["-pkeyopt", "rsa_padding_mode:pkcs1"][..],
         ),
     ] {
-        let g = t.ok(
-            "GenerateDataKey",
-            &[
-                "--KeyId",
-                &a,
-                "--KeySpec",
-                "AES_256",
-                "--EncryptionPublicKey",
-                &pubkey,
-                "--EncryptionAlgorithm",
-                alg,
-            ],
-        );
+        let g = sealed_data_key(&pubkey, alg);
         let sealed = B64.decode(s(&g, "Plaintext")).unwrap();
         assert_eq!(sealed.len(), 256, "{alg}: not an RSA-2048 ciphertext");
         std::fs::write(dir.join("sealed.bin"), &sealed).unwrap();
@@ -345,11 +357,7 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
                 alg,
             ],
         );
-        std::fs::write(
-            dir.join("sealed.bin"),
-            B64.decode(s(&d, "Plaintext")).unwrap(),
-        )
-        .unwrap();
+        save_sealed(&d);
         assert_eq!(ossl(&args), dek, "{alg}: Decrypt");
     }
     // Without EncryptionAlgorithm Tencent's default is SM2: an RSA key is then refused
@@ -372,24 +380,8 @@ fn batch_service_and_unoffered_actions_through_the_real_clients() {
     ossl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
     ossl(&["pkey", "-in", "sm2.pem", "-pubout", "-out", "sm2.pub"]);
     let sm2pub = std::fs::read_to_string(dir.join("sm2.pub")).unwrap();
-    let g = t.ok(
-        "GenerateDataKey",
-        &[
-            "--KeyId",
-            &a,
-            "--KeySpec",
-            "AES_256",
-            "--EncryptionPublicKey",
-            &sm2pub,
-            "--EncryptionAlgorithm",
-            "SM2_C1C3C2_ASN1",
-        ],
-    );
-    std::fs::write(
-        dir.join("sealed.bin"),
-        B64.decode(s(&g, "Plaintext")).unwrap(),
-    )
-    .unwrap();
+    let g = sealed_data_key(&sm2pub, "SM2_C1C3C2_ASN1");
+    save_sealed(&g);
     let dek = ossl(&[
         "pkeyutl",
         "-decrypt",

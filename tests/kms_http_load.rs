@@ -13,8 +13,8 @@ use kms_core::http::tc3::SecretKey;
 use kms_core::http::{RemoteConfig, RemoteKms, RetryPolicy};
 use kms_core::{EncryptionContext, ErrorCode, Kms};
 use kms_http_support::{
-    admin, client, count_requests, create_key, ctx, server_in_tmp, write_principals, ServerProc,
-    SECRET_ID, SECRET_KEY,
+    admin, assert_success, client, count_requests, create_key, ctx, kms_cli, ok_json,
+    server_in_tmp, write_principals, ServerProc, SECRET_ID, SECRET_KEY,
 };
 use serde_json::{json, Value};
 
@@ -34,7 +34,6 @@ fn rate_limited_clients_all_complete_through_backoff() {
     const THREADS: usize = 4;
     const ROUNDS: usize = 10;
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
     let config = write_principals(
         tmp.path(),
         r#"
@@ -46,7 +45,7 @@ rate = 20.0
 burst = 5
 "#,
     );
-    let server = ServerProc::start(&store, Some(&config), &tmp.path().join("server.log"));
+    let server = ServerProc::in_dir(tmp.path(), Some(&config));
     let key = create_key(&admin(&server.url), "load");
     let started = Instant::now();
     let workers: Vec<_> = (0..THREADS)
@@ -90,8 +89,11 @@ burst = 5
         throttled > 0,
         "the rate limit never answered RequestLimitExceeded"
     );
-    assert_eq!(audited(&store, "AKIDload", "GenerateDataKey", "Success"), n);
-    assert_eq!(audited(&store, "AKIDload", "Decrypt", "Success"), n);
+    assert_eq!(
+        audited(&server.store, "AKIDload", "GenerateDataKey", "Success"),
+        n
+    );
+    assert_eq!(audited(&server.store, "AKIDload", "Decrypt", "Success"), n);
     // 2n requests at 20/s with a burst of 5 cannot finish faster than the limit allows.
     let floor = Duration::from_secs_f64((2 * n - 5) as f64 / 20.0 * 0.9);
     assert!(
@@ -106,10 +108,7 @@ burst = 5
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let log = tmp.path().join("server.log");
-    let mut server = ServerProc::start(&store, None, &log);
+    let (_tmp, mut server) = server_in_tmp();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let workers: Vec<_> = (0..3)
         .map(|t| {
@@ -161,7 +160,7 @@ fn kill_9_under_load_loses_no_acknowledged_key() {
         acked.len()
     );
 
-    let server = ServerProc::start(&store, None, &log);
+    let server = server.again_on("127.0.0.1:0");
     let kms = admin(&server.url);
     for key in &acked {
         let d = kms
@@ -239,42 +238,22 @@ fn https_with_a_private_ca() {
         .args(["-c", &script])
         .output()
         .expect("openssl is needed to make test certificates");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_success("openssl", &out);
+    let server = ServerProc::start_with(
+        "127.0.0.1:0",
+        &tmp.path().join("store"),
+        None,
+        &tmp.path().join("server.log"),
+        &[],
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
     );
-    let log = tmp.path().join("server.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .arg("--kms")
-        .arg(tmp.path().join("store"))
-        .args(["kms", "serve", "--listen", "127.0.0.1:0", "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let guard = Kill(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+    let url = server.url.clone();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 
     let mut cfg = RemoteConfig::new(&url, SECRET_ID, SecretKey::new(SECRET_KEY));
     cfg.ca_file = Some(ca.clone());
@@ -315,17 +294,15 @@ fn https_with_a_private_ca() {
         "a TLS failure was retried: {e}"
     );
     assert!(t.elapsed() < Duration::from_secs(2));
-    drop(guard);
+    drop(server);
 }
 
 #[test]
 fn the_kmsfs_cli_talks_to_the_server_through_a_url() {
     let (tmp, server) = server_in_tmp();
     let cli = |args: &[&str], with_credentials: bool| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"));
-        c.args(["--kms", &server.url, "kms"])
-            .args(args)
-            .env_remove("KMSFS_KMS_CREDENTIALS")
+        let mut c = kms_cli(&server.url, args);
+        c.env_remove("KMSFS_KMS_CREDENTIALS")
             .env_remove("TENCENTCLOUD_SECRET_ID")
             .env_remove("TENCENTCLOUD_SECRET_KEY");
         if with_credentials {
@@ -334,13 +311,7 @@ fn the_kmsfs_cli_talks_to_the_server_through_a_url() {
         }
         c.output().unwrap()
     };
-    let out = cli(&["CreateKey", "--Alias", "from-cli"], true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = ok_json(&cli(&["CreateKey", "--Alias", "from-cli"], true));
     assert_eq!(v["Alias"], "from-cli");
     let log = server.log_lines();
     assert_eq!(count_requests(&log, "CreateKey", SECRET_ID, "OK"), 1);
@@ -360,18 +331,11 @@ fn the_kmsfs_cli_talks_to_the_server_through_a_url() {
         format!("secret_id = \"{SECRET_ID}\"\nsecret_key = \"{SECRET_KEY}\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .args(["--kms", &server.url, "kms", "ListKeys"])
+    let out = kms_cli(&server.url, &["ListKeys"])
         .env("KMSFS_KMS_CREDENTIALS", &creds)
         .env_remove("TENCENTCLOUD_SECRET_ID")
         .env_remove("TENCENTCLOUD_SECRET_KEY")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["TotalCount"], 1);
+    assert_eq!(ok_json(&out)["TotalCount"], 1);
 }

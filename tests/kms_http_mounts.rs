@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fsmount::Mounted;
-use kms_http_support::{count_requests, server_in_tmp, ServerProc, SECRET_ID, SECRET_KEY};
+use kms_http_support::{count_requests, server_in_tmp, SECRET_ID, SECRET_KEY};
 
 /// A daemon on `backing` whose KMS is the server at `url`; unmounted on drop.
 fn mount(url: &str, backing: &Path, extra: &[&str]) -> Mounted {
@@ -61,11 +61,7 @@ fn daemons_share_one_server_and_read_what_the_others_wrote() {
 
 #[test]
 fn cached_deks_keep_serving_while_the_server_is_down() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let slog = tmp.path().join("server.log");
-    let mut server = ServerProc::start(&store, None, &slog);
-    let addr = server.addr.clone();
+    let (tmp, mut server) = server_in_tmp();
     let backing = tmp.path().join("backing");
     fs::create_dir_all(&backing).unwrap();
     // A DEK per file; written by one daemon, then read by a fresh one (empty DEK cache)
@@ -98,6 +94,6 @@ fn cached_deks_keep_serving_while_the_server_is_down() {
     eprintln!("f1: {e} after {took:?}; daemon log:\n{log}");
 
     // The server comes back on the same address and store: f1 reads again.
-    let _server = ServerProc::start_on(&addr, &store, None, &slog);
+    let _server = server.again_on(&server.addr);
     assert_eq!(fs::read(m.p("f1")).unwrap(), b"one");
 }

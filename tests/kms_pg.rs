@@ -104,18 +104,7 @@ impl PgCluster {
         } else {
             Command::new(&path)
         };
-        let out = cmd
-            .args(args)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{prog} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        fsmount::run_ok(cmd.args(args).current_dir("/").stdin(Stdio::null()));
     }
 
     fn pg_ctl(&self, action: &str) {
@@ -187,7 +176,7 @@ fn start_server(pg_url: &str, tmp: &Path, name: &str) -> ServerProc {
     let root_key = tmp.join("root.key");
     let home = tmp.join(name);
     std::fs::create_dir_all(&home).unwrap();
-    ServerProc::start_env(
+    ServerProc::start_with(
         "127.0.0.1:0",
         Path::new(pg_url),
         None,
@@ -196,6 +185,7 @@ fn start_server(pg_url: &str, tmp: &Path, name: &str) -> ServerProc {
             ("KMSFS_KMS_ROOT_KEY", root_key.to_str().unwrap()),
             ("XDG_DATA_HOME", home.to_str().unwrap()),
         ],
+        &[],
     )
 }
 
@@ -558,24 +548,19 @@ fn a_server_killed_under_load_fails_clients_and_a_mount_over_to_the_other() {
 impl PgCluster {
     /// Runs one SQL statement with psql (over TCP, as `postgres`); returns its output.
     fn psql(&self, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = fsmount::run_ok(
+            Command::new(self.bin.join("psql"))
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-At",
+                    "-c",
+                    sql,
+                ])
+                .stdin(Stdio::null()),
         );
         String::from_utf8(out.stdout).unwrap()
     }
@@ -820,6 +805,15 @@ fn migrate_a_file_store_to_postgres_and_back_keeps_every_key_and_the_audit_chain
         );
         (k1, k2, k3, blob1, blob2)
     };
+    // The ciphertexts made before the migration, decrypted through a server's client.
+    let decrypts_both = |k: &RemoteKms| {
+        for blob in [&blob1, &blob2] {
+            let pt = k
+                .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
+                .unwrap();
+            assert_eq!(pt["Plaintext"], "c2VjcmV0");
+        }
+    };
     let before = records(&src, &src_root);
     assert_eq!(before.len(), 4);
     let src_audit = audit_lines(&src);
@@ -877,12 +871,7 @@ fn migrate_a_file_store_to_postgres_and_back_keeps_every_key_and_the_audit_chain
     {
         let server = start_server(&url, tmp.path(), "s");
         let k = client(&server.url);
-        for blob in [&blob1, &blob2] {
-            let pt = k
-                .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
-                .unwrap();
-            assert_eq!(pt["Plaintext"], "c2VjcmV0");
-        }
+        decrypts_both(&k);
         let state = |key: &str| {
             k.call(&ctx(), "DescribeKey", &json!({ "KeyId": key }))
                 .unwrap()["KeyMetadata"]["KeyState"]
@@ -931,11 +920,5 @@ fn migrate_a_file_store_to_postgres_and_back_keeps_every_key_and_the_audit_chain
 
     // A server on the migrated directory decrypts the ciphertexts made before.
     let server = ServerProc::start(&dst, None, &tmp.path().join("dst.log"));
-    let k = client(&server.url);
-    for blob in [&blob1, &blob2] {
-        let pt = k
-            .call(&ctx(), "Decrypt", &json!({ "CiphertextBlob": blob }))
-            .unwrap();
-        assert_eq!(pt["Plaintext"], "c2VjcmV0");
-    }
+    decrypts_both(&client(&server.url));
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
+use common::programs::{openssl, openssl_encrypt_to_public_key_bin};
 use common::*;
 use kms_core::key::MaterialKind;
 use kms_core::{store, ErrorCode as E, Kms, KmsService};
@@ -18,36 +19,52 @@ use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// `openssl ARGS…` in `dir`, which must succeed; its stdout.
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is not installed (apt-get install openssl)");
-    assert!(
-        o.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-/// `openssl dgst -verify …`: whether openssl prints "Verified OK".
-fn openssl_verifies(dir: &Path, args: &[&str]) -> bool {
+/// `openssl ARGS…` in `dir` (a signature check): whether it succeeds and prints
+/// `verdict` ("Verified OK" from `dgst -verify`, "Verified Successfully" from
+/// `pkeyutl -verify`).
+fn openssl_verifies(dir: &Path, args: &[&str], verdict: &str) -> bool {
     let o = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    o.status.success() && out.contains("Verified OK")
+    o.status.success() && String::from_utf8_lossy(&o.stdout).contains(verdict)
 }
 
-fn s(v: &Value, f: &str) -> String {
-    v[f].as_str()
-        .unwrap_or_else(|| panic!("no {f} in {v}"))
-        .to_owned()
+/// `openssl enc -e -base64 -A` of `input` to `output` in `dir`, as the seeds encode.
+fn openssl_base64(dir: &Path, input: &str, output: &str) {
+    openssl(
+        dir,
+        &["enc", "-e", "-base64", "-A", "-in", input, "-out", output],
+    );
+}
+
+/// The seeds' first step with a public key the KMS gives (`PublicKey`, base64 DER):
+/// public_key.base64 → `openssl enc -d -base64 -A` → public_key.bin.
+fn save_public_key_bin(dir: &Path, public_key_base64: &str) {
+    std::fs::write(dir.join("public_key.base64"), public_key_base64).unwrap();
+    openssl(
+        dir,
+        &[
+            "enc",
+            "-d",
+            "-base64",
+            "-A",
+            "-in",
+            "public_key.base64",
+            "-out",
+            "public_key.bin",
+        ],
+    );
+}
+
+/// The `openssl pkeyutl -pkeyopt` values of an RSA encryption (wrapping) algorithm.
+fn rsa_pkeyopts(alg: &str) -> &'static [&'static str] {
+    match alg {
+        "RSAES_OAEP_SHA_1" => &["rsa_padding_mode:oaep", "rsa_oaep_md:sha1"],
+        "RSAES_PKCS1_V1_5" => &["rsa_padding_mode:pkcs1"],
+        _ => &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"],
+    }
 }
 
 fn create_usage(kms: &dyn Kms, alias: &str, usage: &str) -> String {
@@ -62,20 +79,7 @@ fn create_usage(kms: &dyn Kms, alias: &str, usage: &str) -> String {
 fn download_public_key(kms: &dyn Kms, key: &str, dir: &Path) {
     let r = call(kms, "GetPublicKey", json!({"KeyId": key})).unwrap();
     assert_eq!(s(&r, "KeyId"), key);
-    std::fs::write(dir.join("public_key.base64"), s(&r, "PublicKey")).unwrap();
-    openssl(
-        dir,
-        &[
-            "enc",
-            "-d",
-            "-base64",
-            "-A",
-            "-in",
-            "public_key.base64",
-            "-out",
-            "public_key.bin",
-        ],
-    );
+    save_public_key_bin(dir, &s(&r, "PublicKey"));
     std::fs::write(dir.join("public_key.pem"), s(&r, "PublicKeyPem")).unwrap();
     let from_der = openssl(
         dir,
@@ -112,39 +116,13 @@ fn seeds_000_and_001_openssl_encrypts_the_kms_decrypts() {
     std::fs::write(w.join("test_rsa.txt"), "test\n").unwrap();
 
     // Seed 000, as written (DER public key, OAEP with SHA-256).
-    openssl(
+    openssl_encrypt_to_public_key_bin(
         w,
-        &[
-            "pkeyutl",
-            "-in",
-            "test_rsa.txt",
-            "-out",
-            "encrypted.bin",
-            "-inkey",
-            "public_key.bin",
-            "-keyform",
-            "DER",
-            "-pubin",
-            "-encrypt",
-            "-pkeyopt",
-            "rsa_padding_mode:oaep",
-            "-pkeyopt",
-            "rsa_oaep_md:sha256",
-        ],
+        "test_rsa.txt",
+        "encrypted.bin",
+        rsa_pkeyopts("RSAES_OAEP_SHA_256"),
     );
-    openssl(
-        w,
-        &[
-            "enc",
-            "-e",
-            "-base64",
-            "-A",
-            "-in",
-            "encrypted.bin",
-            "-out",
-            "encrypted.base64",
-        ],
-    );
+    openssl_base64(w, "encrypted.bin", "encrypted.base64");
     let ct_b64 = std::fs::read_to_string(w.join("encrypted.base64")).unwrap();
     let r = call(
         &kms,
@@ -184,30 +162,8 @@ fn seeds_000_and_001_openssl_encrypts_the_kms_decrypts() {
     );
 
     // The other two algorithms.
-    for (opts, alg) in [
-        (
-            &["rsa_padding_mode:oaep", "rsa_oaep_md:sha1"][..],
-            "RSAES_OAEP_SHA_1",
-        ),
-        (&["rsa_padding_mode:pkcs1"][..], "RSAES_PKCS1_V1_5"),
-    ] {
-        let mut args = vec![
-            "pkeyutl",
-            "-encrypt",
-            "-in",
-            "test_rsa.txt",
-            "-out",
-            "c.bin",
-            "-inkey",
-            "public_key.bin",
-            "-keyform",
-            "DER",
-            "-pubin",
-        ];
-        for o in opts {
-            args.extend_from_slice(&["-pkeyopt", o]);
-        }
-        openssl(w, &args);
+    for alg in ["RSAES_OAEP_SHA_1", "RSAES_PKCS1_V1_5"] {
+        openssl_encrypt_to_public_key_bin(w, "test_rsa.txt", "c.bin", rsa_pkeyopts(alg));
         let ct = std::fs::read(w.join("c.bin")).unwrap();
         assert_eq!(
             rsa_decrypt(&kms, &key, &ct, alg).unwrap(),
@@ -331,7 +287,7 @@ fn kms_signs_openssl_verifies(kms: &dyn Kms, key: &str, w: &Path, alg: &str, sig
         }
         args.extend_from_slice(&["-signature", "./signContent.bin", "./test_verify.txt"]);
         assert!(
-            openssl_verifies(w, &args),
+            openssl_verifies(w, &args, "Verified OK"),
             "{alg} {mt}: openssl rejects the KMS signature"
         );
         assert!(verify(kms, key, alg, m, mt, &sig), "{alg} {mt}");
@@ -343,7 +299,7 @@ fn kms_signs_openssl_verifies(kms: &dyn Kms, key: &str, w: &Path, alg: &str, sig
         std::fs::write(w.join("other.txt"), b"tesu").unwrap();
         let n = args.len();
         args[n - 1] = "./other.txt";
-        assert!(!openssl_verifies(w, &args));
+        assert!(!openssl_verifies(w, &args, "Verified OK"));
     }
 }
 
@@ -488,11 +444,8 @@ fn store_with_raw_key(dir: &Path, w: &Path, usage: &str, kind: MaterialKind, fil
         "versions": [{"version": 1, "created": T0, "kind": kind.as_str(), "wrapped": wrapped}]
     }]});
     std::fs::create_dir_all(dir).unwrap();
-    let mut rk = b"kmsfs-rk\x00\x01".to_vec();
-    rk.extend_from_slice(&ROOT);
-    std::fs::write(dir.join("root.key"), rk).unwrap();
     let file = store::test_vector_store_file_version(&ROOT, 2, 3, body.to_string().as_bytes());
-    std::fs::write(dir.join("keys.kms"), file).unwrap();
+    write_store(dir, &ROOT, &file);
     key_id.to_owned()
 }
 
@@ -618,55 +571,14 @@ fn wrap_material(kms: &dyn Kms, key: &str, w: &Path, alg: &str) -> Params {
     )
     .unwrap();
     assert!(r["ParametersValidTo"].as_u64().unwrap() >= T0 + 86_400);
-    std::fs::write(w.join("public_key.base64"), s(&r, "PublicKey")).unwrap();
-    openssl(
+    save_public_key_bin(w, &s(&r, "PublicKey"));
+    openssl_encrypt_to_public_key_bin(
         w,
-        &[
-            "enc",
-            "-d",
-            "-base64",
-            "-A",
-            "-in",
-            "public_key.base64",
-            "-out",
-            "public_key.bin",
-        ],
-    );
-    let opts: &[&str] = match alg {
-        "RSAES_OAEP_SHA_1" => &["rsa_padding_mode:oaep", "rsa_oaep_md:sha1"],
-        "RSAES_PKCS1_V1_5" => &["rsa_padding_mode:pkcs1"],
-        _ => &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"],
-    };
-    let mut args = vec![
-        "pkeyutl",
-        "-in",
         "raw_material.bin",
-        "-out",
         "encrypted_key_material.bin",
-        "-inkey",
-        "public_key.bin",
-        "-keyform",
-        "DER",
-        "-pubin",
-        "-encrypt",
-    ];
-    for o in opts {
-        args.extend_from_slice(&["-pkeyopt", o]);
-    }
-    openssl(w, &args);
-    openssl(
-        w,
-        &[
-            "enc",
-            "-e",
-            "-base64",
-            "-A",
-            "-in",
-            "encrypted_key_material.bin",
-            "-out",
-            "encrypted_material.base64",
-        ],
+        rsa_pkeyopts(alg),
     );
+    openssl_base64(w, "encrypted_key_material.bin", "encrypted_material.base64");
     Params {
         token: s(&r, "ImportToken"),
     }
@@ -943,7 +855,7 @@ fn sm2_signatures_checked_by_openssl_both_ways() {
     std::fs::write(w.join("test_verify.txt"), b"test").unwrap();
     let digest = sm2_digest(w);
     let osl_verify = |w: &Path| {
-        openssl_verifies_sm2(
+        openssl_verifies(
             w,
             &[
                 "pkeyutl",
@@ -961,6 +873,7 @@ fn sm2_signatures_checked_by_openssl_both_ways() {
                 "-sigfile",
                 "signContent.bin",
             ],
+            "Verified Successfully",
         )
     };
     for (m, mt) in [(&b"test"[..], "RAW"), (&digest[..], "DIGEST")] {
@@ -1045,13 +958,4 @@ fn sm2_signatures_checked_by_openssl_both_ways() {
         )),
         E::InvalidParameterValueInvalidKeyUsage
     );
-}
-
-fn openssl_verifies_sm2(dir: &Path, args: &[&str]) -> bool {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Verified Successfully")
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use kms_core::crypto::{hex, sha256, AeadKey};
-use kms_core::{blob, store, EncryptionContext, Kms};
+use kms_core::{blob, store, DataKey, EncryptionContext, Kms};
 use proptest::prelude::*;
 
 const KEY_ID: &str = "6f1f0c8e-2b7a-4b8e-9c1d-1234567890ab";
@@ -26,6 +26,16 @@ fn unhex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// The data key `kms` opens from the vector blob `blob_hex` under the vector context.
+fn vector_data_key(kms: &dyn Kms, blob_hex: &str) -> DataKey {
+    kms.decrypt_data_key(
+        &kms_core::CallContext::local(),
+        &unhex(blob_hex),
+        &vector_context(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -56,15 +66,9 @@ fn store_known_answer_and_golden_store_opens() {
 
     // A store made from the vectors alone opens, and the blob vector decrypts.
     let d = tempfile::tempdir().unwrap();
-    let mut rk = b"kmsfs-rk\x00\x01".to_vec();
-    rk.extend_from_slice(&ROOT);
-    std::fs::write(d.path().join("root.key"), &rk).unwrap();
-    std::fs::write(d.path().join("keys.kms"), &file).unwrap();
+    common::write_store(d.path(), &ROOT, &file);
     let (kms, _) = common::open(d.path());
-    let c = kms_core::CallContext::local();
-    let dk = kms
-        .decrypt_data_key(&c, &unhex(BLOB_HEX), &vector_context())
-        .unwrap();
+    let dk = vector_data_key(&kms, BLOB_HEX);
     assert_eq!(&dk.plaintext[..], b"kmsfs test vector");
     assert_eq!(dk.key_id, KEY_ID);
     // The store was only read.
@@ -104,8 +108,7 @@ proptest! {
 /// The same through the service, with random bytes only (no framing at all).
 #[test]
 fn random_garbage_is_invalid_ciphertext() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = common::open(d.path());
+    let (_d, kms, _) = common::open_tmp();
     common::create(&kms, "g");
     let c = kms_core::CallContext::local();
     let mut r = [0u8; 200];
@@ -128,13 +131,6 @@ const MATERIAL_CHECK: &str = "ec1741fbd8be75d0bbb0b6bb5df115d08ac686a92fd16b8a81
 const BODY2: &str = r#"{"keys":[{"key_id":"6f1f0c8e-2b7a-4b8e-9c1d-1234567890ab","alias":"golden2","description":"","create_time":1795392000,"state":"Enabled","usage":"ENCRYPT_DECRYPT","origin":"EXTERNAL","creator":"local:test","rotation_enabled":false,"rotate_days":0,"next_rotate_time":0,"last_rotate_time":0,"deletion_date":0,"valid_to":0,"versions":[{"version":1,"created":1795392000,"kind":"AES_128","wrapped":"RERERERERERERERECCSUnZL+4DM+zAKog313rb06SZC6ffJtQy6XmQYE4pg="}],"material_check":"ec1741fbd8be75d0bbb0b6bb5df115d08ac686a92fd16b8a8150363406bc3b76"}]}"#;
 const STORE2_SHA256: &str = "7dc52a183964c05d544dd6c500275e8385b67d7aef6a4dd6a89913e4defff682";
 const BLOB_AES_128_HEX: &str = "4b4d012436663166306338652d326237612d346238652d396331642d31323334353637383930616200000001000102030405060708090a0bb457109ffc3c4ddf7376fe7525cd7a410b380fbd7d7366edea539796dff620b75c";
-
-fn write_store(dir: &std::path::Path, file: &[u8]) {
-    let mut rk = b"kmsfs-rk\x00\x01".to_vec();
-    rk.extend_from_slice(&ROOT);
-    std::fs::write(dir.join("root.key"), &rk).unwrap();
-    std::fs::write(dir.join("keys.kms"), file).unwrap();
-}
 
 #[test]
 fn store_format_2_known_answer_imported_128_bit_material() {
@@ -163,12 +159,9 @@ fn store_format_2_known_answer_imported_128_bit_material() {
     assert_eq!(hex(&b), BLOB_AES_128_HEX);
 
     let d = tempfile::tempdir().unwrap();
-    write_store(d.path(), &file);
+    common::write_store(d.path(), &ROOT, &file);
     let (kms, _) = common::open(d.path());
-    let c = kms_core::CallContext::local();
-    let dk = kms
-        .decrypt_data_key(&c, &unhex(BLOB_AES_128_HEX), &vector_context())
-        .unwrap();
+    let dk = vector_data_key(&kms, BLOB_AES_128_HEX);
     assert_eq!(&dk.plaintext[..], b"kmsfs test vector");
     let md = common::call(&kms, "DescribeKey", serde_json::json!({"KeyId": KEY_ID})).unwrap();
     assert_eq!(md["KeyMetadata"]["Origin"], "EXTERNAL");
@@ -183,7 +176,7 @@ fn a_version_1_store_opens_and_is_upgraded_by_the_first_write() {
     let d = tempfile::tempdir().unwrap();
     let v1 = store::test_vector_store_file(&ROOT, 7, BODY.as_bytes());
     assert_eq!(&v1[8..10], &[0, 1]);
-    write_store(d.path(), &v1);
+    common::write_store(d.path(), &ROOT, &v1);
     let (kms, _) = common::open(d.path());
     common::create(&kms, "after-upgrade");
     drop(kms);
@@ -193,20 +186,14 @@ fn a_version_1_store_opens_and_is_upgraded_by_the_first_write() {
     assert_eq!(&v2[8..10], &[0, 2]);
     assert_eq!(store::STORE_FORMAT_VERSION, 3);
     let (kms, _) = common::open(d.path());
-    let dk = kms
-        .decrypt_data_key(
-            &kms_core::CallContext::local(),
-            &unhex(BLOB_HEX),
-            &vector_context(),
-        )
-        .unwrap();
+    let dk = vector_data_key(&kms, BLOB_HEX);
     assert_eq!(&dk.plaintext[..], b"kmsfs test vector");
     drop(kms);
 
     // A version this crate does not know (a newer kmsfs wrote it) is refused by name.
     let v4 = store::test_vector_store_file_version(&ROOT, 4, 7, BODY.as_bytes());
     let d4 = tempfile::tempdir().unwrap();
-    write_store(d4.path(), &v4);
+    common::write_store(d4.path(), &ROOT, &v4);
     let e = kms_core::KmsService::open(d4.path()).unwrap_err();
     assert!(e.message.contains("format version 4"), "{}", e.message);
 }

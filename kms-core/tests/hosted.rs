@@ -16,12 +16,6 @@ fn store_format(dir: &Path) -> u16 {
     u16::from_be_bytes([b[8], b[9]])
 }
 
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("{k} in {v}"))
-        .to_owned()
-}
-
 fn create_usage(kms: &dyn Kms, alias: &str, usage: &str) -> String {
     let v = call(kms, "CreateKey", json!({"Alias": alias, "KeyUsage": usage})).unwrap();
     s(&v, "KeyId")
@@ -29,8 +23,7 @@ fn create_usage(kms: &dyn Kms, alias: &str, usage: &str) -> String {
 
 #[test]
 fn post_quantum_encrypt_decrypt_sign_verify_and_their_refusals() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     create(&kms, "plain");
     assert_eq!(store_format(d.path()), 2, "no version-3 content yet");
     let kem = create_usage(&kms, "pq-enc", "ASYMMETRIC_Encrypt_Decrypt_Kyber_AES");
@@ -172,8 +165,7 @@ fn post_quantum_encrypt_decrypt_sign_verify_and_their_refusals() {
 
 #[test]
 fn hosted_data_keys_live_through_their_state_machine_and_purge() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, clock) = open(d.path());
+    let (d, kms, clock) = open_tmp();
     let cmk = create(&kms, "dk-cmk");
     // Not hosted: no DataKeyId, and the store stays version 2.
     let plain = call(
@@ -438,8 +430,7 @@ fn hosted_data_keys_live_through_their_state_machine_and_purge() {
 
 #[test]
 fn tags_list_key_detail_defaults_and_malformed_ids() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     let tagged = call(
         &kms,
         "CreateKey",

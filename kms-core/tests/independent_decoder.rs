@@ -10,6 +10,7 @@ mod common;
 
 use std::process::Command;
 
+use common::programs::assert_success;
 use common::*;
 use kms_core::{CallContext, EncryptionContext, Kms};
 use serde_json::json;
@@ -31,11 +32,7 @@ fn decode(dir: &std::path::Path, blob_b64: &str, ctx: &str) -> Vec<String> {
         .arg(ctx)
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "decoder failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_success("the decoder", &o);
     String::from_utf8(o.stdout)
         .unwrap()
         .lines()
@@ -51,8 +48,7 @@ fn python_decoder_reads_the_store_and_blobs() {
     );
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let d = tempfile::tempdir().unwrap();
-    let (kms, clock) = open(d.path());
+    let (d, kms, clock) = open_tmp();
     create(&kms, "first");
     let key = create(&kms, "py");
     let ctx = r#"{"zeta":"1","alpha":"2","é":"ü","kmsfs-volume":"4b1c"}"#;

@@ -9,8 +9,7 @@ use serde_json::json;
 
 #[test]
 fn encrypt_decrypt_round_trip_with_context() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let key = create(&kms, "test");
     let blob = encrypt(&kms, &key, b"hello world", Some(r#"{"a":"1","b":"2"}"#)).unwrap();
     assert_eq!(
@@ -42,8 +41,7 @@ fn encrypt_decrypt_round_trip_with_context() {
 
 #[test]
 fn generate_data_key_typed_and_json() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let key = create(&kms, "dek");
     let c = kms_core::CallContext::local();
     let vctx = EncryptionContext::single("kmsfs-volume", "v1");
@@ -108,8 +106,7 @@ fn generate_data_key_typed_and_json() {
 
 #[test]
 fn disable_refuses_everything_and_enable_restores() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let key = create(&kms, "k");
     let blob = encrypt(&kms, &key, b"secret", None).unwrap();
     call(&kms, "DisableKey", json!({"KeyId": key})).unwrap();
@@ -149,8 +146,7 @@ fn disable_refuses_everything_and_enable_restores() {
 
 #[test]
 fn scheduled_deletion_state_machine_and_purge() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, clock) = open(d.path());
+    let (d, kms, clock) = open_tmp();
     let key = create(&kms, "gone");
     let blob = encrypt(&kms, &key, b"data", None).unwrap();
     let sched = |days: u64| {
@@ -235,8 +231,7 @@ fn scheduled_deletion_state_machine_and_purge() {
 
 #[test]
 fn rotation_keeps_old_versions_and_reencrypt_moves_to_newest() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, clock) = open(d.path());
+    let (_d, kms, clock) = open_tmp();
     let key = create(&kms, "rot");
     let old = encrypt(&kms, &key, b"v1 data", Some(r#"{"f":"1"}"#)).unwrap();
     assert_eq!(blob::parse(&b64d(&old)).unwrap().key_version, 1);
@@ -323,8 +318,7 @@ fn rotation_keeps_old_versions_and_reencrypt_moves_to_newest() {
 
 #[test]
 fn tampered_and_truncated_blobs_are_invalid_ciphertext() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let key = create(&kms, "t");
     let blob = b64d(&encrypt(&kms, &key, b"0123456789abcdef", None).unwrap());
     let c = kms_core::CallContext::local();
@@ -361,8 +355,7 @@ fn tampered_and_truncated_blobs_are_invalid_ciphertext() {
 
 #[test]
 fn describe_list_alias_and_description() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let a = create(&kms, "a1");
     let b = create(&kms, "b1");
     assert_eq!(
@@ -486,8 +479,7 @@ fn describe_list_alias_and_description() {
 
 #[test]
 fn archive_only_decrypts() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let key = create(&kms, "arch");
     let blob = encrypt(&kms, &key, b"a", None).unwrap();
     call(&kms, "ArchiveKey", json!({"KeyId": key})).unwrap();
@@ -510,8 +502,7 @@ fn archive_only_decrypts() {
 
 #[test]
 fn encrypt_limits_and_generate_random() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (_d, kms, _) = open_tmp();
     let key = create(&kms, "lim");
     encrypt(&kms, &key, &[7u8; 4096], None).unwrap();
     assert_eq!(
@@ -553,8 +544,7 @@ fn encrypt_limits_and_generate_random() {
 
 #[test]
 fn a_second_instance_sees_changes_on_its_next_call() {
-    let d = tempfile::tempdir().unwrap();
-    let (a, _) = open(d.path());
+    let (d, a, _) = open_tmp();
     let (b, _) = open(d.path());
     let key = create(&a, "shared");
     let blob = encrypt(&b, &key, b"both", None).unwrap();
@@ -570,8 +560,7 @@ fn a_second_instance_sees_changes_on_its_next_call() {
 #[test]
 fn threads_decrypting_while_the_key_flips_see_only_success_or_cmk_disabled() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     let key = create(&kms, "mt");
     let c = kms_core::CallContext::local();
     let ec = EncryptionContext::single("kmsfs-volume", "mt");

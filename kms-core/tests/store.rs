@@ -27,8 +27,7 @@ fn open_err(dir: &std::path::Path) -> kms_core::KmsError {
 
 #[test]
 fn a_damaged_store_is_reported_and_left_alone() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     let key = create(&kms, "k");
     let path = d.path().join("keys.kms");
     let good = std::fs::read(&path).unwrap();
@@ -112,10 +111,7 @@ fn the_root_key_is_never_regenerated() {
     assert!(open_err(d).message.contains("does not belong"));
     std::fs::write(&rk, &original).unwrap();
     let (kms, _) = open(d);
-    assert_eq!(
-        call(&kms, "ListKeys", json!({})).unwrap()["TotalCount"],
-        json!(1)
-    );
+    assert_eq!(key_count(&kms), json!(1));
 }
 
 #[test]
@@ -153,8 +149,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn no_plaintext_or_data_key_reaches_any_file() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     let key = create(&kms, "m");
     let marker = b"MARKER-7f3a9c-plaintext-that-must-never-be-stored".to_vec();
     let blob = encrypt(&kms, &key, &marker, Some(r#"{"x":"y"}"#)).unwrap();
@@ -212,8 +207,7 @@ fn no_plaintext_or_data_key_reaches_any_file() {
 
 #[test]
 fn audit_log_is_one_chained_line_per_call_across_instances() {
-    let d = tempfile::tempdir().unwrap();
-    let (a, _) = open(d.path());
+    let (d, a, _) = open_tmp();
     let (b, _) = open(d.path());
     let key = create(&a, "au");
     let mut n = 1;
@@ -280,8 +274,7 @@ fn a_lost_store_is_not_silently_recreated_but_an_interrupted_first_use_is() {
 
 #[test]
 fn every_flip_or_cut_of_the_store_file_is_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     create(&kms, "a");
     create(&kms, "b");
     drop(kms);
@@ -314,17 +307,13 @@ fn every_flip_or_cut_of_the_store_file_is_refused() {
     }
     std::fs::write(&path, &good).unwrap();
     let (kms, _) = open(d.path());
-    assert_eq!(
-        call(&kms, "ListKeys", json!({})).unwrap()["TotalCount"],
-        json!(2)
-    );
+    assert_eq!(key_count(&kms), json!(2));
 }
 
 #[test]
 fn a_stuck_lock_holder_blocks_no_reader_and_the_audit_log_only_briefly() {
     use std::time::{Duration, Instant};
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     let key = create(&kms, "l");
     let blob = encrypt(&kms, &key, b"x", None).unwrap();
 
@@ -353,8 +342,7 @@ fn a_stuck_lock_holder_blocks_no_reader_and_the_audit_log_only_briefly() {
 /// new store, and a leftover temp file is ignored and then overwritten.
 #[test]
 fn leftover_temp_files_from_an_interrupted_write_are_ignored() {
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     let key = create(&kms, "t");
     drop(kms);
     let good = std::fs::read(d.path().join("keys.kms")).unwrap();
@@ -370,17 +358,13 @@ fn leftover_temp_files_from_an_interrupted_write_are_ignored() {
         assert!(!d.path().join("keys.kms.tmp").exists());
     }
     let (kms, _) = open(d.path());
-    assert_eq!(
-        call(&kms, "ListKeys", json!({})).unwrap()["TotalCount"],
-        json!(4)
-    );
+    assert_eq!(key_count(&kms), json!(4));
 }
 
 #[test]
 fn a_torn_last_audit_line_is_terminated_and_chained_over() {
     use std::io::Write as _;
-    let d = tempfile::tempdir().unwrap();
-    let (kms, _) = open(d.path());
+    let (d, kms, _) = open_tmp();
     create(&kms, "a");
     let path = d.path().join("audit.log");
     let torn = br#"{"time":"2026-11-23T00:00:00.000Z","principal":"local:x","act"#;

@@ -1,10 +1,12 @@
 //! Shared by the tests/kms_*.rs tests that talk to a real server or a real client: the
 //! real `kmsfs kms serve` binary on 127.0.0.1 (port 0), a temporary store, a guard that
 //! always stops the server, the principals file, a configured tccli, the Python SDK
-//! scripts, openssl, and a `RemoteKms` for the admin principal.
+//! scripts, openssl (with the kms-core tests, kms-core/tests/common/programs.rs), and a
+//! `RemoteKms` for the admin principal.
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,6 +16,12 @@ use kms_core::http::tc3::SecretKey;
 use kms_core::http::{RemoteConfig, RemoteKms, RetryPolicy};
 use kms_core::{CallContext, Kms as _};
 use serde_json::{json, Value};
+
+#[path = "../../kms-core/tests/common/programs.rs"]
+mod programs;
+// Each test uses some of them (as with `dead_code` above).
+#[allow(unused_imports)]
+pub use programs::{assert_success, openssl, openssl_encrypt_to_public_key_bin};
 
 /// The principal every test server knows (env principal when no config is given).
 pub const SECRET_ID: &str = "AKIDkmsfsTestAdmin";
@@ -42,12 +50,18 @@ pub fn server_in_tmp() -> (tempfile::TempDir, ServerProc) {
 /// A running `kmsfs kms serve`; dropping it kills the process.
 pub struct ServerProc {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with a certificate).
     pub url: String,
     /// `127.0.0.1:PORT`.
     pub addr: String,
     /// Where the server's stderr (its per-request log) goes.
     pub log: PathBuf,
+    /// Its key store.
+    pub store: PathBuf,
+    /// What it was started with besides the address, for [`ServerProc::again_on`].
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl ServerProc {
@@ -65,16 +79,18 @@ impl ServerProc {
 
     /// As [`ServerProc::start`], listening on `listen` (e.g. the port a killed server had).
     pub fn start_on(listen: &str, store: &Path, config: Option<&Path>, log: &Path) -> ServerProc {
-        ServerProc::start_env(listen, store, config, log, &[])
+        ServerProc::start_with(listen, store, config, log, &[], &[])
     }
 
-    /// As [`ServerProc::start_on`], with more environment variables.
-    pub fn start_env(
+    /// As [`ServerProc::start_on`], with more environment variables and more arguments to
+    /// `kms serve` (e.g. `--cert`).
+    pub fn start_with(
         listen: &str,
         store: &Path,
         config: Option<&Path>,
         log: &Path,
         env: &[(&str, &str)],
+        args: &[&str],
     ) -> ServerProc {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -85,6 +101,7 @@ impl ServerProc {
         cmd.arg("--kms")
             .arg(store)
             .args(["kms", "serve", "--listen", listen])
+            .args(args)
             .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
             .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info")
@@ -117,7 +134,33 @@ impl ServerProc {
             url,
             addr,
             log: log.to_owned(),
+            store: store.to_owned(),
+            config: config.map(Path::to_path_buf),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         }
+    }
+
+    /// A new server as this one was started (store, config, log, environment and
+    /// arguments), listening on `listen`: after a kill, on a new port or on the old one.
+    pub fn again_on(&self, listen: &str) -> ServerProc {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        ServerProc::start_with(
+            listen,
+            &self.store,
+            self.config.as_deref(),
+            &self.log,
+            &env,
+            &args,
+        )
     }
 
     /// The process id.
@@ -193,6 +236,19 @@ pub fn require_program(name: &str) {
         "{name} is not installed: run scripts/install-kms-clients.sh (it installs tccli, \
          tencentcloud-sdk-python and pycryptodome from PyPI)"
     );
+}
+
+/// `kmsfs --kms KMS kms ARGS…` (`KMS` a store or a server's URL), to be run.
+pub fn kms_cli(kms: impl AsRef<OsStr>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
+    cmd.arg("--kms").arg(kms).arg("kms").args(args);
+    cmd
+}
+
+/// The JSON a `kmsfs kms` command printed, which must have succeeded.
+pub fn ok_json(out: &Output) -> Value {
+    assert_success("kmsfs kms", out);
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The repository root.
@@ -332,27 +388,6 @@ pub fn python_client(script: &str, server: &ServerProc, envs: &[(&str, &str)]) -
         .envs(envs.iter().copied())
         .output()
         .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{script} failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// `openssl ARGS…` in `dir`, which must succeed; its stdout.
-pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is not installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    assert_success(script, &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

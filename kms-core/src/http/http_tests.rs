@@ -206,23 +206,19 @@ fn exact_error_codes_over_http() {
     r.version = "2017-03-12";
     assert_eq!(code(&r.send(&server)), "NoSuchVersion");
 
-    assert_eq!(
-        code(&Raw::new("NoSuchThing", "{}").send(&server)),
-        "InvalidAction"
-    );
-    // Not an action name at all (and never logged as given).
-    assert_eq!(
-        code(&Raw::new("Describe principal=AKIDadmin", "{}").send(&server)),
-        "InvalidAction"
-    );
-    assert_eq!(
-        code(&Raw::new("DescribeKey", "{not json").send(&server)),
-        "InvalidParameter"
-    );
-    assert_eq!(
-        code(&Raw::new("DescribeKey", "[]").send(&server)),
-        "InvalidParameter"
-    );
+    for (action, body, expected) in [
+        ("NoSuchThing", "{}", "InvalidAction"),
+        // Not an action name at all (and never logged as given).
+        ("Describe principal=AKIDadmin", "{}", "InvalidAction"),
+        ("DescribeKey", "{not json", "InvalidParameter"),
+        ("DescribeKey", "[]", "InvalidParameter"),
+    ] {
+        assert_eq!(
+            code(&Raw::new(action, body).send(&server)),
+            expected,
+            "{action} {body}"
+        );
+    }
 
     // The reader may describe k1 but not k2, and may not create keys.
     let reader = |action, body| {

@@ -9,8 +9,19 @@ use kms_core::store::RootKeySource;
 use kms_core::{CallContext, ErrorCode, Kms, KmsOptions, KmsResult, KmsService};
 use serde_json::{json, Value};
 
+pub mod programs;
+
 /// 2026-11-23T00:00:00Z.
 pub const T0: u64 = 1_795_392_000;
+
+/// Writes a store directory from bytes: `root.key` holding `root` (in its file format)
+/// and `keys.kms` holding `keys_kms`.
+pub fn write_store(dir: &Path, root: &[u8; 32], keys_kms: &[u8]) {
+    let mut rk = b"kmsfs-rk\x00\x01".to_vec();
+    rk.extend_from_slice(root);
+    std::fs::write(dir.join("root.key"), rk).unwrap();
+    std::fs::write(dir.join("keys.kms"), keys_kms).unwrap();
+}
 
 pub fn ctx() -> CallContext {
     CallContext::new("local:test")
@@ -32,8 +43,28 @@ pub fn open(dir: &Path) -> (KmsService, Arc<ManualClock>) {
     (open_with_clock(dir, clock.clone()), clock)
 }
 
+/// A service on a store in a new temporary directory; keep the directory as long as
+/// the service (bind it first: `let (d, kms, clock) = open_tmp();`).
+pub fn open_tmp() -> (tempfile::TempDir, KmsService, Arc<ManualClock>) {
+    let d = tempfile::tempdir().unwrap();
+    let (kms, clock) = open(d.path());
+    (d, kms, clock)
+}
+
+/// `TotalCount` of ListKeys.
+pub fn key_count(kms: &dyn Kms) -> Value {
+    call(kms, "ListKeys", json!({})).unwrap()["TotalCount"].clone()
+}
+
 pub fn call(kms: &dyn Kms, action: &str, params: Value) -> KmsResult<Value> {
     kms.call(&ctx(), action, &params)
+}
+
+/// The string field `f` of `v`.
+pub fn s(v: &Value, f: &str) -> String {
+    v[f].as_str()
+        .unwrap_or_else(|| panic!("no {f} in {v}"))
+        .to_owned()
 }
 
 pub fn code(r: KmsResult<Value>) -> ErrorCode {
