@@ -22,6 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# shellcheck source=scripts/lib/mount.sh
+. scripts/lib/mount.sh
 
 peer=kmsfs
 max_failures=""
@@ -94,12 +96,7 @@ chmod 755 "$work"
 mkdir -p "$work/backing" "$work/mnt"
 daemon_pid=""
 cleanup() {
-  if grep -q " $work/mnt " /proc/mounts; then
-    fusermount3 -u "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null || true
-  fi
-  if [ -n "$daemon_pid" ]; then
-    for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-  fi
+  kmsfs_unmount "$work/mnt" "$daemon_pid" 5
   rm -rf "$cross"
   if [ "$keep" = 1 ]; then echo "fstest: kept $work"; else rm -rf "$work"; fi
 }
@@ -111,7 +108,7 @@ if [ "$peer" = kmsfs ]; then
   opts=("${extra_opts[@]}"); [ "$allow_other" = 1 ] && opts+=(-o allow_other)
   KMSFS_KMS="$work/kms" "${launcher[@]}" "$bin" mount "${opts[@]}" "${init_flags[@]}" \
     --log-file "$work/daemon.log" "$work/backing" "$work/mnt"
-  daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$work/mnt")
+  daemon_pid=$(kmsfs_daemon_pid "$work/mnt")
 elif [ "$peer" = native ]; then
   chmod 755 "$work/mnt"
 else

@@ -26,6 +26,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# shellcheck source=scripts/lib/mount.sh
+. scripts/lib/mount.sh
 
 ops=15000
 seed=$(( (RANDOM << 15) | RANDOM ))
@@ -67,12 +69,7 @@ mkdir -p "$work/backing" "$mnt"
 export KMSFS_KMS="$work/kms"
 daemon_pid=""
 unmount() {
-  if grep -q " $mnt " /proc/mounts; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-  fi
-  if [ -n "$daemon_pid" ]; then
-    for _ in $(seq 100); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-  fi
+  kmsfs_unmount "$mnt" "$daemon_pid" 10
   daemon_pid=""
 }
 cleanup() {
@@ -82,7 +79,7 @@ cleanup() {
 trap cleanup EXIT
 do_mount() {
   "$bin" mount "${mount_opts[@]}" --log-file "$work/daemon.log" "$work/backing" "$mnt"
-  daemon_pid=$(python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.kmsfs.pid').decode())" "$mnt")
+  daemon_pid=$(kmsfs_daemon_pid "$mnt")
 }
 fail() {
   echo "fsx.sh: FAIL: $*" >&2
