@@ -58,7 +58,15 @@ fn blob_known_answer() {
 
 #[test]
 fn store_known_answer_and_golden_store_opens() {
-    let wrapped = store::test_vector_wrap(&ROOT, KEY_ID, 1, &[0x11; 32], &[0x44; 12]).unwrap();
+    let wrapped = store::test_vector_wrap_kind(
+        &ROOT,
+        KEY_ID,
+        1,
+        kms_core::key::MaterialKind::Aes256,
+        &[0x11; 32],
+        &[0x44; 12],
+    )
+    .unwrap();
     assert_eq!(wrapped, WRAPPED);
     let file = store::test_vector_store_file(&ROOT, 7, BODY.as_bytes());
     assert_eq!(hex(&sha256(&file)), STORE_SHA256);

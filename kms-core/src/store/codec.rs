@@ -178,29 +178,8 @@ pub(super) fn wrap_with_nonce(
     Ok(B64.encode(out))
 }
 
-/// Known-answer tests and docs/FORMAT.md: the `wrapped` field of a key version,
-/// for a given root key and nonce.
-///
-/// # Security
-/// Only for test vectors: the store always draws the nonce at random.
-pub fn test_vector_wrap(
-    root_key: &[u8; KEY_LEN],
-    key_id: &str,
-    version: u32,
-    material: &[u8],
-    nonce: &[u8; NONCE_LEN],
-) -> KmsResult<String> {
-    test_vector_wrap_kind(
-        root_key,
-        key_id,
-        version,
-        MaterialKind::Aes256,
-        material,
-        nonce,
-    )
-}
-
-/// As [`test_vector_wrap`], for material of any kind.
+/// Known-answer tests and docs/FORMAT.md: the `wrapped` field of a key version of
+/// material `kind`, for a given root key and nonce.
 ///
 /// # Security
 /// Only for test vectors: the store always draws the nonce at random.

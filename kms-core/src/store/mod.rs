@@ -53,7 +53,7 @@ pub(crate) use codec::Material;
 use codec::*;
 pub use codec::{
     material_ad, parse_store_file, test_vector_material_check, test_vector_store_file,
-    test_vector_store_file_version, test_vector_wrap, test_vector_wrap_kind,
+    test_vector_store_file_version, test_vector_wrap_kind,
 };
 pub use fsio::STORE_LOCK_TIMEOUT;
 use fsio::*;
