@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fsmount::{kmsfs, pattern, Mounted};
+use fsmount::{kmsfs_on, pattern, Mounted};
 
 /// A test's scratch directory (its small filesystem goes at `small`).
 fn scratch_dir() -> tempfile::TempDir {
@@ -70,9 +70,7 @@ type Problem = (String, String, Option<u64>);
 
 /// `kmsfs fsck --json`: its exit code and problems.
 fn fsck(m: &Mounted) -> (Option<i32>, Vec<Problem>) {
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
+    let out = kmsfs_on(&m.kms)
         .args(["fsck", "--json"])
         .arg(&m.backing)
         .output()

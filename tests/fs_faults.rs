@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use fsmount::{kmsfs, pattern, Mounted};
+use fsmount::{kmsfs, kmsfs_on, paths_in, pattern, Mounted};
 
 fn read_err(p: &std::path::Path, off: u64, len: usize) -> Option<i32> {
     let f = File::open(p).ok()?;
@@ -23,11 +23,8 @@ fn read_err(p: &std::path::Path, off: u64, len: usize) -> Option<i32> {
 
 #[test]
 fn tampered_and_truncated_blocks_fail_with_eio_and_a_log_line() {
-    let m = Mounted::new(&[]);
-    let data = pattern(9, 5 * 4096);
-    fs::write(m.p("f"), &data).unwrap();
+    let (m, data, raw) = Mounted::with_file_f(9, 5 * 4096);
     // Flip one ciphertext byte of block 2 in the backing file.
-    let raw = m.raw("f");
     let off = 1024 + 2 * 4136 + 100;
     let mut b = [0u8; 1];
     raw.read_exact_at(&mut b, off).unwrap();
@@ -153,9 +150,7 @@ fn config_tamper_unknown_feature_second_mount_and_hint() {
     // A second mount of the same backing dir is refused.
     let other = m.dir.path().join("mnt2");
     fs::create_dir(&other).unwrap();
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
+    let out = kmsfs_on(&m.kms)
         .args(["mount"])
         .arg(&m.backing)
         .arg(&other)
@@ -199,25 +194,12 @@ fn config_tamper_unknown_feature_second_mount_and_hint() {
 #[test]
 fn background_mount_umount_and_stats() {
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing, mnt) = (
-        dir.path().join("kms"),
-        dir.path().join("b"),
-        dir.path().join("m"),
-    );
+    let [kms, backing, mnt] = paths_in(dir.path(), ["kms", "b", "m"]);
     fs::create_dir(&mnt).unwrap();
     // An empty directory becomes a new volume on its first mount (a missing one is refused).
     fs::create_dir(&backing).unwrap();
     // `kmsfs mount` without -f: returns once the background daemon serves the mount.
-    let mount = || {
-        fsmount::run_ok(
-            kmsfs()
-                .arg("--kms")
-                .arg(&kms)
-                .arg("mount")
-                .arg(&backing)
-                .arg(&mnt),
-        )
-    };
+    let mount = || fsmount::run_ok(kmsfs_on(&kms).arg("mount").arg(&backing).arg(&mnt));
     mount();
     struct Guard(std::path::PathBuf);
     impl Drop for Guard {
@@ -275,9 +257,7 @@ fn background_mount_umount_and_stats() {
     // The mount helper mode never initialises a volume.
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).unwrap();
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
+    let out = kmsfs_on(&kms)
         .arg("mount")
         .arg("--no-init")
         .arg(&empty)

@@ -24,7 +24,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use fsmount::{kmsfs, run_fsck, run_ok, sh, Mounted};
+use fsmount::{kmsfs_on, run_fsck, run_ok, sh, Mounted};
 
 /// Every path under `root` (files, dirs, links), relative.
 fn tree(root: &Path) -> BTreeSet<PathBuf> {
@@ -57,6 +57,17 @@ fn name_of(tag: &str, n: usize) -> String {
 }
 
 /// A symlink target of exactly `n` bytes.
+/// The `listing` line of a symlink `dir`/`link` (255-byte names: `name_of(tag, 255)`) to
+/// the 4,095-byte target, below `prefix`.
+fn long_link_line(prefix: &str, dir: &str, link: &str) -> String {
+    format!(
+        "{prefix}{}/{}\tl\t{}\n",
+        name_of(dir, 255),
+        name_of(link, 255),
+        target_of(4095)
+    )
+}
+
 fn target_of(n: usize) -> String {
     let mut t = "../far away/".repeat(n / 12 + 1);
     t.truncate(n - 1);
@@ -289,9 +300,7 @@ fn a_tree_round_trips_while_the_disk_holds_no_plaintext_name() {
     m.unmount();
     let out = run_fsck(&m.kms, &m.backing, &[]);
     assert!(out.status.success(), "fsck: {out:?}");
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
+    let out = kmsfs_on(&m.kms)
         .args(["rewrap", "--json"])
         .arg(&m.backing)
         .output()
@@ -429,9 +438,7 @@ fn encrypted_names_are_chosen_at_init_and_laid_out_by_encrypt_too() {
     let names = make_source(&src);
     fs::write(src.join("kmsfs.conf"), b"mine").unwrap();
     let dst = m.dir.path().join("dst");
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&m.kms)
+    let out = kmsfs_on(&m.kms)
         .args(["encrypt", "--encrypt-names", "--json"])
         .arg(&src)
         .arg(&dst)
@@ -508,12 +515,7 @@ fn docs_format_md_is_enough_to_read_the_names() {
         "{want}"
     );
     // 255-byte names and a 4,095-byte target (long names and a long link) are in it.
-    let l255 = format!(
-        "other/{}/{}\tl\t{}\n",
-        name_of("dir255", 255),
-        name_of("link255", 255),
-        target_of(4095)
-    );
+    let l255 = long_link_line("other/", "dir255", "link255");
     assert!(want.contains(&l255), "{want}");
     assert!(
         want.contains(&format!("docs/{}\tf\n", name_of("hard255", 255))),
@@ -594,12 +596,7 @@ fn names_of_255_bytes_and_targets_of_4095_round_trip_through_tar_also_after_a_re
     );
     assert_eq!(fs::metadata(m.p(&name_of("file", 255))).unwrap().nlink(), 2);
     let made = listing(&m.mnt);
-    let l255 = format!(
-        "{}/{}\tl\t{}\n",
-        name_of("dir", 255),
-        name_of("link", 255),
-        target_of(4095)
-    );
+    let l255 = long_link_line("", "dir", "link");
     assert!(made.contains(&l255), "{made}");
     assert_eq!(made.lines().count(), 3 * 4 + 4, "{made}");
     // 3 files, 3 dirs, 3 inner files, 3 links (in dirs), a short-target link, a FIFO and

@@ -14,21 +14,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fsmount::{is_mounted, kmsfs, run_ok};
+use fsmount::{is_mounted, kmsfs, kmsfs_on, paths_in, run_ok};
 
 /// Mounts a fresh volume at trace level, runs `work` in it, unmounts; the daemon's log.
 fn traced(dir: &Path, extra: &[&str], work: impl FnOnce(&Path)) -> String {
-    let (kms, backing, mnt, log) = (
-        dir.join("kms"),
-        dir.join("enc"),
-        dir.join("plain"),
-        dir.join("daemon.log"),
-    );
+    let [kms, backing, mnt, log] = paths_in(dir, ["kms", "enc", "plain", "daemon.log"]);
     fs::create_dir_all(&backing).unwrap();
     fs::create_dir_all(&mnt).unwrap();
-    let mut child = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
+    let mut child = kmsfs_on(&kms)
         .args(["mount", "-f"])
         .args(extra)
         .arg(&backing)
@@ -62,20 +55,26 @@ fn traced(dir: &Path, extra: &[&str], work: impl FnOnce(&Path)) -> String {
     fs::read_to_string(&log).unwrap()
 }
 
-fn names_work<'a>(names: &'a [&'a str; 4]) -> impl FnOnce(&Path) + 'a {
+/// The four names the work below uses (a file, a directory, a symlink target, a new
+/// name), each starting with `prefix`, so each log can be searched for its own.
+fn names_of(prefix: &str) -> [String; 4] {
+    ["NameAlpha.txt", "DirBravo", "TargetCharlie", "RenamedDelta"].map(|n| format!("{prefix}{n}"))
+}
+
+fn names_work(names: &[String; 4]) -> impl FnOnce(&Path) + '_ {
     move |m: &Path| {
-        fs::write(m.join(names[0]), b"content").unwrap();
-        fs::create_dir(m.join(names[1])).unwrap();
-        std::os::unix::fs::symlink(names[2], m.join(names[1]).join("link")).unwrap();
-        fs::rename(m.join(names[0]), m.join(names[1]).join(names[3])).unwrap();
-        let listed: Vec<_> = fs::read_dir(m.join(names[1]))
+        fs::write(m.join(&names[0]), b"content").unwrap();
+        fs::create_dir(m.join(&names[1])).unwrap();
+        std::os::unix::fs::symlink(&names[2], m.join(&names[1]).join("link")).unwrap();
+        fs::rename(m.join(&names[0]), m.join(&names[1]).join(&names[3])).unwrap();
+        let listed: Vec<_> = fs::read_dir(m.join(&names[1]))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(listed.len(), 2);
         assert_eq!(
-            fs::read_link(m.join(names[1]).join("link")).unwrap(),
-            Path::new(names[2])
+            fs::read_link(m.join(&names[1]).join("link")).unwrap(),
+            Path::new(&names[2])
         );
         assert!(fs::metadata(m.join("NoSuchNameFoxtrot")).is_err());
     }
@@ -85,27 +84,25 @@ fn names_work<'a>(names: &'a [&'a str; 4]) -> impl FnOnce(&Path) + 'a {
 fn no_plaintext_name_reaches_a_trace_log_of_an_encrypted_names_volume() {
     // Control: a plain-names volume's trace log names what the requests name.
     let plain = tempfile::tempdir().unwrap();
-    let names = [
-        "PlainNameAlpha.txt",
-        "PlainDirBravo",
-        "PlainTargetCharlie",
-        "PlainRenamedDelta",
-    ];
+    let names = names_of("Plain");
     let log = traced(plain.path(), &[], names_work(&names));
-    for n in names.iter().chain(&["NoSuchNameFoxtrot"]) {
+    for n in names
+        .iter()
+        .map(String::as_str)
+        .chain(["NoSuchNameFoxtrot"])
+    {
         assert!(log.contains(n), "the control log does not name {n}:\n{log}");
     }
 
     let secret = tempfile::tempdir().unwrap();
-    let names = [
-        "SecretNameAlpha.txt",
-        "SecretDirBravo",
-        "SecretTargetCharlie",
-        "SecretRenamedDelta",
-    ];
+    let names = names_of("Secret");
     let log = traced(secret.path(), &["--encrypt-names"], names_work(&names));
     assert!(log.contains("mounted") && log.lines().count() > 10, "{log}");
-    for n in names.iter().chain(&["NoSuchNameFoxtrot"]) {
+    for n in names
+        .iter()
+        .map(String::as_str)
+        .chain(["NoSuchNameFoxtrot"])
+    {
         assert!(!log.contains(n), "{n} is in the log:\n{log}");
     }
 }
@@ -114,17 +111,11 @@ fn no_plaintext_name_reaches_a_trace_log_of_an_encrypted_names_volume() {
 fn no_long_name_or_target_reaches_a_trace_log_either() {
     // Long names (side files) and a 4,000-byte target (a long link), through the same work.
     let pad = |tag: &str, n: usize| format!("{tag}{}", "z".repeat(n - tag.len()));
-    let owned = [
+    let names = [
         pad("LongSecretNameAlpha", 255),
         pad("LongSecretDirBravo", 200),
         pad("LongSecretTargetCharlie/", 4000),
         pad("LongSecretRenamedDelta", 176),
-    ];
-    let names = [
-        owned[0].as_str(),
-        owned[1].as_str(),
-        owned[2].as_str(),
-        owned[3].as_str(),
     ];
     let secret = tempfile::tempdir().unwrap();
     let log = traced(secret.path(), &["--encrypt-names"], names_work(&names));

@@ -40,11 +40,8 @@ fn assert_rollback_unseen(m: &Mounted, v1: &[u8], reads: &str, what: &str) {
 
 #[test]
 fn a_block_rolled_back_to_its_older_version_reads_without_error() {
-    let m = Mounted::new(&[]);
-    let v1 = pattern(1, 3 * 4096);
-    fs::write(m.p("f"), &v1).unwrap();
+    let (m, v1, raw) = Mounted::with_file_f(1, 3 * 4096);
     // The attacker keeps block 1 as stored now…
-    let raw = m.raw("f");
     let mut old = vec![0u8; STORED as usize];
     raw.read_exact_at(&mut old, HEADER + STORED).unwrap();
     // …the user rewrites it (detection first: the rewrite reads back)…

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fsmount::paths_in;
 use user::{open_fds, peak_rss_kib, User};
 
 /// The daemon's default fd budget (`-o max_fds`, src/fuse/inodes.rs).
@@ -298,11 +299,7 @@ fn root_without_file_handles_works_20k_entries_under_1024_fds() {
         .prefix("kmsfs-scale")
         .tempdir()
         .unwrap();
-    let (kms, enc, plain) = (
-        d.path().join("kms"),
-        d.path().join("enc"),
-        d.path().join("plain"),
-    );
+    let [kms, enc, plain] = paths_in(d.path(), ["kms", "enc", "plain"]);
     let log = d.path().join("daemon.log");
     std::fs::create_dir_all(&enc).unwrap();
     std::fs::create_dir_all(&plain).unwrap();

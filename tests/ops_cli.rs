@@ -9,7 +9,7 @@ mod fsmount;
 use std::fs;
 use std::process::{Command, Output};
 
-use fsmount::kmsfs;
+use fsmount::{kmsfs, kmsfs_on};
 
 const SUBCOMMANDS: [&str; 9] = [
     "init",
@@ -29,6 +29,12 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Asserts that a command failed and that what it printed says `what`.
+fn refused_saying(out: &Output, what: &str) {
+    assert!(!out.status.success(), "succeeded: {}", text(out));
+    assert!(text(out).contains(what), "{}", text(out));
 }
 
 #[test]
@@ -129,18 +135,10 @@ fn mount_errors_say_what_to_do() {
     let t = tempfile::tempdir().unwrap();
     let kms = t.path().join("kms");
     let backing = t.path().join("enc");
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
-        .arg("init")
-        .arg(&backing)
-        .output()
-        .unwrap();
+    let out = kmsfs_on(&kms).arg("init").arg(&backing).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let mount = |mnt: &std::path::Path, extra: &[&str]| {
-        kmsfs()
-            .arg("--kms")
-            .arg(&kms)
+        kmsfs_on(&kms)
             .arg("mount")
             .arg(&backing)
             .arg(mnt)
@@ -154,8 +152,7 @@ fn mount_errors_say_what_to_do() {
     fs::create_dir(&full).unwrap();
     fs::write(full.join("precious"), b"x").unwrap();
     let out = mount(&full, &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("not empty"), "{}", text(&out));
+    refused_saying(&out, "not empty");
     assert!(text(&out).contains("-o nonempty"), "{}", text(&out));
     // ... and the way out works.
     let out = mount(&full, &["-o", "nonempty"]);
@@ -180,8 +177,7 @@ fn mount_errors_say_what_to_do() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = mount(&dead, &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("dead FUSE mount"), "{}", text(&out));
+    refused_saying(&out, "dead FUSE mount");
     assert!(text(&out).contains("kmsfs umount"), "{}", text(&out));
     let out = kmsfs().arg("umount").arg(&dead).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -194,39 +190,32 @@ fn mount_errors_say_what_to_do() {
     let file = t.path().join("file");
     fs::write(&file, b"").unwrap();
     let out = mount(&file, &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("not a directory"), "{}", text(&out));
+    refused_saying(&out, "not a directory");
 
     // Not a volume, with --no-init: points at kmsfs init.
     let empty = t.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let mnt = t.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
+    let out = kmsfs_on(&kms)
         .args(["mount", "--no-init"])
         .arg(&empty)
         .arg(&mnt)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(text(&out).contains("kmsfs init"), "{}", text(&out));
+    refused_saying(&out, "kmsfs init");
 
     // The CMK disabled: the message says how to enable it.
     let cfg = fs::read_to_string(backing.join("kmsfs.conf")).unwrap();
     let v: serde_json::Value = serde_json::from_str(cfg.lines().next().unwrap()).unwrap();
     let cmk = v["cmk"].as_str().unwrap();
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
+    let out = kmsfs_on(&kms)
         .args(["kms", "DisableKey", "--KeyId", cmk])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let out = mount(&mnt, &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("EnableKey"), "{}", text(&out));
+    refused_saying(&out, "EnableKey");
 
     // An HTTP KMS nobody listens on: check that it runs.
     let out = kmsfs()
@@ -236,8 +225,7 @@ fn mount_errors_say_what_to_do() {
         .arg(&mnt)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(text(&out).contains("--kms"), "{}", text(&out));
+    refused_saying(&out, "--kms");
 }
 
 /// A mistyped backing path is not a new volume: `kmsfs mount` refuses it (no terminal to
@@ -249,9 +237,7 @@ fn a_mistyped_backing_path_is_refused_not_made_a_volume() {
     let (kms, mnt) = (dir.path().join("kms"), dir.path().join("m"));
     fs::create_dir(&mnt).unwrap();
     let mount = |backing: &std::path::Path, extra: &[&str]| {
-        kmsfs()
-            .arg("--kms")
-            .arg(&kms)
+        kmsfs_on(&kms)
             .arg("mount")
             .args(extra)
             .arg(backing)

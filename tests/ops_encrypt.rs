@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fsmount::{kmsfs, pattern, Mounted};
+use fsmount::{kmsfs_on, paths_in, pattern, Mounted};
 use powercut::LoopDisk;
 
 fn c(p: &Path) -> CString {
@@ -218,9 +218,7 @@ fn compare(src: &Path, mnt: &Path) -> Vec<String> {
 }
 
 fn encrypt(kms: &Path, args: &[&Path], extra: &[&str]) -> Output {
-    kmsfs()
-        .arg("--kms")
-        .arg(kms)
+    kmsfs_on(kms)
         .arg("encrypt")
         .args(args)
         .args(extra)
@@ -251,11 +249,7 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
 #[test]
 fn encrypted_tree_matches_the_source_through_the_mount() {
     let t = tempfile::tempdir().unwrap();
-    let (src, backing, kms) = (
-        t.path().join("src"),
-        t.path().join("backing"),
-        t.path().join("kms"),
-    );
+    let [src, backing, kms] = paths_in(t.path(), ["src", "backing", "kms"]);
     fs::create_dir(&src).unwrap();
     let (l1, l2) = build_tree(&src);
     let before = walk(&src);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use fsmount::{is_mounted, kmsfs};
+use fsmount::{is_mounted, kmsfs, kmsfs_on};
 
 const HELPER: &str = "/sbin/mount.fuse.kmsfs";
 
@@ -268,12 +268,7 @@ fn remount_ro_rw_and_every_helper_option_through_mount8() {
 fn umount_returns_after_the_daemon_exited() {
     let t = tempfile::tempdir().unwrap();
     let (kms, backing, mnt) = volume(t.path());
-    let out = run(kmsfs()
-        .arg("--kms")
-        .arg(&kms)
-        .arg("mount")
-        .arg(&backing)
-        .arg(&mnt));
+    let out = run(kmsfs_on(&kms).arg("mount").arg(&backing).arg(&mnt));
     assert!(out.status.success(), "{}", text(&out));
     assert!(is_mounted(&mnt));
     let pid = daemon_pid(&mnt);
@@ -338,9 +333,7 @@ fn foreground_mount_notifies_systemd_when_live() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut child = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
+    let mut child = kmsfs_on(&kms)
         .args(["mount", "-f"])
         .arg(&backing)
         .arg(&mnt)

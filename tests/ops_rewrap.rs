@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fsmount::{audit_count, init_volume, kmsfs, pattern, run_fsck, run_ok, Mounted};
+use fsmount::{audit_count, init_volume, kmsfs, kmsfs_on, pattern, run_fsck, run_ok, Mounted};
 use powercut::{mix, seeded};
 
 /// Header geometry of the default volume (docs/FORMAT.md): prefix 32 bytes, two slots.
@@ -60,6 +60,16 @@ fn mounted_volume(dir: &Path, args: &[&str]) -> (PathBuf, PathBuf, Mounted) {
     init_volume(&kms, &backing, args);
     let m = Mounted::existing(&kms, &backing, &[]).unwrap();
     (kms, backing, m)
+}
+
+/// A mounted volume holding files 0..n (`rel`, `content`), a DEK per `per_dek` of them:
+/// its KMS, backing directory, mount and CMK.
+fn volume_of_files(dir: &Path, per_dek: usize, n: usize) -> (PathBuf, PathBuf, Mounted, String) {
+    let per_dek = per_dek.to_string();
+    let (kms, backing, m) = mounted_volume(dir, &["--dek-max-files", &per_dek]);
+    let cmk = m.cmk();
+    write_files(&m, 0..n);
+    (kms, backing, m, cmk)
 }
 
 fn write_files(m: &Mounted, range: std::ops::Range<usize>) {
@@ -205,9 +215,7 @@ fn assert_all_under(files: &[PathBuf], key: &(String, u32)) {
 fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
     const N: usize = 2000;
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing, mut m) = mounted_volume(dir.path(), &["--dek-max-files", "100"]);
-    let old_cmk = m.cmk();
-    write_files(&m, 0..N);
+    let (kms, backing, mut m, old_cmk) = volume_of_files(dir.path(), 100, N);
     let old_deks: HashSet<Vec<u8>> = backing_files(&backing)
         .iter()
         .map(|p| active_slot(p).1)
@@ -310,9 +318,7 @@ fn rewrap_a_mounted_volume_to_a_new_cmk_then_disable_the_old_one() {
 fn rotate_in_place_killed_halfway_then_rerun_completes() {
     const N: usize = 2000;
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing, mut m) = mounted_volume(dir.path(), &["--dek-max-files", "10"]);
-    let cmk = m.cmk();
-    write_files(&m, 0..N);
+    let (kms, backing, mut m, cmk) = volume_of_files(dir.path(), 10, N);
     fs::write(m.p("empty"), b"").unwrap();
     m.unmount();
     m.kms_call("RotateKey", serde_json::json!({ "KeyId": cmk }));
@@ -394,13 +400,7 @@ fn a_corrupt_header_is_reported_and_left_untouched() {
     );
     assert_eq!(fs::read(&bad).unwrap(), b, "the corrupt file is untouched");
     // Text mode names the file on stderr.
-    let out = kmsfs()
-        .arg("--kms")
-        .arg(&kms)
-        .arg("rewrap")
-        .arg(&backing)
-        .output()
-        .unwrap();
+    let out = kmsfs_on(&kms).arg("rewrap").arg(&backing).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("f2: unreadable header"), "{err}");
@@ -535,9 +535,7 @@ fn audit_lines(kms: &Path) -> usize {
 fn a_second_rewrap_is_refused_while_one_runs_and_a_killed_one_leaves_no_lock() {
     const N: usize = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let (kms, backing, m) = mounted_volume(dir.path(), &["--dek-max-files", "10"]);
-    let cmk = m.cmk();
-    write_files(&m, 0..N);
+    let (kms, backing, m, cmk) = volume_of_files(dir.path(), 10, N);
     m.kms_call("RotateKey", serde_json::json!({ "KeyId": cmk }));
     let files = backing_files(&backing);
     assert_eq!(files.len(), N);

@@ -14,6 +14,18 @@ pub fn kmsfs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kmsfs"))
 }
 
+/// `dir`/NAME for each of `names`: the paths a test lays out in its scratch directory.
+pub fn paths_in<const N: usize>(dir: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|n| dir.join(n))
+}
+
+/// The kmsfs command on the KMS store `kms` (`kmsfs --kms KMS …`).
+pub fn kmsfs_on(kms: &Path) -> Command {
+    let mut c = kmsfs();
+    c.arg("--kms").arg(kms);
+    c
+}
+
 /// A mounted volume.
 pub struct Mounted {
     pub dir: tempfile::TempDir,
@@ -207,6 +219,17 @@ impl Mounted {
         self.backing.join(rel)
     }
 
+    /// The opening of a tamper test: a fresh default mount holding one file `f` of `len`
+    /// [`pattern`] bytes (seed `seed`): the mount, those bytes, and `f`'s backing file
+    /// opened read-write ([`Mounted::raw`]).
+    pub fn with_file_f(seed: u64, len: usize) -> (Mounted, Vec<u8>, File) {
+        let m = Mounted::new(&[]);
+        let data = pattern(seed, len);
+        std::fs::write(m.p("f"), &data).unwrap();
+        let raw = m.raw("f");
+        (m, data, raw)
+    }
+
     /// A backing file opened read-write, to tamper with behind the daemon's back.
     pub fn raw(&self, rel: &str) -> File {
         std::fs::OpenOptions::new()
@@ -282,9 +305,7 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
 /// `kmsfs --kms KMS fsck EXTRA… BACKING` (it exits non-zero on findings, so no
 /// assertion here); its output.
 pub fn run_fsck(kms: &Path, backing: &Path, extra: &[&str]) -> std::process::Output {
-    kmsfs()
-        .arg("--kms")
-        .arg(kms)
+    kmsfs_on(kms)
         .arg("fsck")
         .args(extra)
         .arg(backing)
